@@ -1,0 +1,712 @@
+/* engine_cpu.c: the built-in CPU engine: a persistent pthread pool that computes rectangles of the
+ * sample grid with SIMD lane machines (GCC vector extensions, one build per instruction set). */
+#ifndef ECPU_TEMPLATE
+
+#include "engine_cpu.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "escape.h"
+
+/* Iterations between escape checks. A lane idles for up to this many steps after its escape, and
+ * settling scans this many saved z values; 8..32 measured alike on workload B, 16 best on A. */
+#define ECPU_BLOCK 16
+
+/* Blocks between polls of the cancel flag inside a lane machine (16 * 256 = 4096 iterations of
+ * every lane, well under a millisecond). */
+#define ECPU_CANCEL_POLL 256
+
+/* A tile is a run of consecutive samples of the rectangle in row-major order. Enough tiles for
+ * every worker to take several keeps the end of a render balanced; a floor keeps the claim
+ * overhead (one mutex round trip) negligible. */
+#define ECPU_TILE_MIN 256u
+#define ECPU_TILE_MAX 8192u
+#define ECPU_TILES_PER_THREAD 32u
+
+/* Relative margin of the test that lets a lane skip per-iteration escape checks (see
+ * lane_safe_limit); fp32 rounding of one step is below 1e-6 relative. */
+#define ECPU_SAFE_MARGIN 1e-4
+
+struct engine_cpu;
+struct ecpu_job;
+
+/* A lane machine: computes tile `tile` of the job and, while the job is the only one queued,
+ * further tiles it claims itself. Returns the sum of escape counts of the samples it finished;
+ * sets *aborted when it stopped because the job's cancel flag was raised. */
+typedef uint64_t (*ecpu_machine_fn)(struct engine_cpu *engine, struct ecpu_job *job, uint64_t tile,
+                                    int *aborted);
+
+/* One engine_cpu_render call. Lives on the caller's stack; queued while it has unclaimed tiles. */
+struct ecpu_job {
+    struct ecpu_job *next;          /* queue link, under engine->lock */
+
+    /* Read-only while the job is queued or worked on. */
+    ecpu_machine_fn machine;
+    esc_view_f32 v32;
+    esc_view_f64 v64;
+    double safe_c2;                 /* lanes with |c|^2 <= this may skip per-iteration checks */
+    uint32_t rect_x, rect_y, rect_w;
+    uint64_t nsamples, tile_size;
+    uint64_t ntiles;
+    uint32_t *counts;
+    float *smooth;
+    const atomic_int *cancel;
+
+    /* Under engine->lock. */
+    uint64_t next_tile;             /* == ntiles once every tile is claimed (or on cancel) */
+    unsigned active;                /* workers inside a lane machine for this job */
+    int cancelled;
+    uint64_t iterations;
+    pthread_cond_t done;            /* signalled when next_tile == ntiles and active == 0 */
+};
+
+struct engine_cpu {
+    pthread_mutex_t lock;
+    pthread_cond_t work;            /* a job was queued, or the pool is stopping */
+    struct ecpu_job *head, *tail;   /* jobs with unclaimed tiles, served round-robin */
+    int stopping;
+    unsigned nthreads, started;
+    pthread_t *threads;
+    ecpu_machine_fn machine_f32, machine_f64;
+};
+
+static int cancel_raised(const struct ecpu_job *job)
+{
+    return job->cancel && atomic_load_explicit(job->cancel, memory_order_relaxed) != 0;
+}
+
+/* Removes job from the queue. Caller holds the lock; job must be queued. */
+static void unqueue(struct engine_cpu *engine, struct ecpu_job *job)
+{
+    struct ecpu_job **link = &engine->head, *prev = NULL;
+
+    while (*link != job) {
+        prev = *link;
+        link = &(*link)->next;
+    }
+    *link = job->next;
+    if (engine->tail == job)
+        engine->tail = prev;
+    job->next = NULL;
+}
+
+/* Claims the next tile of a queued job into *tile. Caller holds the lock. A job whose last tile
+ * goes, or whose cancel flag is up, leaves the queue; the latter yields no tile. Returns 1 when a
+ * tile was claimed. */
+static int claim_locked(struct engine_cpu *engine, struct ecpu_job *job, uint64_t *tile)
+{
+    if (cancel_raised(job)) {
+        job->cancelled = 1;
+        job->next_tile = job->ntiles;
+        unqueue(engine, job);
+        return 0;
+    }
+    *tile = job->next_tile++;
+    if (job->next_tile == job->ntiles)
+        unqueue(engine, job);
+    return 1;
+}
+
+/* Called by a lane machine whose tile ran out of samples: hands it the job's next tile while the
+ * job is alone in the queue, so its lanes stay busy across tile boundaries. With other jobs
+ * waiting it returns 0, the machine drains and the worker serves the queue round-robin. Sets
+ * *aborted when the job was cancelled. */
+static int claim_more(struct engine_cpu *engine, struct ecpu_job *job, uint64_t *tile,
+                      int *aborted)
+{
+    int got = 0;
+
+    pthread_mutex_lock(&engine->lock);
+    if (job->next_tile < job->ntiles && engine->head == job && job->next == NULL) {
+        got = claim_locked(engine, job, tile);
+        if (job->cancelled)
+            *aborted = 1;
+    }
+    pthread_mutex_unlock(&engine->lock);
+    return got;
+}
+
+/* |c|^2 bound under which a lane needs no escape check inside a block. Mathematically, if
+ * |c| <= R^2 - R then every z with |z| > R maps to |z^2 + c| >= |z|^2 - |c| > R: once out, an
+ * orbit stays out (or overflows to inf/NaN, which the NaN-aware check also counts), so checking
+ * the last z of a block finds every escape inside it. The margin covers rounding. With r2max
+ * infinite the only way out is NaN, which is sticky, so every lane is safe. Returns a negative
+ * bound (no lane safe) when R <= ~1, where the argument fails for every c. */
+static double lane_safe_limit(double r, double r2max)
+{
+    double lim;
+
+    if (isinf(r2max))
+        return INFINITY;
+    lim = r * r - r - ECPU_SAFE_MARGIN * r * r;
+    return lim > 0 ? lim * lim : -1.0;
+}
+
+/* The lane machines, one per precision and instruction set, come from the template part of this
+ * file (below, after #else), included once per instantiation. GROUPS independent vectors hide the
+ * ~10-cycle latency of one step; 7 (fp32) and 6 (fp64) were fastest with 16 AVX2 registers (8
+ * spills), and the lane bits must fit 64 (AVX-512 fp32: 4 x 16). */
+#define ECPU_TEMPLATE 1
+
+#define ECPU_REAL float
+#define ECPU_IREAL int32_t
+#define ECPU_SFX f32
+#define ECPU_IS_F64 0
+#define ECPU_VIEW(job) (&(job)->v32)
+
+#if defined(__x86_64__)
+#define ECPU_NAME machine_f32_avx512
+#define ECPU_ATTR __attribute__((target("avx512f")))
+#define ECPU_VBYTES 64
+#define ECPU_GROUPS 4
+#include "engine_cpu.c"
+#define ECPU_NAME machine_f32_avx2
+#define ECPU_ATTR __attribute__((target("avx2")))
+#define ECPU_VBYTES 32
+#define ECPU_GROUPS 7
+#include "engine_cpu.c"
+#endif
+#define ECPU_NAME machine_f32_base
+#define ECPU_ATTR
+#define ECPU_VBYTES 16
+#define ECPU_GROUPS 7
+#include "engine_cpu.c"
+
+#undef ECPU_REAL
+#undef ECPU_IREAL
+#undef ECPU_SFX
+#undef ECPU_IS_F64
+#undef ECPU_VIEW
+#define ECPU_REAL double
+#define ECPU_IREAL int64_t
+#define ECPU_SFX f64
+#define ECPU_IS_F64 1
+#define ECPU_VIEW(job) (&(job)->v64)
+
+#if defined(__x86_64__)
+#define ECPU_NAME machine_f64_avx512
+#define ECPU_ATTR __attribute__((target("avx512f")))
+#define ECPU_VBYTES 64
+#define ECPU_GROUPS 6
+#include "engine_cpu.c"
+#define ECPU_NAME machine_f64_avx2
+#define ECPU_ATTR __attribute__((target("avx2")))
+#define ECPU_VBYTES 32
+#define ECPU_GROUPS 6
+#include "engine_cpu.c"
+#endif
+#define ECPU_NAME machine_f64_base
+#define ECPU_ATTR
+#define ECPU_VBYTES 16
+#define ECPU_GROUPS 6
+#include "engine_cpu.c"
+
+#undef ECPU_TEMPLATE
+
+/* Picks the widest lane machines this CPU runs. FRACTALD_CPU_ISA=avx512|avx2|base asks for a
+ * narrower (or the same) set, for tests and benchmarks; a set the CPU lacks is never chosen. */
+static void pick_machines(struct engine_cpu *engine)
+{
+    const char *want = getenv("FRACTALD_CPU_ISA");
+
+    engine->machine_f32 = machine_f32_base;
+    engine->machine_f64 = machine_f64_base;
+    if (want && strcmp(want, "base") == 0)
+        return;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && !(want && strcmp(want, "avx2") == 0)) {
+        engine->machine_f32 = machine_f32_avx512;
+        engine->machine_f64 = machine_f64_avx512;
+    } else if (__builtin_cpu_supports("avx2")) {
+        engine->machine_f32 = machine_f32_avx2;
+        engine->machine_f64 = machine_f64_avx2;
+    }
+#endif
+}
+
+/* Worker thread: serves the queue round-robin, one tile claim at a time, until stopping. */
+static void *worker_main(void *arg)
+{
+    struct engine_cpu *engine = arg;
+
+    pthread_mutex_lock(&engine->lock);
+    for (;;) {
+        struct ecpu_job *job;
+        uint64_t tile, iters = 0;
+        int aborted = 0, got;
+
+        while (!engine->stopping && engine->head == NULL)
+            pthread_cond_wait(&engine->work, &engine->lock);
+        if (engine->stopping)
+            break;
+        job = engine->head;
+        /* No tile when the job was cancelled: it left the queue, its caller may be woken. */
+        got = claim_locked(engine, job, &tile);
+        /* Rotate so that concurrent renders take turns tile by tile. */
+        if (got && engine->head == job && job->next != NULL) {
+            engine->head = job->next;
+            job->next = NULL;
+            engine->tail->next = job;
+            engine->tail = job;
+        }
+        if (got)
+            job->active++;
+        pthread_mutex_unlock(&engine->lock);
+
+        if (got)
+            iters = job->machine(engine, job, tile, &aborted);
+
+        pthread_mutex_lock(&engine->lock);
+        if (got) {
+            job->iterations += iters;
+            job->active--;
+        }
+        if (aborted && !job->cancelled) {
+            job->cancelled = 1;
+            if (job->next_tile < job->ntiles) {
+                job->next_tile = job->ntiles;
+                unqueue(engine, job);
+            }
+        }
+        if (job->next_tile == job->ntiles && job->active == 0)
+            pthread_cond_signal(&job->done);
+    }
+    pthread_mutex_unlock(&engine->lock);
+    return NULL;
+}
+
+int engine_cpu_new(engine_cpu **out, unsigned threads)
+{
+    struct engine_cpu *engine = NULL;
+    int err = ERR_NOMEM, have_lock = 0, have_cond = 0;
+
+    *out = NULL;
+    if (threads == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = n > 0 ? (unsigned)n : 1;
+    }
+    if ((engine = calloc(1, sizeof(*engine))) == NULL)
+        goto done;
+    if ((engine->threads = calloc(threads, sizeof(pthread_t))) == NULL)
+        goto done;
+    if (pthread_mutex_init(&engine->lock, NULL) != 0)
+        goto done;
+    have_lock = 1;
+    if (pthread_cond_init(&engine->work, NULL) != 0)
+        goto done;
+    have_cond = 1;
+    engine->nthreads = threads;
+    pick_machines(engine);
+    for (; engine->started < threads; engine->started++)
+        if (pthread_create(&engine->threads[engine->started], NULL, worker_main, engine) != 0)
+            goto done;
+    *out = engine;
+    engine = NULL;
+    err = 0;
+
+done:
+    if (engine) {
+        if (engine->started > 0) {
+            engine_cpu_free(engine);
+        } else {
+            if (have_cond)
+                pthread_cond_destroy(&engine->work);
+            if (have_lock)
+                pthread_mutex_destroy(&engine->lock);
+            free(engine->threads);
+            free(engine);
+        }
+    }
+    return err;
+}
+
+void engine_cpu_free(engine_cpu *engine)
+{
+    if (engine == NULL)
+        return;
+    pthread_mutex_lock(&engine->lock);
+    engine->stopping = 1;
+    pthread_cond_broadcast(&engine->work);
+    pthread_mutex_unlock(&engine->lock);
+    for (unsigned i = 0; i < engine->started; i++)
+        pthread_join(engine->threads[i], NULL);
+    pthread_cond_destroy(&engine->work);
+    pthread_mutex_destroy(&engine->lock);
+    free(engine->threads);
+    free(engine);
+}
+
+unsigned engine_cpu_threads(const engine_cpu *engine)
+{
+    return engine->nthreads;
+}
+
+/* Fills the read-only part of a job from the spec and rectangle. */
+static void job_setup(struct ecpu_job *job, const engine_cpu *engine, const struct render_spec *spec,
+                      const struct spec_rect *rect)
+{
+    uint32_t gw = spec->width * spec->supersample, gh = spec->height * spec->supersample;
+    uint64_t per;
+
+    if (spec->precision == SPEC_FP32) {
+        /* Every parameter is rounded to float once, then the mapping runs in float (escape.h). */
+        esc_view_init_f32(&job->v32, (int)spec->fractal, (float)spec->c_re, (float)spec->c_im,
+                          (float)spec->center_re, (float)spec->center_im, (float)spec->view_width,
+                          gw, gh, (float)spec->escape_radius, spec->max_iter);
+        job->machine = engine->machine_f32;
+        job->safe_c2 = lane_safe_limit((double)(float)spec->escape_radius, job->v32.r2max);
+    } else {
+        esc_view_init_f64(&job->v64, (int)spec->fractal, spec->c_re, spec->c_im, spec->center_re,
+                          spec->center_im, spec->view_width, gw, gh, spec->escape_radius,
+                          spec->max_iter);
+        job->machine = engine->machine_f64;
+        job->safe_c2 = lane_safe_limit(spec->escape_radius, job->v64.r2max);
+    }
+    job->rect_x = rect->x;
+    job->rect_y = rect->y;
+    job->rect_w = rect->width;
+    job->nsamples = (uint64_t)rect->width * rect->height;
+    per = job->nsamples / ((uint64_t)engine->nthreads * ECPU_TILES_PER_THREAD);
+    job->tile_size = per < ECPU_TILE_MIN ? ECPU_TILE_MIN : per > ECPU_TILE_MAX ? ECPU_TILE_MAX : per;
+    job->ntiles = (job->nsamples + job->tile_size - 1) / job->tile_size;
+}
+
+int engine_cpu_render(engine_cpu *engine, const struct render_spec *spec,
+                      const struct spec_rect *rect, uint32_t *counts, float *smooth,
+                      const atomic_int *cancel, struct engine_cpu_stats *stats)
+{
+    struct ecpu_job job;
+    int err = 0, have_cond = 0;
+
+    memset(&job, 0, sizeof(job));
+    if (stats)
+        memset(stats, 0, sizeof(*stats));
+    job.counts = counts;
+    job.smooth = smooth;
+    job.cancel = cancel;
+    if (cancel_raised(&job)) {
+        err = ERR_CANCELLED;
+        goto done;
+    }
+    if (rect->width == 0 || rect->height == 0)
+        goto done;
+    job_setup(&job, engine, spec, rect);
+    if (pthread_cond_init(&job.done, NULL) != 0) {
+        err = ERR_NOMEM;
+        goto done;
+    }
+    have_cond = 1;
+
+    pthread_mutex_lock(&engine->lock);
+    if (engine->tail)
+        engine->tail->next = &job;
+    else
+        engine->head = &job;
+    engine->tail = &job;
+    pthread_cond_broadcast(&engine->work);
+    while (job.next_tile < job.ntiles || job.active > 0)
+        pthread_cond_wait(&job.done, &engine->lock);
+    pthread_mutex_unlock(&engine->lock);
+
+    if (stats) {
+        stats->iterations = job.iterations;
+        stats->tiles = (uint32_t)job.ntiles;
+    }
+    if (job.cancelled)
+        err = ERR_CANCELLED;
+
+done:
+    if (have_cond)
+        pthread_cond_destroy(&job.done);
+    return err;
+}
+
+#else /* ECPU_TEMPLATE */
+
+/*
+ * Template part: one lane machine. Parameters: ECPU_NAME (function name), ECPU_ATTR (target
+ * attribute), ECPU_REAL / ECPU_IREAL (float and the integer of its width), ECPU_SFX (f32/f64,
+ * picks the escape.h functions), ECPU_VIEW(job), ECPU_VBYTES (bytes per vector), ECPU_GROUPS
+ * (independent vectors, enough to cover the ~10-cycle latency of one step).
+ *
+ * The machine keeps LANES = GROUPS * VBYTES / sizeof(REAL) samples in flight. It runs blocks of
+ * ECPU_BLOCK steps with no branch, saving every z of the block, then checks the last z. A lane
+ * that escaped (or reached max_iter) inside the block is settled by applying escape.h's check to
+ * its saved z values in order (vector-wide, one group at a time), so its count and final z are
+ * exactly those of the scalar reference; then it takes the next sample at once (lane refill). Lanes whose c
+ * could bring an escaped orbit back inside R (see lane_safe_limit) switch the whole machine to
+ * blocks that also accumulate the check at every step.
+ */
+
+/* ECPU_MOVMSK(m): bits of the lanes where the comparison mask m is true, in one instruction where
+ * SSE/AVX have one (vps/vpd: the machine's float/double vector types of the same width). AVX-512
+ * has no movmsk and other CPUs no x86 builtins: there the machine collects the bits element by
+ * element. */
+#if defined(__x86_64__) && ECPU_VBYTES == 32 && !ECPU_IS_F64
+#define ECPU_MOVMSK(m) __builtin_ia32_movmskps256((vps)(m))
+#elif defined(__x86_64__) && ECPU_VBYTES == 32
+#define ECPU_MOVMSK(m) __builtin_ia32_movmskpd256((vpd)(m))
+#elif defined(__x86_64__) && ECPU_VBYTES == 16 && !ECPU_IS_F64
+#define ECPU_MOVMSK(m) __builtin_ia32_movmskps((vps)(m))
+#elif defined(__x86_64__) && ECPU_VBYTES == 16
+#define ECPU_MOVMSK(m) __builtin_ia32_movmskpd((vpd)(m))
+#endif
+
+#define ECPU_CAT_(a, b) a##b
+#define ECPU_CAT(a, b) ECPU_CAT_(a, b)
+#define ECPU_ESC(fn) ECPU_CAT(ECPU_CAT(esc_, fn), ECPU_CAT(_, ECPU_SFX))
+
+ECPU_ATTR
+static uint64_t ECPU_NAME(struct engine_cpu *engine, struct ecpu_job *job, uint64_t tile,
+                          int *aborted)
+{
+    typedef ECPU_REAL vreal __attribute__((vector_size(ECPU_VBYTES)));
+    typedef ECPU_IREAL vmask __attribute__((vector_size(ECPU_VBYTES)));
+    typedef float vps __attribute__((vector_size(ECPU_VBYTES), unused));
+    typedef double vpd __attribute__((vector_size(ECPU_VBYTES), unused));
+    enum {
+        W = ECPU_VBYTES / sizeof(ECPU_REAL),
+        G = ECPU_GROUPS,
+        LANES = W * G,
+        K = ECPU_BLOCK,
+    };
+    _Static_assert(LANES <= 64, "lane bits live in one uint64_t");
+    const ECPU_CAT(esc_view_, ECPU_SFX) *v = ECPU_VIEW(job);
+    const ECPU_REAL r2max = v->r2max;
+    const uint32_t max_iter = v->max_iter, w = job->rect_w;
+    const int mandel = v->fractal == ESC_MANDELBROT;
+    vreal zr[G], zi[G], cr[G], ci[G];
+    vreal hr[K][G], hi[K][G];            /* z at the start of each step of the current block */
+    uint64_t start[LANES], due[LANES], pos[LANES];
+    unsigned char unsafe[LANES];
+    unsigned short todo[LANES];
+    vmask first[G];
+    unsigned ntodo;
+    uint64_t iter = 0, min_due = UINT64_MAX, sum = 0, feed = 0, feed_end = 0, blocks = 0;
+    uint32_t col = 0, row = 0, y_row = UINT32_MAX;
+    ECPU_REAL y_val = 0;
+    unsigned alive = 0, nunsafe = 0;
+    int have_feed = 1;
+
+    feed = tile * job->tile_size;
+    feed_end = feed + job->tile_size < job->nsamples ? feed + job->tile_size : job->nsamples;
+    col = (uint32_t)(feed % w);
+    row = (uint32_t)(feed / w);
+    memset(unsafe, 0, sizeof(unsafe));
+
+/* Gives lane l (group g, element e) the next sample, or parks it (z = c = 0 never escapes) when
+ * the job has no more tiles for this machine. */
+#define ECPU_REFILL(l, g, e)                                                                      \
+    do {                                                                                          \
+        if (feed == feed_end && have_feed) {                                                      \
+            have_feed = claim_more(engine, job, &tile, aborted);                                  \
+            if (have_feed) {                                                                      \
+                feed = tile * job->tile_size;                                                     \
+                feed_end = feed + job->tile_size < job->nsamples ? feed + job->tile_size          \
+                                                                 : job->nsamples;                 \
+                col = (uint32_t)(feed % w);                                                       \
+                row = (uint32_t)(feed / w);                                                       \
+            }                                                                                     \
+        }                                                                                         \
+        if (unsafe[l]) {                                                                          \
+            unsafe[l] = 0;                                                                        \
+            nunsafe--;                                                                            \
+        }                                                                                         \
+        if (feed == feed_end) {                                                                   \
+            zr[g][e] = zi[g][e] = cr[g][e] = ci[g][e] = 0;                                        \
+            due[l] = UINT64_MAX;                                                                  \
+        } else {                                                                                  \
+            ECPU_REAL x_ = ECPU_ESC(x)(v, job->rect_x + col);                                     \
+            ECPU_REAL y_;                                                                         \
+            double c2_;                                                                           \
+            if (row != y_row) {                                                                   \
+                y_row = row;                                                                      \
+                y_val = ECPU_ESC(y)(v, job->rect_y + row);                                        \
+            }                                                                                     \
+            y_ = y_val;                                                                           \
+            pos[l] = feed++;                                                                      \
+            if (++col == w) {                                                                     \
+                col = 0;                                                                          \
+                row++;                                                                            \
+            }                                                                                     \
+            if (mandel) {                                                                         \
+                zr[g][e] = 0;                                                                     \
+                zi[g][e] = 0;                                                                     \
+                cr[g][e] = x_;                                                                    \
+                ci[g][e] = y_;                                                                    \
+            } else {                                                                              \
+                zr[g][e] = x_;                                                                    \
+                zi[g][e] = y_;                                                                    \
+                cr[g][e] = v->c_re;                                                               \
+                ci[g][e] = v->c_im;                                                               \
+            }                                                                                     \
+            start[l] = iter;                                                                      \
+            due[l] = iter + max_iter;                                                             \
+            c2_ = (double)cr[g][e] * cr[g][e] + (double)ci[g][e] * ci[g][e];                      \
+            if (!(c2_ <= job->safe_c2)) {                                                         \
+                unsafe[l] = 1;                                                                    \
+                nunsafe++;                                                                        \
+            }                                                                                     \
+            alive++;                                                                              \
+        }                                                                                         \
+    } while (0)
+
+    for (unsigned l = 0; l < LANES; l++) {
+        ECPU_REFILL(l, l / W, l % W);
+        if (due[l] < min_due)
+            min_due = due[l];
+    }
+
+    while (alive > 0) {
+        vreal a[G], b[G], x2, y2, t;
+        vmask ok[G];
+        uint64_t flagged = 0;
+
+        if (*aborted)
+            break;
+        if (++blocks % ECPU_CANCEL_POLL == 0 && cancel_raised(job)) {
+            *aborted = 1;
+            break;
+        }
+#pragma GCC unroll 16
+        for (int g = 0; g < G; g++) {
+            a[g] = zr[g];
+            b[g] = zi[g];
+            ok[g] = (vmask){0} - 1;
+        }
+        /* t + t is written t * 2 in odd groups (the same value, always): it moves work from the
+         * adders to the multipliers, which otherwise idle for a quarter of the step. */
+        if (nunsafe == 0) {
+            for (int k = 0; k < K; k++) {
+#pragma GCC unroll 16
+                for (int g = 0; g < G; g++) {
+                    hr[k][g] = a[g];
+                    hi[k][g] = b[g];
+                    x2 = a[g] * a[g];
+                    y2 = b[g] * b[g];
+                    t = a[g] * b[g];
+                    b[g] = (g & 1 ? t * 2 : t + t) + ci[g];
+                    a[g] = x2 - y2 + cr[g];
+                }
+            }
+        } else {
+            for (int k = 0; k < K; k++) {
+#pragma GCC unroll 16
+                for (int g = 0; g < G; g++) {
+                    hr[k][g] = a[g];
+                    hi[k][g] = b[g];
+                    x2 = a[g] * a[g];
+                    y2 = b[g] * b[g];
+                    ok[g] &= (x2 + y2 <= r2max);
+                    t = a[g] * b[g];
+                    b[g] = (g & 1 ? t * 2 : t + t) + ci[g];
+                    a[g] = x2 - y2 + cr[g];
+                }
+            }
+        }
+        iter += K;
+#pragma GCC unroll 16
+        for (int g = 0; g < G; g++) {
+            x2 = a[g] * a[g];
+            y2 = b[g] * b[g];
+            /* Lanes out of R (or NaN) now, or (careful blocks) out at some step. */
+            vmask out = ~(ok[g] & (x2 + y2 <= r2max));
+#ifdef ECPU_MOVMSK
+            flagged |= (uint64_t)(unsigned)ECPU_MOVMSK(out) << (g * W);
+#else
+            for (unsigned e = 0; e < W; e++)
+                flagged |= (uint64_t)(out[e] & 1) << (g * W + e);
+#endif
+            zr[g] = a[g];
+            zi[g] = b[g];
+        }
+        if (!flagged && iter < min_due)
+            continue;
+
+        /* List the lanes to settle: those flagged by the check, then (rarely) those that reached
+         * max_iter in this block, recomputing min_due over the others. */
+        ntodo = 0;
+        for (uint64_t bits = flagged; bits; bits &= bits - 1)
+            todo[ntodo++] = (unsigned short)__builtin_ctzll(bits);
+        if (iter >= min_due) {
+            min_due = UINT64_MAX;
+            for (unsigned l = 0; l < LANES; l++) {
+                if (flagged >> l & 1)
+                    continue;
+                if (due[l] <= iter) {
+                    todo[ntodo++] = (unsigned short)l;
+                    flagged |= (uint64_t)1 << l;
+                } else if (due[l] < min_due) {
+                    min_due = due[l];
+                }
+            }
+        }
+
+        /* For each group holding a lane to settle, first[g] = the step k (0..K) of the first
+         * escaped z among the saved ones, K + 1 if none: the count of leading steps whose z passed
+         * the escape check of escape.h, computed for all lanes of the group at once. */
+#pragma GCC unroll 16
+        for (int g = 0; g < G; g++) {
+            vmask inside = (vmask){0} - 1;
+
+            if (!(flagged >> (g * W) & (((uint64_t)1 << W) - 1)))
+                continue;
+            first[g] = (vmask){0};
+            for (int k = 0; k < K; k++) {
+                inside &= (hr[k][g] * hr[k][g] + hi[k][g] * hi[k][g] <= r2max);
+                first[g] -= inside;
+            }
+            inside &= (zr[g] * zr[g] + zi[g] * zi[g] <= r2max);
+            first[g] -= inside;
+        }
+
+        for (unsigned i = 0; i < ntodo; i++) {
+            unsigned l = todo[i], g = l / W, e = l % W;
+            uint64_t n0 = iter - K - start[l], k = (uint64_t)first[g][e];
+            uint32_t n = max_iter;
+            ECPU_REAL x = 0, y = 0;
+
+            if (n0 + k < max_iter) {
+                if (k > K) {
+                    /* Unreachable: a flagged lane's escape is among the z just checked. Keep the
+                     * lane running rather than write a wrong count. */
+                    if (due[l] < min_due)
+                        min_due = due[l];
+                    continue;
+                }
+                /* z_{n0 + k} is hr/hi[k] for k < K and the current z for k == K. */
+                n = (uint32_t)(n0 + k);
+                x = k < K ? hr[k][g][e] : zr[g][e];
+                y = k < K ? hi[k][g][e] : zi[g][e];
+            }
+            sum += n;
+            if (job->counts)
+                job->counts[pos[l]] = n;
+            if (job->smooth)
+                job->smooth[pos[l]] = ECPU_ESC(smooth)(v, n, x, y);
+            alive--;
+            ECPU_REFILL(l, g, e);
+            if (due[l] < min_due)
+                min_due = due[l];
+        }
+    }
+#undef ECPU_REFILL
+    return sum;
+}
+
+#undef ECPU_MOVMSK
+#undef ECPU_CAT_
+#undef ECPU_CAT
+#undef ECPU_ESC
+#undef ECPU_NAME
+#undef ECPU_ATTR
+#undef ECPU_VBYTES
+#undef ECPU_GROUPS
+
+#endif /* ECPU_TEMPLATE */
