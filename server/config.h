@@ -1,0 +1,40 @@
+/* config.h: fractald's settings: where it listens, how many threads it runs, and every limit on
+ * what a request may ask for. Filled from defaults, then command-line flags. */
+#ifndef FRACTALD_CONFIG_H
+#define FRACTALD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Limits a request is validated against. Every one is configurable (fractald --help). */
+struct limits {
+    uint32_t max_side;          /* width and height: 1..max_side pixels */
+    uint64_t max_samples;       /* region pixels x supersample^2 in one request */
+    uint32_t max_iter;          /* max_iter: 1..max_iter */
+    double max_cost;            /* samples x max_iter in one request */
+    uint32_t max_message_bytes; /* largest reply message (an encoded image in a unary reply) */
+    uint32_t max_request_bytes; /* largest request message the server accepts */
+};
+
+struct config {
+    char listen[256];           /* gRPC address, e.g. "127.0.0.1:50051" or "unix:/path" */
+    unsigned engine_threads;    /* CPU engine worker threads; 0 = one per online CPU */
+    unsigned render_workers;    /* renders in progress at once */
+    unsigned queue_length;      /* renders waiting for a worker before RESOURCE_EXHAUSTED */
+    unsigned grace_ms;          /* how long in-flight calls may finish after SIGTERM */
+    int log_level;
+    int list_devices;           /* print the devices and exit */
+    struct limits limits;
+};
+
+#define CONFIG_DEFAULT_LISTEN "127.0.0.1:50051"
+
+/* Fills *out with the defaults documented in `fractald --help`. */
+void config_defaults(struct config *out);
+
+/* Applies command-line flags over the current values of *cfg.
+ * Returns 0 to run, 1 when the flags asked only for --help or --version (already printed), or
+ * ERR_INVALID with a one-line message in msg naming the flag, the value and the allowed range. */
+int config_parse_args(struct config *cfg, int argc, char **argv, char *msg, size_t msglen);
+
+#endif

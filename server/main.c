@@ -1,0 +1,84 @@
+/* main.c: fractald's entry point: reads the configuration, starts the CPU engine and the gRPC
+ * server, and shuts down cleanly on SIGINT or SIGTERM. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+#include "devices.h"
+#include "engine_cpu.h"
+#include "err.h"
+#include "log.h"
+#include "rpc.h"
+
+int main(int argc, char **argv)
+{
+    struct config cfg;
+    struct devices devs = {0};
+    engine_cpu *engine = NULL;
+    rpc_server *srv = NULL;
+    sigset_t stop_signals;
+    char msg[512] = "";
+    int err, port = 0, sig = 0, status = 1;
+
+    config_defaults(&cfg);
+    err = config_parse_args(&cfg, argc, argv, msg, sizeof(msg));
+    if (err == 1)
+        return 0;
+    if (err < 0) {
+        fprintf(stderr, "fractald: %s\n", msg);
+        return 2;
+    }
+    log_min_level = cfg.log_level;
+
+    /* Block the stop signals before any thread exists, so every thread inherits the mask and
+     * only sigwait below receives them. */
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if ((err = engine_cpu_new(&engine, cfg.engine_threads)) < 0) {
+        fprintf(stderr, "fractald: cannot start the CPU engine: %s\n", err_name(err));
+        goto done;
+    }
+    if ((err = devices_init(&devs, engine_cpu_threads(engine))) < 0) {
+        fprintf(stderr, "fractald: cannot list devices: %s\n", err_name(err));
+        goto done;
+    }
+    if (cfg.list_devices) {
+        devices_print(&devs);
+        status = 0;
+        goto done;
+    }
+    if ((err = rpc_server_start(&srv, &port, &cfg, engine, &devs, msg, sizeof(msg))) < 0) {
+        fprintf(stderr, "fractald: %s\n", msg);
+        goto done;
+    }
+    /* The ready line on stdout: tests and scripts read the bound port from it. */
+    {
+        const char *colon = strrchr(cfg.listen, ':');
+        if (strncmp(cfg.listen, "unix:", 5) == 0 || !colon)
+            printf("fractald listening on %s\n", cfg.listen);
+        else
+            printf("fractald listening on %.*s:%d\n", (int)(colon - cfg.listen), cfg.listen, port);
+        fflush(stdout);
+    }
+    log_at(LOG_INFO, "fractald serving on %s (port %d), %u engine threads, %u render workers", cfg.listen,
+           port, engine_cpu_threads(engine), cfg.render_workers);
+
+    sigwait(&stop_signals, &sig);
+    log_at(LOG_INFO, "received %s; draining (grace %u ms)", sig == SIGINT ? "SIGINT" : "SIGTERM", cfg.grace_ms);
+    rpc_server_stop(srv, cfg.grace_ms);
+    srv = NULL;
+    log_at(LOG_INFO, "fractald stopped");
+    status = 0;
+
+done:
+    rpc_server_stop(srv, 0);
+    devices_dispose(&devs);
+    engine_cpu_free(engine);
+    return status;
+}

@@ -1,0 +1,116 @@
+/* render.c: the band-by-band pipeline from engine to encoder. */
+#include "render.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "color.h"
+#include "err.h"
+
+#define DEFAULT_BAND_SAMPLES (4u << 20)
+
+double render_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static size_t pixel_bytes(enum spec_format format)
+{
+    switch (format) {
+    case SPEC_PNG: return 3;
+    case SPEC_PNG16: return 2;
+    default: return 4;
+    }
+}
+
+int render_run(struct render_stats *out, engine_cpu *engine, struct device *device,
+               const struct render_spec *spec, const char *request_json, encode_sink_fn sink,
+               void *sink_ctx, const atomic_int *cancel, size_t band_samples, char *msg, size_t msglen)
+{
+    const uint32_t ss = spec->supersample, width = spec->region.width;
+    const size_t row_samples = (size_t)width * ss * ss;
+    const bool raw_counts = spec->format == SPEC_RAW_U32;
+    uint32_t band_rows, done = 0;
+    float *smooth = NULL;
+    uint32_t *counts = NULL;
+    void *pixels = NULL;
+    encoder *enc = NULL;
+    int err;
+
+    memset(out, 0, sizeof(*out));
+    if (band_samples == 0)
+        band_samples = DEFAULT_BAND_SAMPLES;
+    band_rows = (uint32_t)(band_samples / row_samples);
+    if (band_rows < 1)
+        band_rows = 1;
+    if (band_rows > spec->region.height)
+        band_rows = spec->region.height;
+
+    /* Raw formats hand the engine's output to the encoder as it is; the PNG formats colour it
+     * into a separate pixel buffer first. */
+    if (raw_counts)
+        counts = malloc(row_samples * band_rows * sizeof(*counts));
+    else
+        smooth = malloc(row_samples * band_rows * sizeof(*smooth));
+    if (spec->format == SPEC_PNG || spec->format == SPEC_PNG16)
+        pixels = malloc((size_t)width * band_rows * pixel_bytes(spec->format));
+    else
+        pixels = raw_counts ? (void *)counts : (void *)smooth;
+    if ((!counts && !smooth) || !pixels) {
+        snprintf(msg, msglen, "out of memory for a band of %u rows of %u pixels", band_rows, width);
+        err = ERR_NOMEM;
+        goto done;
+    }
+    if ((err = encoder_new(&enc, spec->format, width, spec->region.height, request_json, sink,
+                           sink_ctx)) < 0) {
+        snprintf(msg, msglen, "could not start the %s encoder", encode_content_type(spec->format));
+        goto done;
+    }
+
+    while (done < spec->region.height) {
+        uint32_t rows = spec->region.height - done < band_rows ? spec->region.height - done : band_rows;
+        struct spec_rect rect = {spec->region.x * ss, (spec->region.y + done) * ss, width * ss, rows * ss};
+        struct engine_cpu_stats es = {0};
+        double t0 = render_now_ms(), t1;
+
+        err = engine_cpu_render(engine, spec, &rect, counts, smooth, cancel, &es);
+        t1 = render_now_ms();
+        out->compute_ms += t1 - t0;
+        if (err < 0) {
+            snprintf(msg, msglen, "%s", err == ERR_CANCELLED ? "render cancelled" : "engine failed");
+            goto done;
+        }
+        out->iterations += es.iterations;
+        out->tiles += es.tiles;
+        out->samples += (uint64_t)rect.width * rect.height;
+        if (device) {
+            atomic_fetch_add(&device->tiles_done, es.tiles);
+            atomic_fetch_add(&device->iterations_done, es.iterations);
+        }
+        if (spec->format == SPEC_PNG)
+            color_rows_rgb8(&spec->coloring, spec->max_iter, smooth, rect.width, width, rows, ss, pixels);
+        else if (spec->format == SPEC_PNG16)
+            color_rows_grey16(&spec->coloring, spec->max_iter, smooth, rect.width, width, rows, ss, pixels);
+        if ((err = encoder_write_rows(enc, pixels, rows)) < 0)
+            goto done;
+        out->encode_ms += render_now_ms() - t1;
+        done += rows;
+    }
+    {
+        double t = render_now_ms();
+        err = encoder_finish(enc);
+        out->encode_ms += render_now_ms() - t;
+    }
+
+done:
+    encoder_free(enc);
+    if (pixels != (void *)counts && pixels != (void *)smooth)
+        free(pixels);
+    free(counts);
+    free(smooth);
+    return err;
+}

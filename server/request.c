@@ -1,0 +1,378 @@
+/* request.c: validation of RenderRequest into render_spec, and the resolved request as JSON. */
+#include "request.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "color.h"
+#include "err.h"
+#include "proto_json.h"
+
+#define FAIL(code, ...)                          \
+    do {                                         \
+        snprintf(msg, msglen, __VA_ARGS__);      \
+        return (code);                           \
+    } while (0)
+
+/* Precision policy. A path resolves a view when the pixel spacing s is at least 2^-16 (fp32) or
+ * 2^-45 (fp64) of the largest coordinate magnitude in the view (at least 1, since orbits reach
+ * |z| ~ 2 whatever the view): that leaves 128 units in the last place per pixel step, enough that
+ * neighbouring pixels stay distinct after the orbit amplifies rounding, where fewer gives the
+ * blocky images the policy exists to prevent. */
+double request_min_spacing(enum spec_precision precision, double magnitude)
+{
+    double m = magnitude > 1.0 ? magnitude : 1.0;
+    return precision == SPEC_FP32 ? ldexp(m, -16) : ldexp(m, -45);
+}
+
+static int check_finite(const char *field, double v, char *msg, size_t msglen)
+{
+    if (!isfinite(v))
+        FAIL(ERR_INVALID, "%s must be a finite number, got %g", field, v);
+    return 0;
+}
+
+static int check_rgb(const char *field, const Fractal__V1__Color *c, struct spec_rgb *out, char *msg,
+                     size_t msglen)
+{
+    if (!c) {
+        out->r = out->g = out->b = 0;
+        return 0;
+    }
+    if (c->r > 255 || c->g > 255 || c->b > 255)
+        FAIL(ERR_INVALID, "%s must have r, g, b in 0..255, got (%u, %u, %u)", field, c->r, c->g, c->b);
+    out->r = (uint8_t)c->r;
+    out->g = (uint8_t)c->g;
+    out->b = (uint8_t)c->b;
+    return 0;
+}
+
+/* Custom stops: 1..SPEC_MAX_STOPS-2 of them with positions in [0, 1], non-decreasing. The palette
+ * is extended flat to 0 and 1 so that lookups never leave it. */
+static int load_stops(struct spec_coloring *out, const Fractal__V1__Coloring *c, char *msg, size_t msglen)
+{
+    uint32_t n = 0;
+    int err;
+
+    if (c->n_stops > SPEC_MAX_STOPS - 2)
+        FAIL(ERR_INVALID, "coloring.stops must have 1..%d entries, got %zu", SPEC_MAX_STOPS - 2,
+             c->n_stops);
+    for (size_t i = 0; i < c->n_stops; i++) {
+        const Fractal__V1__ColorStop *s = c->stops[i];
+        char field[64];
+        double prev = i ? c->stops[i - 1]->position : 0.0;
+        snprintf(field, sizeof(field), "coloring.stops[%zu].color", i);
+        if (!(s->position >= 0.0 && s->position <= 1.0))
+            FAIL(ERR_INVALID, "coloring.stops[%zu].position must be 0..1, got %g", i, s->position);
+        if (s->position < prev)
+            FAIL(ERR_INVALID, "coloring.stops[%zu].position must not be below the previous stop's %g, got %g",
+                 i, prev, s->position);
+        if (i == 0 && s->position > 0.0) {
+            if ((err = check_rgb(field, s->color, &out->rgb[n], msg, msglen)) < 0)
+                return err;
+            out->pos[n++] = 0.0f;
+        }
+        if ((err = check_rgb(field, s->color, &out->rgb[n], msg, msglen)) < 0)
+            return err;
+        out->pos[n++] = (float)s->position;
+    }
+    if (out->pos[n - 1] < 1.0f) {
+        out->rgb[n] = out->rgb[n - 1];
+        out->pos[n++] = 1.0f;
+    }
+    if (n == 1) {
+        out->rgb[1] = out->rgb[0];
+        out->pos[1] = 1.0f;
+        n = 2;
+    }
+    out->nstops = n;
+    return 0;
+}
+
+static int load_coloring(struct spec_coloring *out, const Fractal__V1__Coloring *c, char *msg, size_t msglen)
+{
+    int err;
+
+    memset(out, 0, sizeof(*out));
+    if (!c)
+        return color_palette_load(out, REQUEST_DEFAULT_PALETTE) < 0 ? ERR_INTERNAL : 0;
+    if (c->n_stops > 0) {
+        if ((err = load_stops(out, c, msg, msglen)) < 0)
+            return err;
+    } else {
+        const char *name = c->palette && c->palette[0] ? c->palette : REQUEST_DEFAULT_PALETTE;
+        if (color_palette_load(out, name) < 0) {
+            size_t count;
+            const char *const *names = color_palette_names(&count);
+            char list[512] = "";
+            for (size_t i = 0; i < count; i++)
+                snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? ", " : "", names[i]);
+            FAIL(ERR_INVALID, "coloring.palette must be one of %s, got \"%.64s\"", list, name);
+        }
+    }
+    if (c->opt_cycle_case == FRACTAL__V1__COLORING__OPT_CYCLE_CYCLE) {
+        if (!(isfinite(c->cycle) && c->cycle >= 0.0))
+            FAIL(ERR_INVALID, "coloring.cycle must be a finite number >= 0, got %g", c->cycle);
+        out->cycle = c->cycle;
+    }
+    if (!(c->offset >= 0.0 && c->offset <= 1.0))
+        FAIL(ERR_INVALID, "coloring.offset must be 0..1, got %g", c->offset);
+    out->offset = c->offset;
+    out->reverse = c->reverse != 0;
+    return check_rgb("coloring.interior", c->interior, &out->interior, msg, msglen);
+}
+
+/* Largest |x| or |y| of any pixel centre in the full image. */
+static double view_magnitude(const struct render_spec *s)
+{
+    double half_w = s->view_width / 2.0, half_h = s->view_width * s->height / s->width / 2.0;
+    double mx = fabs(s->center_re) + half_w, my = fabs(s->center_im) + half_h;
+    return mx > my ? mx : my;
+}
+
+static int resolve_precision(struct render_spec *s, Fractal__V1__Precision asked, char *msg, size_t msglen)
+{
+    double spacing = s->view_width / ((double)s->width * s->supersample);
+    double magnitude = view_magnitude(s);
+
+    if (asked == FRACTAL__V1__PRECISION__PRECISION_FP32 || asked == FRACTAL__V1__PRECISION__PRECISION_AUTO) {
+        if (spacing >= request_min_spacing(SPEC_FP32, magnitude)) {
+            s->precision = SPEC_FP32;
+            return 0;
+        }
+        if (asked == FRACTAL__V1__PRECISION__PRECISION_FP32)
+            FAIL(ERR_PRECONDITION,
+                 "precision PRECISION_FP32 cannot resolve a pixel spacing of %.3g at coordinates up to %.3g "
+                 "(fp32 needs >= %.3g); ask for PRECISION_FP64 or PRECISION_AUTO",
+                 spacing, magnitude, request_min_spacing(SPEC_FP32, magnitude));
+    }
+    if (spacing >= request_min_spacing(SPEC_FP64, magnitude)) {
+        s->precision = SPEC_FP64;
+        return 0;
+    }
+    FAIL(ERR_PRECONDITION,
+         "view too deep: pixel spacing %.3g at coordinates up to %.3g is below what fp64 resolves (%.3g)",
+         spacing, magnitude, request_min_spacing(SPEC_FP64, magnitude));
+}
+
+static int load_view(struct render_spec *s, const Fractal__V1__RenderRequest *req, char *msg, size_t msglen)
+{
+    int err;
+
+    s->center_re = s->center_im = 0.0;
+    s->view_width = 2.0 * s->width / s->height;
+    if (!req->view)
+        return 0;
+    if (req->view->center) {
+        s->center_re = req->view->center->re;
+        s->center_im = req->view->center->im;
+        if ((err = check_finite("view.center.re", s->center_re, msg, msglen)) < 0 ||
+            (err = check_finite("view.center.im", s->center_im, msg, msglen)) < 0)
+            return err;
+    }
+    if (req->view->opt_width_case == FRACTAL__V1__VIEW__OPT_WIDTH_WIDTH) {
+        double w = req->view->width;
+        if (!(isfinite(w) && w > 0.0 && w <= 1e6))
+            FAIL(ERR_INVALID, "view.width must be a finite number in (0, 1e6], got %g", w);
+        s->view_width = w;
+    }
+    return 0;
+}
+
+static int load_size(struct render_spec *s, const Fractal__V1__RenderRequest *req, const struct limits *lim,
+                     char *msg, size_t msglen)
+{
+    s->width = REQUEST_DEFAULT_WIDTH;
+    s->height = REQUEST_DEFAULT_HEIGHT;
+    if (req->opt_width_case == FRACTAL__V1__RENDER_REQUEST__OPT_WIDTH_WIDTH)
+        s->width = req->width;
+    if (req->opt_height_case == FRACTAL__V1__RENDER_REQUEST__OPT_HEIGHT_HEIGHT)
+        s->height = req->height;
+    if (s->width < 1 || s->width > lim->max_side)
+        FAIL(ERR_INVALID, "width must be 1..%u, got %u", lim->max_side, s->width);
+    if (s->height < 1 || s->height > lim->max_side)
+        FAIL(ERR_INVALID, "height must be 1..%u, got %u", lim->max_side, s->height);
+    s->region = (struct spec_rect){0, 0, s->width, s->height};
+    if (req->region) {
+        const Fractal__V1__Region *r = req->region;
+        if (r->width < 1 || r->height < 1)
+            FAIL(ERR_INVALID, "region width and height must be >= 1, got %ux%u", r->width, r->height);
+        if ((uint64_t)r->x + r->width > s->width || (uint64_t)r->y + r->height > s->height)
+            FAIL(ERR_INVALID, "region (x=%u, y=%u, width=%u, height=%u) must lie inside the %ux%u image",
+                 r->x, r->y, r->width, r->height, s->width, s->height);
+        s->region = (struct spec_rect){r->x, r->y, r->width, r->height};
+    }
+    return 0;
+}
+
+/* Checks what the request costs against the limits. Reply size can be known before rendering only
+ * for raw formats; PNG replies are checked as they are encoded. */
+static int check_cost(const struct render_spec *s, const struct limits *lim, char *msg, size_t msglen)
+{
+    uint64_t pixels = (uint64_t)s->region.width * s->region.height;
+    uint64_t samples = pixels * s->supersample * s->supersample;
+    double cost = (double)samples * s->max_iter;
+
+    if (samples > lim->max_samples)
+        FAIL(ERR_EXHAUSTED, "request needs %llu samples (pixels x supersample^2), over the limit of %llu",
+             (unsigned long long)samples, (unsigned long long)lim->max_samples);
+    if (cost > lim->max_cost)
+        FAIL(ERR_EXHAUSTED, "request costs up to %.4g iterations (samples x max_iter), over the limit of %.4g",
+             cost, lim->max_cost);
+    if ((s->format == SPEC_RAW_U32 || s->format == SPEC_RAW_F32) &&
+        pixels * 4 + 1024 > lim->max_message_bytes)
+        FAIL(ERR_EXHAUSTED, "the raw image is %llu bytes, over the %u-byte message limit; use RenderStream",
+             (unsigned long long)(pixels * 4), lim->max_message_bytes);
+    return 0;
+}
+
+int request_to_spec(struct render_spec *out, int *device_index, const Fractal__V1__RenderRequest *req,
+                    const struct limits *lim, const struct devices *devs, char *msg, size_t msglen)
+{
+    struct render_spec *s = out;
+    int err;
+
+    memset(s, 0, sizeof(*s));
+    s->fractal = SPEC_JULIA;
+    s->c_re = REQUEST_DEFAULT_C_RE;
+    s->c_im = REQUEST_DEFAULT_C_IM;
+    if (req->fractal_case == FRACTAL__V1__RENDER_REQUEST__FRACTAL_MANDELBROT) {
+        s->fractal = SPEC_MANDELBROT;
+        s->c_re = s->c_im = 0.0;
+    } else if (req->fractal_case == FRACTAL__V1__RENDER_REQUEST__FRACTAL_JULIA && req->julia->c) {
+        s->c_re = req->julia->c->re;
+        s->c_im = req->julia->c->im;
+        if ((err = check_finite("julia.c.re", s->c_re, msg, msglen)) < 0 ||
+            (err = check_finite("julia.c.im", s->c_im, msg, msglen)) < 0)
+            return err;
+    }
+    if ((err = load_size(s, req, lim, msg, msglen)) < 0 || (err = load_view(s, req, msg, msglen)) < 0)
+        return err;
+
+    s->max_iter = REQUEST_DEFAULT_MAX_ITER;
+    if (req->opt_max_iter_case == FRACTAL__V1__RENDER_REQUEST__OPT_MAX_ITER_MAX_ITER)
+        s->max_iter = req->max_iter;
+    if (s->max_iter < 1 || s->max_iter > lim->max_iter)
+        FAIL(ERR_INVALID, "max_iter must be 1..%u, got %u", lim->max_iter, s->max_iter);
+
+    /* R > 1 keeps ln R positive in the smooth value; R^2 must stay finite in fp32. */
+    s->escape_radius = REQUEST_DEFAULT_ESCAPE_RADIUS;
+    if (req->opt_escape_radius_case == FRACTAL__V1__RENDER_REQUEST__OPT_ESCAPE_RADIUS_ESCAPE_RADIUS)
+        s->escape_radius = req->escape_radius;
+    if (!(s->escape_radius > 1.0 && s->escape_radius <= REQUEST_MAX_ESCAPE_RADIUS))
+        FAIL(ERR_INVALID, "escape_radius must be a number in (1, %g], got %g", REQUEST_MAX_ESCAPE_RADIUS,
+             s->escape_radius);
+
+    if (req->format > FRACTAL__V1__FORMAT__FORMAT_RAW_F32)
+        FAIL(ERR_INVALID, "format must be FORMAT_PNG, FORMAT_PNG16, FORMAT_RAW_U32 or FORMAT_RAW_F32, got %d",
+             (int)req->format);
+    s->format = (enum spec_format)req->format;
+
+    s->supersample = 1;
+    if (req->opt_supersample_case == FRACTAL__V1__RENDER_REQUEST__OPT_SUPERSAMPLE_SUPERSAMPLE)
+        s->supersample = req->supersample;
+    if (s->supersample < 1 || s->supersample > 8)
+        FAIL(ERR_INVALID, "supersample must be 1..8, got %u", s->supersample);
+    if (s->supersample > 1 && (s->format == SPEC_RAW_U32 || s->format == SPEC_RAW_F32))
+        FAIL(ERR_INVALID, "supersample must be 1 for raw formats, got %u", s->supersample);
+
+    if ((err = load_coloring(&s->coloring, req->coloring, msg, msglen)) < 0)
+        return err;
+
+    if (req->precision > FRACTAL__V1__PRECISION__PRECISION_FP64)
+        FAIL(ERR_INVALID, "precision must be PRECISION_AUTO, PRECISION_FP32 or PRECISION_FP64, got %d",
+             (int)req->precision);
+    if ((err = resolve_precision(s, req->precision, msg, msglen)) < 0)
+        return err;
+
+    if (req->device && strlen(req->device) >= sizeof(s->device))
+        FAIL(ERR_INVALID, "device must be at most %zu bytes, got %zu", sizeof(s->device) - 1,
+             strlen(req->device));
+    snprintf(s->device, sizeof(s->device), "%s", req->device ? req->device : "");
+    if ((err = check_cost(s, lim, msg, msglen)) < 0)
+        return err;
+    if ((err = devices_select(devs, s->device, s->precision == SPEC_FP64, msg, msglen)) < 0)
+        return err;
+    *device_index = err;
+    return 0;
+}
+
+int request_json_from_spec(char **out, const struct render_spec *s)
+{
+    Fractal__V1__RenderRequest req = FRACTAL__V1__RENDER_REQUEST__INIT;
+    Fractal__V1__Julia julia = FRACTAL__V1__JULIA__INIT;
+    Fractal__V1__Mandelbrot mandel = FRACTAL__V1__MANDELBROT__INIT;
+    Fractal__V1__Complex c = FRACTAL__V1__COMPLEX__INIT, center = FRACTAL__V1__COMPLEX__INIT;
+    Fractal__V1__View view = FRACTAL__V1__VIEW__INIT;
+    Fractal__V1__Coloring col = FRACTAL__V1__COLORING__INIT;
+    Fractal__V1__Color interior = FRACTAL__V1__COLOR__INIT;
+    Fractal__V1__Region region = FRACTAL__V1__REGION__INIT;
+    Fractal__V1__ColorStop stops[SPEC_MAX_STOPS], *stop_ptrs[SPEC_MAX_STOPS];
+    Fractal__V1__Color stop_colors[SPEC_MAX_STOPS];
+
+    if (s->fractal == SPEC_MANDELBROT) {
+        req.fractal_case = FRACTAL__V1__RENDER_REQUEST__FRACTAL_MANDELBROT;
+        req.mandelbrot = &mandel;
+    } else {
+        c.re = s->c_re;
+        c.im = s->c_im;
+        julia.c = &c;
+        req.fractal_case = FRACTAL__V1__RENDER_REQUEST__FRACTAL_JULIA;
+        req.julia = &julia;
+    }
+    center.re = s->center_re;
+    center.im = s->center_im;
+    view.center = &center;
+    view.opt_width_case = FRACTAL__V1__VIEW__OPT_WIDTH_WIDTH;
+    view.width = s->view_width;
+    req.view = &view;
+    req.opt_width_case = FRACTAL__V1__RENDER_REQUEST__OPT_WIDTH_WIDTH;
+    req.width = s->width;
+    req.opt_height_case = FRACTAL__V1__RENDER_REQUEST__OPT_HEIGHT_HEIGHT;
+    req.height = s->height;
+    req.opt_max_iter_case = FRACTAL__V1__RENDER_REQUEST__OPT_MAX_ITER_MAX_ITER;
+    req.max_iter = s->max_iter;
+    req.opt_escape_radius_case = FRACTAL__V1__RENDER_REQUEST__OPT_ESCAPE_RADIUS_ESCAPE_RADIUS;
+    req.escape_radius = s->escape_radius;
+    req.precision = (Fractal__V1__Precision)s->precision;
+    req.format = (Fractal__V1__Format)s->format;
+    req.opt_supersample_case = FRACTAL__V1__RENDER_REQUEST__OPT_SUPERSAMPLE_SUPERSAMPLE;
+    req.supersample = s->supersample;
+    if (s->region.x != 0 || s->region.y != 0 || s->region.width != s->width || s->region.height != s->height) {
+        region.x = s->region.x;
+        region.y = s->region.y;
+        region.width = s->region.width;
+        region.height = s->region.height;
+        req.region = &region;
+    }
+    req.device = (char *)s->device;
+
+    /* The resolved palette is written as explicit stops, so the image can be made again even by a
+     * server whose built-in palettes have changed. */
+    for (uint32_t i = 0; i < s->coloring.nstops; i++) {
+        fractal__v1__color__init(&stop_colors[i]);
+        stop_colors[i].r = s->coloring.rgb[i].r;
+        stop_colors[i].g = s->coloring.rgb[i].g;
+        stop_colors[i].b = s->coloring.rgb[i].b;
+        fractal__v1__color_stop__init(&stops[i]);
+        stops[i].position = s->coloring.pos[i];
+        stops[i].color = &stop_colors[i];
+        stop_ptrs[i] = &stops[i];
+    }
+    col.n_stops = s->coloring.nstops;
+    col.stops = stop_ptrs;
+    col.opt_cycle_case = FRACTAL__V1__COLORING__OPT_CYCLE_CYCLE;
+    col.cycle = s->coloring.cycle;
+    col.offset = s->coloring.offset;
+    interior.r = s->coloring.interior.r;
+    interior.g = s->coloring.interior.g;
+    interior.b = s->coloring.interior.b;
+    col.interior = &interior;
+    col.reverse = s->coloring.reverse;
+    req.coloring = &col;
+
+    /* pjson's codes share the values of err.h's, so they pass up unchanged. */
+    return pjson_encode(out, &req.base);
+}

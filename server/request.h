@@ -1,0 +1,42 @@
+/* request.h: the boundary between the wire and the engines: validates a fractal.v1.RenderRequest
+ * against the limits and turns it into a render_spec, and turns a spec back into the fully
+ * resolved request that PNGs carry. */
+#ifndef FRACTALD_REQUEST_H
+#define FRACTALD_REQUEST_H
+
+#include <stddef.h>
+
+#include "config.h"
+#include "devices.h"
+#include "fractal/v1/fractal.pb-c.h"
+#include "spec.h"
+
+/* Default Julia constant and image of DESIGN.md (the demo service's image). */
+#define REQUEST_DEFAULT_C_RE (-0.8)
+#define REQUEST_DEFAULT_C_IM 0.156
+#define REQUEST_DEFAULT_WIDTH 600
+#define REQUEST_DEFAULT_HEIGHT 400
+#define REQUEST_DEFAULT_MAX_ITER 256
+#define REQUEST_DEFAULT_ESCAPE_RADIUS 2.0
+#define REQUEST_DEFAULT_PALETTE "inferno"
+#define REQUEST_MAX_ESCAPE_RADIUS 1e18
+
+/* Validates `req` and fills *out with defaults applied and precision resolved; *device_index
+ * receives the index in devs->list of the device chosen for it.
+ * Returns 0, or, with a one-line message in msg naming the field, the value and the allowed range:
+ *   ERR_INVALID       malformed input (NaN, out of range, unknown palette or device, ...);
+ *   ERR_EXHAUSTED     well-formed but over a configured limit (samples, cost, reply size);
+ *   ERR_PRECONDITION  a view too deep for the precision asked, or no device able to run it. */
+int request_to_spec(struct render_spec *out, int *device_index, const Fractal__V1__RenderRequest *req,
+                    const struct limits *limits, const struct devices *devs, char *msg,
+                    size_t msglen);
+
+/* The request that reproduces `spec` exactly, every default written out, as compact JSON
+ * (proto3 JSON mapping). Returns 0 and a malloc'd string in *out (caller frees), ERR_NOMEM, or
+ * ERR_INVALID for a string field that is not UTF-8 (validation never lets one through). */
+int request_json_from_spec(char **out, const struct render_spec *spec);
+
+/* Pixel spacing below which a precision cannot resolve the view (see request.c). Exposed for tests. */
+double request_min_spacing(enum spec_precision precision, double magnitude);
+
+#endif

@@ -1,0 +1,63 @@
+/* spec.h: render_spec, the engine-neutral, validated description of one render. Everything after
+ * the service layer (engines, colouring, encoding) speaks render_spec, never protobuf. */
+#ifndef FRACTALD_SPEC_H
+#define FRACTALD_SPEC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define SPEC_MAX_STOPS 256
+#define SPEC_DEVICE_MAX 128
+
+enum spec_fractal { SPEC_JULIA = 0, SPEC_MANDELBROT = 1 };
+
+/* Always resolved: PRECISION_AUTO never reaches an engine. Values match fractal.v1.Precision. */
+enum spec_precision { SPEC_FP32 = 1, SPEC_FP64 = 2 };
+
+/* Values match fractal.v1.Format. */
+enum spec_format { SPEC_PNG = 0, SPEC_PNG16 = 1, SPEC_RAW_U32 = 2, SPEC_RAW_F32 = 3 };
+
+/* A rectangle of pixels (or samples), x/y its top-left corner. */
+struct spec_rect {
+    uint32_t x, y, width, height;
+};
+
+struct spec_rgb {
+    uint8_t r, g, b;
+};
+
+/* A resolved palette: either a built-in one copied in by name, or the request's custom stops. */
+struct spec_coloring {
+    uint32_t nstops;                    /* 2..SPEC_MAX_STOPS */
+    float pos[SPEC_MAX_STOPS];          /* 0..1, non-decreasing, pos[0] == 0, pos[nstops-1] == 1 */
+    struct spec_rgb rgb[SPEC_MAX_STOPS];
+    double cycle;                       /* iterations per palette cycle; 0: one log-scaled pass */
+    double offset;                      /* 0..1 shift of the palette coordinate when cycling */
+    struct spec_rgb interior;           /* colour of points that never escape */
+    bool reverse;
+};
+
+/* One render, validated: every field is in range and every default is filled in.
+ *
+ * The sample grid: with n = supersample, the engines compute a grid of (width*n) x (height*n)
+ * samples over the same view; sample (i, j) of that grid sits at
+ *     s = view_width / (width*n)
+ *     x = center_re + (i + 0.5 - width*n/2) * s,   y = center_im - (j + 0.5 - height*n/2) * s
+ * which for n = 1 is exactly the pixel mapping of DESIGN.md. */
+struct render_spec {
+    enum spec_fractal fractal;
+    double c_re, c_im;                  /* Julia constant (unused for Mandelbrot) */
+    double center_re, center_im;
+    double view_width;                  /* span of the real axis across the full image, > 0 */
+    uint32_t width, height;             /* full image, pixels */
+    struct spec_rect region;            /* the pixels to render, inside the full image */
+    uint32_t max_iter;                  /* >= 1 */
+    double escape_radius;               /* > 0, finite */
+    enum spec_precision precision;
+    enum spec_format format;
+    uint32_t supersample;               /* 1..8; 1 for raw formats */
+    struct spec_coloring coloring;
+    char device[SPEC_DEVICE_MAX];       /* "" any, "cpu", "gpu", "opencl", or a device id */
+};
+
+#endif

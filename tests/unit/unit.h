@@ -1,0 +1,19 @@
+/* unit.h: the unit-test runner's contract. Each tests/unit/test_<module>.c defines one
+ * `int test_<module>_run(void)` that runs its cmocka group and returns the number of failures. */
+#ifndef FRACTALD_UNIT_H
+#define FRACTALD_UNIT_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+int test_kernels_run(void);
+int test_engine_cpu_run(void);
+int test_color_run(void);
+int test_encode_run(void);
+int test_proto_json_run(void);
+int test_request_run(void);
+
+#endif
