@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# install-deps.sh: installs the Debian packages fractald's build, tests and `make run` need.
+# Skips what is already installed; uses sudo when not root.
+set -euo pipefail
+
+packages=(
+  build-essential g++ cmake pkg-config                   # toolchain (g++: the public header is checked as C++)
+  libgrpc-dev libprotobuf-c-dev protobuf-c-compiler      # gRPC C core, protobuf-c
+  grpc-proto                                             # grpc/health/v1/health.proto
+  libpng-dev zlib1g-dev libcjson-dev                     # PNG encoder, PNG text chunks, JSON mapping
+  ocl-icd-opencl-dev opencl-headers pocl-opencl-icd      # OpenCL loader, headers, PoCL CPU device
+  libcmocka-dev                                          # unit-test framework
+  python3 python3-grpcio python3-protobuf                # black-box tests from Python
+  protobuf-compiler protobuf-compiler-grpc               # protoc + grpc_python_plugin for the test stubs
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
