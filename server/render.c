@@ -27,10 +27,24 @@ static size_t pixel_bytes(enum spec_format format)
     }
 }
 
-int render_run(struct render_stats *out, engine_cpu *engine, struct device *device,
-               const struct render_spec *spec, const char *request_json, encode_sink_fn sink,
-               void *sink_ctx, const atomic_int *cancel, size_t band_samples, char *msg, size_t msglen)
+int render_compute_cpu(void *ctx, const struct render_spec *spec, const struct spec_rect *rect,
+                       uint32_t *counts, float *smooth, const atomic_int *cancel,
+                       struct engine_cpu_stats *stats)
 {
+    struct render_cpu *cpu = ctx;
+    int err = engine_cpu_render(cpu->engine, spec, rect, counts, smooth, cancel, stats);
+
+    if (err == 0 && cpu->device) {
+        atomic_fetch_add(&cpu->device->tiles_done, stats->tiles);
+        atomic_fetch_add(&cpu->device->iterations_done, stats->iterations);
+    }
+    return err;
+}
+
+int render_run(struct render_stats *out, const struct render_io *io, const struct render_spec *spec,
+               const char *request_json, char *msg, size_t msglen)
+{
+    size_t band_samples = io->band_samples;
     const uint32_t ss = spec->supersample, width = spec->region.width;
     const size_t row_samples = (size_t)width * ss * ss;
     const bool raw_counts = spec->format == SPEC_RAW_U32;
@@ -65,8 +79,8 @@ int render_run(struct render_stats *out, engine_cpu *engine, struct device *devi
         err = ERR_NOMEM;
         goto done;
     }
-    if ((err = encoder_new(&enc, spec->format, width, spec->region.height, request_json, sink,
-                           sink_ctx)) < 0) {
+    if ((err = encoder_new(&enc, spec->format, width, spec->region.height, request_json, io->sink,
+                           io->sink_ctx)) < 0) {
         snprintf(msg, msglen, "could not start the %s encoder", encode_content_type(spec->format));
         goto done;
     }
@@ -77,20 +91,16 @@ int render_run(struct render_stats *out, engine_cpu *engine, struct device *devi
         struct engine_cpu_stats es = {0};
         double t0 = render_now_ms(), t1;
 
-        err = engine_cpu_render(engine, spec, &rect, counts, smooth, cancel, &es);
+        err = io->compute(io->compute_ctx, spec, &rect, counts, smooth, io->cancel, &es);
         t1 = render_now_ms();
         out->compute_ms += t1 - t0;
         if (err < 0) {
-            snprintf(msg, msglen, "%s", err == ERR_CANCELLED ? "render cancelled" : "engine failed");
+            snprintf(msg, msglen, "%s", err == ERR_CANCELLED ? "render cancelled" : "compute failed");
             goto done;
         }
         out->iterations += es.iterations;
         out->tiles += es.tiles;
         out->samples += (uint64_t)rect.width * rect.height;
-        if (device) {
-            atomic_fetch_add(&device->tiles_done, es.tiles);
-            atomic_fetch_add(&device->iterations_done, es.iterations);
-        }
         if (spec->format == SPEC_PNG)
             color_rows_rgb8(&spec->coloring, spec->max_iter, smooth, rect.width, width, rows, ss, pixels);
         else if (spec->format == SPEC_PNG16)
@@ -99,6 +109,8 @@ int render_run(struct render_stats *out, engine_cpu *engine, struct device *devi
             goto done;
         out->encode_ms += render_now_ms() - t1;
         done += rows;
+        if (io->progress)
+            io->progress(io->progress_ctx, done, spec->region.height, out->samples);
     }
     {
         double t = render_now_ms();

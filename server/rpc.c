@@ -501,8 +501,11 @@ static void run_render(struct call *c)
         snprintf(msg, sizeof(msg), "out of memory");
         goto done;
     }
-    err = render_run(&st, srv->engine, dev, &c->spec, json, reply_sink, &buf, &c->cancelled, 0, msg,
-                     sizeof(msg));
+    {
+        struct render_cpu cpu = {srv->engine, dev};
+        struct render_io io = {render_compute_cpu, &cpu, reply_sink, &buf, NULL, NULL, &c->cancelled, 0};
+        err = render_run(&st, &io, &c->spec, json, msg, sizeof(msg));
+    }
     if (err < 0) {
         if (buf.msg[0])
             snprintf(msg, sizeof(msg), "%s", buf.msg);

@@ -70,7 +70,11 @@ static struct buffer render_in_process(void)
     assert_int_equal(devices_init(&devs, 2), 0);
     assert_int_equal(request_to_spec(&spec, &dev, &req, &cfg.limits, &devs, msg, sizeof(msg)), 0);
     assert_int_equal(request_json_from_spec(&json, &spec), 0);
-    assert_int_equal(render_run(&st, engine, NULL, &spec, json, buffer_sink, &out, NULL, 0, msg, sizeof(msg)), 0);
+    {
+        struct render_cpu cpu = {engine, NULL};
+        struct render_io io = {render_compute_cpu, &cpu, buffer_sink, &out, NULL, NULL, NULL, 0};
+        assert_int_equal(render_run(&st, &io, &spec, json, msg, sizeof(msg)), 0);
+    }
     free(json);
     devices_dispose(&devs);
     engine_cpu_free(engine);
