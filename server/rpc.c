@@ -31,6 +31,7 @@ enum method_id {
     M_CANCEL_JOB,
     M_LIST_JOBS,
     M_LIST_DEVICES,
+    M_GET_STATS,
     M_HEALTH_CHECK,
     M_HEALTH_WATCH,
     M_COUNT,
@@ -53,6 +54,7 @@ static const struct method_info {
     [M_CANCEL_JOB] = {"/fractal.v1.Renderer/CancelJob", "CancelJob", 0},
     [M_LIST_JOBS] = {"/fractal.v1.Renderer/ListJobs", "ListJobs", 0},
     [M_LIST_DEVICES] = {"/fractal.v1.Renderer/ListDevices", "ListDevices", 1},
+    [M_GET_STATS] = {"/fractal.v1.Renderer/GetStats", "GetStats", 0},
     [M_HEALTH_CHECK] = {"/grpc.health.v1.Health/Check", "Health.Check", 1},
     [M_HEALTH_WATCH] = {"/grpc.health.v1.Health/Watch", "Health.Watch", 0},
 };
