@@ -23,6 +23,7 @@ void config_defaults(struct config *out)
     out->render_workers = 4;
     out->queue_length = 64;
     out->grace_ms = 10000;
+    out->max_inflight_cost = 1e12;
     out->log_level = LOG_INFO;
     out->limits.max_side = 65536;
     /* 2^28 samples: 16384 x 16384 pixels, or 2048 x 2048 at supersample 8. */
@@ -48,13 +49,14 @@ static void print_usage(const struct config *d)
            "  --max-cost N             most iterations (samples x max_iter) per request (default %.3g)\n"
            "  --max-message-bytes N    largest reply; bigger images need RenderStream (default %u)\n"
            "  --max-request-bytes N    largest request message accepted (default %u)\n"
+           "  --max-inflight-cost N    most iterations queued and running at once (default %.3g)\n"
            "  --grace-ms N             time in-flight calls get after SIGTERM (default %u)\n"
            "  --log-level LEVEL        debug, info, warn, error or off (default info)\n"
            "  --list-devices           print the devices fractald would use, and exit\n"
            "  --help, --version\n",
            d->listen, d->render_workers, d->queue_length, d->limits.max_side,
            (unsigned long long)d->limits.max_samples, d->limits.max_iter, d->limits.max_cost,
-           d->limits.max_message_bytes, d->limits.max_request_bytes, d->grace_ms);
+           d->limits.max_message_bytes, d->limits.max_request_bytes, d->max_inflight_cost, d->grace_ms);
 }
 
 /* Parses an unsigned integer in [lo, hi], all of `text`, into *out; else writes the message. */
@@ -75,10 +77,24 @@ static int parse_u64(uint64_t *out, const char *flag, const char *text, uint64_t
     return 0;
 }
 
+/* Parses an iteration count (a number >= 1, "1e12" allowed) into *out. */
+static int parse_cost(double *out, const char *flag, const char *text, char *msg, size_t msglen)
+{
+    char *end = NULL;
+    double d = strtod(text, &end);
+
+    if (*end != '\0' || end == text || !isfinite(d) || d < 1) {
+        snprintf(msg, msglen, "%s must be a number >= 1, got '%s'", flag, text);
+        return ERR_INVALID;
+    }
+    *out = d;
+    return 0;
+}
+
 int config_parse_args(struct config *cfg, int argc, char **argv, char *msg, size_t msglen)
 {
     enum { O_LISTEN = 256, O_THREADS, O_WORKERS, O_QUEUE, O_MAX_SIDE, O_MAX_SAMPLES, O_MAX_ITER,
-           O_MAX_COST, O_MAX_MESSAGE, O_MAX_REQUEST, O_GRACE, O_LOG_LEVEL, O_LIST, O_HELP,
+           O_MAX_COST, O_MAX_INFLIGHT, O_MAX_MESSAGE, O_MAX_REQUEST, O_GRACE, O_LOG_LEVEL, O_LIST, O_HELP,
            O_VERSION };
     static const struct option options[] = {
         {"listen", required_argument, NULL, O_LISTEN},
@@ -89,6 +105,7 @@ int config_parse_args(struct config *cfg, int argc, char **argv, char *msg, size
         {"max-samples", required_argument, NULL, O_MAX_SAMPLES},
         {"max-iter", required_argument, NULL, O_MAX_ITER},
         {"max-cost", required_argument, NULL, O_MAX_COST},
+        {"max-inflight-cost", required_argument, NULL, O_MAX_INFLIGHT},
         {"max-message-bytes", required_argument, NULL, O_MAX_MESSAGE},
         {"max-request-bytes", required_argument, NULL, O_MAX_REQUEST},
         {"grace-ms", required_argument, NULL, O_GRACE},
@@ -146,16 +163,14 @@ int config_parse_args(struct config *cfg, int argc, char **argv, char *msg, size
                 return err;
             cfg->limits.max_iter = (uint32_t)v;
             break;
-        case O_MAX_COST: {
-            char *end = NULL;
-            double d = strtod(optarg, &end);
-            if (*end != '\0' || end == optarg || !isfinite(d) || d < 1) {
-                snprintf(msg, msglen, "--max-cost must be a number >= 1, got '%s'", optarg);
-                return ERR_INVALID;
-            }
-            cfg->limits.max_cost = d;
+        case O_MAX_COST:
+            if ((err = parse_cost(&cfg->limits.max_cost, "--max-cost", optarg, msg, msglen)) < 0)
+                return err;
             break;
-        }
+        case O_MAX_INFLIGHT:
+            if ((err = parse_cost(&cfg->max_inflight_cost, "--max-inflight-cost", optarg, msg, msglen)) < 0)
+                return err;
+            break;
         case O_MAX_MESSAGE:
             if ((err = parse_u64(&v, "--max-message-bytes", optarg, 1024, INT32_MAX, msg, msglen)) < 0)
                 return err;

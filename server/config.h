@@ -22,6 +22,7 @@ struct config {
     unsigned render_workers;    /* renders in progress at once */
     unsigned queue_length;      /* renders waiting for a worker before RESOURCE_EXHAUSTED */
     unsigned grace_ms;          /* how long in-flight calls may finish after SIGTERM */
+    double max_inflight_cost;   /* iterations of all queued and running renders together */
     int log_level;
     int list_devices;           /* print the devices and exit */
     struct limits limits;

@@ -209,7 +209,8 @@ static int load_size(struct render_spec *s, const Fractal__V1__RenderRequest *re
 
 /* Checks what the request costs against the limits. Reply size can be known before rendering only
  * for raw formats; PNG replies are checked as they are encoded. */
-static int check_cost(const struct render_spec *s, const struct limits *lim, char *msg, size_t msglen)
+static int check_cost(const struct render_spec *s, const struct limits *lim, bool streamed, char *msg,
+                      size_t msglen)
 {
     uint64_t pixels = (uint64_t)s->region.width * s->region.height;
     uint64_t samples = pixels * s->supersample * s->supersample;
@@ -221,7 +222,7 @@ static int check_cost(const struct render_spec *s, const struct limits *lim, cha
     if (cost > lim->max_cost)
         FAIL(ERR_EXHAUSTED, "request costs up to %.4g iterations (samples x max_iter), over the limit of %.4g",
              cost, lim->max_cost);
-    if ((s->format == SPEC_RAW_U32 || s->format == SPEC_RAW_F32) &&
+    if (!streamed && (s->format == SPEC_RAW_U32 || s->format == SPEC_RAW_F32) &&
         pixels * 4 + 1024 > lim->max_message_bytes)
         FAIL(ERR_EXHAUSTED, "the raw image is %llu bytes, over the %u-byte message limit; use RenderStream",
              (unsigned long long)(pixels * 4), lim->max_message_bytes);
@@ -229,7 +230,8 @@ static int check_cost(const struct render_spec *s, const struct limits *lim, cha
 }
 
 int request_to_spec(struct render_spec *out, int *device_index, const Fractal__V1__RenderRequest *req,
-                    const struct limits *lim, const struct devices *devs, char *msg, size_t msglen)
+                    const struct limits *lim, const struct devices *devs, bool streamed, char *msg,
+                    size_t msglen)
 {
     struct render_spec *s = out;
     int err;
@@ -291,7 +293,7 @@ int request_to_spec(struct render_spec *out, int *device_index, const Fractal__V
         FAIL(ERR_INVALID, "device must be at most %zu bytes, got %zu", sizeof(s->device) - 1,
              strlen(req->device));
     snprintf(s->device, sizeof(s->device), "%s", req->device ? req->device : "");
-    if ((err = check_cost(s, lim, msg, msglen)) < 0)
+    if ((err = check_cost(s, lim, streamed, msg, msglen)) < 0)
         return err;
     if ((err = devices_select(devs, s->device, s->precision == SPEC_FP64, msg, msglen)) < 0)
         return err;

@@ -22,13 +22,14 @@
 #define REQUEST_MAX_ESCAPE_RADIUS 1e18
 
 /* Validates `req` and fills *out with defaults applied and precision resolved; *device_index
- * receives the index in devs->list of the device chosen for it.
+ * receives the index in devs->list of the device chosen for it. `streamed` says the image goes out
+ * in chunks (RenderStream, jobs), so the reply-size limit of unary replies does not apply.
  * Returns 0, or, with a one-line message in msg naming the field, the value and the allowed range:
  *   ERR_INVALID       malformed input (NaN, out of range, unknown palette or device, ...);
  *   ERR_EXHAUSTED     well-formed but over a configured limit (samples, cost, reply size);
  *   ERR_PRECONDITION  a view too deep for the precision asked, or no device able to run it. */
 int request_to_spec(struct render_spec *out, int *device_index, const Fractal__V1__RenderRequest *req,
-                    const struct limits *limits, const struct devices *devs, char *msg,
+                    const struct limits *limits, const struct devices *devs, bool streamed, char *msg,
                     size_t msglen);
 
 /* The request that reproduces `spec` exactly, every default written out, as compact JSON

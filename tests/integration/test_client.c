@@ -68,7 +68,7 @@ static struct buffer render_in_process(void)
     config_defaults(&cfg);
     assert_int_equal(engine_cpu_new(&engine, 2), 0);
     assert_int_equal(devices_init(&devs, 2), 0);
-    assert_int_equal(request_to_spec(&spec, &dev, &req, &cfg.limits, &devs, msg, sizeof(msg)), 0);
+    assert_int_equal(request_to_spec(&spec, &dev, &req, &cfg.limits, &devs, false, msg, sizeof(msg)), 0);
     assert_int_equal(request_json_from_spec(&json, &spec), 0);
     {
         struct render_cpu cpu = {engine, NULL};

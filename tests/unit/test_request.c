@@ -33,7 +33,7 @@ static int teardown(void **state)
 static int to_spec(struct render_spec *s, const Fractal__V1__RenderRequest *req, char *msg)
 {
     int dev = -1;
-    return request_to_spec(s, &dev, req, &lim, &devs, msg, 512);
+    return request_to_spec(s, &dev, req, &lim, &devs, false, msg, 512);
 }
 
 static void empty_request_gets_the_demo_defaults(void **state)

@@ -1,0 +1,125 @@
+/* rpc_health.c: grpc.health.v1.Health: Check, and Watch streams that hear when the server stops
+ * serving (SIGTERM), then end. */
+#include <stdio.h>
+#include <string.h>
+
+#include "err.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "rpc_internal.h"
+
+typedef Grpc__Health__V1__HealthCheckResponse__ServingStatus serving_status;
+
+/* Services reported SERVING. */
+static const char *const served_services[] = {"", "fractal.v1.Renderer"};
+
+static bool is_served(const char *service)
+{
+    for (size_t i = 0; i < sizeof(served_services) / sizeof(served_services[0]); i++)
+        if (strcmp(service, served_services[i]) == 0)
+            return true;
+    return false;
+}
+
+static serving_status current_status(rpc_server *srv)
+{
+    return atomic_load(&srv->shutting_down) ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+                                            : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+}
+
+static Grpc__Health__V1__HealthCheckRequest *decode(struct call *c)
+{
+    return (Grpc__Health__V1__HealthCheckRequest *)rpc_unpack(&grpc__health__v1__health_check_request__descriptor,
+                                                             c->payload);
+}
+
+void rpc_health_check(struct call *c)
+{
+    Grpc__Health__V1__HealthCheckRequest *req = decode(c);
+    Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    char msg[256] = "";
+    int err = 0;
+
+    if (!req) {
+        err = ERR_INVALID;
+        snprintf(msg, sizeof(msg), "request is not a valid grpc.health.v1.HealthCheckRequest");
+    } else if (!is_served(req->service)) {
+        err = ERR_NOT_FOUND;
+        snprintf(msg, sizeof(msg), "unknown service \"%.100s\"", req->service);
+    }
+    resp.status = current_status(c->srv);
+    rpc_log_call(c, err, msg, NULL);
+    rpc_finish(c, err, msg, err == 0 ? rpc_pack(&resp.base) : NULL, 0);
+    if (req)
+        protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+/* Watch: the current status at once (SERVICE_UNKNOWN for a service this server does not serve, as
+ * the health protocol asks), then the stream stays open on the watcher list until the client
+ * leaves or the server stops. */
+void rpc_health_watch(struct call *c)
+{
+    rpc_server *srv = c->srv;
+    Grpc__Health__V1__HealthCheckRequest *req = decode(c);
+    Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+
+    if (!req) {
+        rpc_log_call(c, ERR_INVALID, "request is not a valid grpc.health.v1.HealthCheckRequest", NULL);
+        rpc_finish(c, ERR_INVALID, "request is not a valid grpc.health.v1.HealthCheckRequest", NULL, 0);
+        return;
+    }
+    resp.status = is_served(req->service) ? current_status(srv)
+                                          : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    pthread_mutex_lock(&srv->lock);
+    c->next = srv->watchers;
+    srv->watchers = c;
+    pthread_mutex_unlock(&srv->lock);
+    /* The first write of a call: nothing can be in flight yet. */
+    rpc_stream_send_nowait(c, &resp.base);
+}
+
+/* Removes c from the watcher list; true if it was there (the caller now owns finishing it). */
+static bool take_watcher(rpc_server *srv, struct call *c)
+{
+    bool found = false;
+
+    pthread_mutex_lock(&srv->lock);
+    for (struct call **p = &srv->watchers; *p; p = &(*p)->next)
+        if (*p == c) {
+            *p = c->next;
+            found = true;
+            break;
+        }
+    pthread_mutex_unlock(&srv->lock);
+    return found;
+}
+
+void rpc_health_watch_closed(struct call *c)
+{
+    if (!take_watcher(c->srv, c))
+        return;
+    rpc_log_call(c, ERR_CANCELLED, "watcher left", NULL);
+    rpc_finish_when_idle(c, ERR_CANCELLED, "watcher left");
+}
+
+void rpc_health_shutdown(rpc_server *srv)
+{
+    Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    struct call *list;
+
+    pthread_mutex_lock(&srv->lock);
+    list = srv->watchers;
+    srv->watchers = NULL;
+    pthread_mutex_unlock(&srv->lock);
+    resp.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+    while (list) {
+        struct call *c = list;
+        list = c->next;
+        /* Runs on the stopping thread, which may wait for the write; a watcher that is gone just
+         * fails the send. Every watcher hears NOT_SERVING, then the stream ends UNAVAILABLE so
+         * its client reconnects elsewhere. */
+        rpc_stream_send(c, &resp.base);
+        rpc_log_call(c, ERR_UNAVAILABLE, "server is shutting down", NULL);
+        rpc_finish(c, ERR_UNAVAILABLE, "server is shutting down", NULL, 0);
+    }
+}

@@ -1,0 +1,104 @@
+/* rpc_info.c: ListDevices and GetStats, answered inline on the completion-queue thread from
+ * counters, so they stay fast while every device is busy. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "err.h"
+#include "fractal/v1/fractal.pb-c.h"
+#include "rpc_internal.h"
+
+void rpc_list_devices(struct call *c)
+{
+    struct devices *devs = c->srv->devs;
+    Fractal__V1__ListDevicesResponse resp = FRACTAL__V1__LIST_DEVICES_RESPONSE__INIT;
+    Fractal__V1__Device *items = calloc(devs->count ? devs->count : 1, sizeof(*items));
+    Fractal__V1__Device **ptrs = calloc(devs->count ? devs->count : 1, sizeof(*ptrs));
+
+    if (!items || !ptrs) {
+        rpc_log_call(c, ERR_NOMEM, "out of memory", NULL);
+        rpc_finish(c, ERR_NOMEM, "out of memory", NULL, 0);
+        goto done;
+    }
+    for (size_t i = 0; i < devs->count; i++) {
+        struct device *d = &devs->list[i];
+        Fractal__V1__Device *m = &items[i];
+        fractal__v1__device__init(m);
+        m->id = d->id;
+        m->name = d->name;
+        m->vendor = d->vendor;
+        m->platform = d->platform;
+        m->type = (Fractal__V1__DeviceType)d->type;
+        m->engine = d->engine;
+        m->fp64 = d->fp64;
+        m->compute_units = d->compute_units;
+        m->memory_bytes = d->memory_bytes;
+        m->enabled = d->enabled;
+        m->disabled_reason = d->disabled_reason;
+        m->status = d->failed ? "failed" : "ok";
+        m->status_reason = d->failed_reason;
+        m->giter_per_s = d->giter_per_s;
+        m->tiles_done = atomic_load(&d->tiles_done);
+        m->iterations_done = atomic_load(&d->iterations_done);
+        ptrs[i] = m;
+    }
+    resp.n_devices = devs->count;
+    resp.devices = ptrs;
+    rpc_log_call(c, 0, NULL, NULL);
+    rpc_finish(c, 0, NULL, rpc_pack(&resp.base), 0);
+done:
+    free(ptrs);
+    free(items);
+}
+
+void rpc_get_stats(struct call *c)
+{
+    rpc_server *srv = c->srv;
+    struct devices *devs = srv->devs;
+    Fractal__V1__ServerStats resp = FRACTAL__V1__SERVER_STATS__INIT;
+    Fractal__V1__MethodStats method_items[(M_COUNT + 1) * 17], *method_ptrs[(M_COUNT + 1) * 17];
+    Fractal__V1__DeviceStats *dev_items = calloc(devs->count ? devs->count : 1, sizeof(*dev_items));
+    Fractal__V1__DeviceStats **dev_ptrs = calloc(devs->count ? devs->count : 1, sizeof(*dev_ptrs));
+    size_t n = 0;
+
+    if (!dev_items || !dev_ptrs) {
+        rpc_log_call(c, ERR_NOMEM, "out of memory", NULL);
+        rpc_finish(c, ERR_NOMEM, "out of memory", NULL, 0);
+        goto done;
+    }
+    for (int m = 0; m <= M_COUNT; m++)
+        for (int code = 0; code < 17; code++) {
+            uint64_t count = atomic_load(&srv->answered[m][code]);
+            if (count == 0)
+                continue;
+            fractal__v1__method_stats__init(&method_items[n]);
+            method_items[n].method = (char *)(m == M_UNKNOWN ? "unknown" : rpc_methods[m].name);
+            method_items[n].code = code;
+            method_items[n].count = count;
+            method_ptrs[n] = &method_items[n];
+            n++;
+        }
+    resp.n_requests = n;
+    resp.requests = method_ptrs;
+    for (size_t i = 0; i < devs->count; i++) {
+        struct device *d = &devs->list[i];
+        Fractal__V1__DeviceStats *ds = &dev_items[i];
+        fractal__v1__device_stats__init(ds);
+        ds->id = d->id;
+        ds->tiles = atomic_load(&d->tiles_done);
+        ds->iterations = atomic_load(&d->iterations_done);
+        ds->giter_per_s = d->giter_per_s;
+        dev_ptrs[i] = ds;
+    }
+    resp.n_devices = devs->count;
+    resp.devices = dev_ptrs;
+    resp.uptime_s = (render_now_ms() - srv->t_start) / 1000.0;
+    pthread_mutex_lock(&srv->lock);
+    resp.queue_depth = srv->queued;
+    resp.running = srv->running;
+    pthread_mutex_unlock(&srv->lock);
+    rpc_log_call(c, 0, NULL, NULL);
+    rpc_finish(c, 0, NULL, rpc_pack(&resp.base), 0);
+done:
+    free(dev_ptrs);
+    free(dev_items);
+}

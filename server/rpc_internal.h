@@ -1,0 +1,180 @@
+/* rpc_internal.h: what the rpc_*.c files share: the call context, the server, the method table,
+ * and the primitives for replying, streaming and logging. Only rpc_*.c include this (and so grpc). */
+#ifndef FRACTALD_RPC_INTERNAL_H
+#define FRACTALD_RPC_INTERNAL_H
+
+#include <grpc/byte_buffer.h>
+#include <protobuf-c/protobuf-c.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "config.h"
+#include "devices.h"
+#include "engine_cpu.h"
+#include "render.h"
+#include "rpc.h"
+#include "spec.h"
+
+enum method_id {
+    M_RENDER,
+    M_RENDER_STREAM,
+    M_SUBMIT_JOB,
+    M_GET_JOB,
+    M_FETCH_JOB_RESULT,
+    M_CANCEL_JOB,
+    M_LIST_JOBS,
+    M_LIST_DEVICES,
+    M_GET_STATS,
+    M_HEALTH_CHECK,
+    M_HEALTH_WATCH,
+    M_COUNT,
+    M_UNKNOWN = M_COUNT, /* the catch-all for methods the server does not know */
+};
+
+struct call;
+
+/* A method's path, its short name for logs and stats, and its handler. The handler runs on the
+ * completion-queue thread and must not block: it answers at once or queues work. */
+struct method_info {
+    const char *path;
+    const char *name;
+    void (*handle)(struct call *c);     /* NULL: answered UNIMPLEMENTED */
+};
+
+extern const struct method_info rpc_methods[M_COUNT];
+
+enum tag_kind { TAG_NEW, TAG_CLOSE, TAG_FINISH, TAG_WRITE, TAG_SHUTDOWN };
+
+/* What the completion queue hands back: which event of which call. */
+struct tag {
+    enum tag_kind kind;
+    struct call *call;
+};
+
+/* One accepted (or posted) call. Reference counted: one reference for the handler, one per batch
+ * in flight; the last release frees everything. Batches on one call are serialised by `lock`:
+ * at most one write in flight (GRPC_NOTES pitfall 4), and the status goes out after it. */
+struct call {
+    rpc_server *srv;
+    enum method_id method;
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array req_md;
+    grpc_call_details details;          /* catch-all calls only */
+    grpc_byte_buffer *payload;
+    struct tag tag_new, tag_close, tag_finish, tag_write;
+    atomic_int refs;
+    atomic_int cancelled;               /* client cancelled, deadline passed, or peer gone */
+    int close_cancelled;                /* RECV_CLOSE_ON_SERVER's out-parameter */
+    double t_accept;
+
+    pthread_mutex_t lock;
+    pthread_cond_t write_done;
+    bool initial_md_sent;
+    bool write_pending;
+    bool write_failed;
+    bool finished;
+    grpc_byte_buffer *write_bb;         /* the message in flight */
+    grpc_byte_buffer *reply;            /* the unary reply in flight */
+    bool deferred_finish;               /* finish once the write in flight completes */
+    int deferred_err;
+    const char *deferred_msg;           /* static string */
+    grpc_metadata trailing;             /* retry-after-ms, when set */
+    char retry_after[24];
+
+    /* Work queued for a render worker. */
+    void (*run)(struct call *c);
+    double cost;                        /* samples x max_iter, counted in the in-flight budget */
+    struct render_spec spec;
+    int device_index;
+    char summary[192];
+    char job_id[48];
+    struct call *next;                  /* render queue / watch list link */
+};
+
+struct rpc_server {
+    const struct config *cfg;
+    engine_cpu *engine;
+    struct devices *devs;
+    grpc_server *server;
+    grpc_completion_queue *cq;
+    void *handles[M_COUNT];
+    pthread_t cq_thread;
+    int cq_thread_started;
+    atomic_int shutting_down;
+    atomic_int live_calls;
+    double t_start;
+
+    pthread_mutex_t lock;
+    pthread_cond_t work_ready;          /* a render was queued, or workers must stop */
+    pthread_cond_t state_changed;       /* shutdown tag arrived, or live_calls dropped */
+    struct call *queue_head, *queue_tail;
+    unsigned queued;                    /* waiting for a worker */
+    unsigned running;                   /* being computed */
+    double inflight_cost;               /* cost of queued and running renders */
+    int stop_workers;
+    int shutdown_done;
+    pthread_t *workers;
+    unsigned nworkers;
+    struct tag tag_shutdown;
+    struct call *watchers;              /* Health.Watch streams, under lock */
+
+    /* Requests answered, by method and gRPC status code. */
+    atomic_uint_least64_t answered[M_COUNT + 1][17];
+};
+
+/* ---- rpc.c: primitives ---- */
+
+/* The one place server error codes become gRPC status codes. */
+grpc_status_code rpc_status_of(int err);
+
+/* A fresh byte buffer holding the packed message (GRPC_NOTES pitfall 5: one per send). */
+grpc_byte_buffer *rpc_pack(const ProtobufCMessage *m);
+
+/* The decoded message (free with protobuf_c_message_free_unpacked), or NULL if the bytes are not
+ * a valid message of that type. */
+ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb);
+
+/* Sends the reply (may be NULL; ownership passes) and the final status, after any write still in
+ * flight, then drops the handler's reference. retry_after_ms > 0 adds the trailing metadata
+ * `retry-after-ms`. Blocks only while a stream write is in flight, which the completion-queue
+ * thread never has when it finishes a call. */
+void rpc_finish(struct call *c, int err, const char *message, grpc_byte_buffer *reply, unsigned retry_after_ms);
+
+/* rpc_finish for the completion-queue thread: never waits. If a write is in flight the call is
+ * finished when it completes. message must be a static string. */
+void rpc_finish_when_idle(struct call *c, int err, const char *message);
+
+/* Sends one message of a server stream, waiting first for the previous one to complete (this is
+ * the back-pressure: a slow reader holds only its own worker). Worker threads only.
+ * Returns 0, or ERR_CANCELLED once the call is cancelled or a write failed. */
+int rpc_stream_send(struct call *c, const ProtobufCMessage *m);
+
+/* As rpc_stream_send, but never waits: returns ERR_EXHAUSTED if a write is still in flight.
+ * For the completion-queue thread. */
+int rpc_stream_send_nowait(struct call *c, const ProtobufCMessage *m);
+
+/* One log line for the call (method, peer, status, message, extra, time since accept) and the
+ * per-method status counter. Call once per call, with its final status. */
+void rpc_log_call(struct call *c, int err, const char *message, const char *extra);
+
+/* Queues c for a render worker, which will call c->run(c). Returns 0, or ERR_EXHAUSTED (with a
+ * message and a retry hint in *retry_after_ms) when the queue is full or the in-flight cost
+ * budget would be exceeded. */
+int rpc_queue_work(struct call *c, double cost, char *msg, size_t msglen, unsigned *retry_after_ms);
+
+/* ---- handlers (rpc_render.c, rpc_health.c, rpc_info.c) ---- */
+void rpc_render_accept(struct call *c);     /* Render and RenderStream */
+void rpc_health_check(struct call *c);
+void rpc_health_watch(struct call *c);
+/* Tells every Health.Watch stream that the server is NOT_SERVING and ends it. Blocking. */
+void rpc_health_shutdown(rpc_server *srv);
+/* The client of a Health.Watch stream went away (completion-queue thread). */
+void rpc_health_watch_closed(struct call *c);
+void rpc_list_devices(struct call *c);
+void rpc_get_stats(struct call *c);
+
+#endif

@@ -1,0 +1,311 @@
+/* rpc_render.c: Render (one image in one reply) and RenderStream (progress events and the image in
+ * chunks of at most 1 MiB, emitted as row bands finish). Both are validated on the completion-queue
+ * thread and computed on a render worker. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "encode.h"
+#include "err.h"
+#include "fractal/v1/fractal.pb-c.h"
+#include "log.h"
+#include "request.h"
+#include "rpc_internal.h"
+
+/* Largest ImageChunk payload (the contract's bound). */
+#define CHUNK_BYTES (1u << 20)
+
+/* Bands of a stream: about a million samples, so the first chunk leaves long before the last row
+ * of a big image is computed, while each band still keeps every engine thread busy. */
+#define STREAM_BAND_SAMPLES (1u << 20)
+
+static void run_render(struct call *c);
+static void run_stream(struct call *c);
+
+void rpc_render_accept(struct call *c)
+{
+    rpc_server *srv = c->srv;
+    Fractal__V1__RenderRequest *req = NULL;
+    char msg[512] = "";
+    unsigned retry_after = 0;
+    int err;
+
+    req = (Fractal__V1__RenderRequest *)rpc_unpack(&fractal__v1__render_request__descriptor, c->payload);
+    if (!req) {
+        err = ERR_INVALID;
+        snprintf(msg, sizeof(msg), c->payload ? "request is not a valid fractal.v1.RenderRequest"
+                                              : "missing request message");
+        goto fail;
+    }
+    err = request_to_spec(&c->spec, &c->device_index, req, &srv->cfg->limits, srv->devs,
+                          c->method == M_RENDER_STREAM, msg, sizeof(msg));
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    if (err < 0)
+        goto fail;
+    snprintf(c->summary, sizeof(c->summary), " %s %ux%u region=%u,%u,%ux%u max_iter=%u %s ss=%u fmt=%d",
+             c->spec.fractal == SPEC_MANDELBROT ? "mandelbrot" : "julia", c->spec.width, c->spec.height,
+             c->spec.region.x, c->spec.region.y, c->spec.region.width, c->spec.region.height,
+             c->spec.max_iter, c->spec.precision == SPEC_FP64 ? "fp64" : "fp32", c->spec.supersample,
+             (int)c->spec.format);
+    c->run = c->method == M_RENDER_STREAM ? run_stream : run_render;
+    {
+        double samples = (double)c->spec.region.width * c->spec.region.height * c->spec.supersample *
+                         c->spec.supersample;
+        if ((err = rpc_queue_work(c, samples * c->spec.max_iter, msg, sizeof(msg), &retry_after)) < 0)
+            goto fail;
+    }
+    return;
+
+fail:
+    rpc_log_call(c, err, msg, c->summary);
+    rpc_finish(c, err, msg, NULL, retry_after);
+}
+
+/* Fills stats from a finished render. */
+static void fill_stats(Fractal__V1__RenderStats *stats, char **device_ids, const struct call *c,
+                       const struct render_stats *st, double queue_ms)
+{
+    stats->iterations = st->iterations;
+    stats->queue_ms = queue_ms;
+    stats->compute_ms = st->compute_ms;
+    stats->encode_ms = st->encode_ms;
+    stats->total_ms = render_now_ms() - c->t_accept;
+    stats->n_devices = 1;
+    stats->devices = device_ids;
+    stats->precision = (Fractal__V1__Precision)c->spec.precision;
+    stats->tiles = st->tiles;
+    stats->samples = st->samples;
+}
+
+/* ---- Render ---- */
+
+/* Collects the encoded image for a unary reply, refusing to grow past the message limit. */
+struct reply_buffer {
+    uint8_t *data;
+    size_t len, cap, limit;
+    char msg[256];
+};
+
+static int reply_sink(void *ctx, const void *data, size_t len)
+{
+    struct reply_buffer *b = ctx;
+
+    if (b->len + len > b->limit) {
+        snprintf(b->msg, sizeof(b->msg),
+                 "the encoded image exceeds the %zu-byte message limit; use RenderStream, a region, "
+                 "or a smaller image", b->limit);
+        return ERR_EXHAUSTED;
+    }
+    if (b->len + len > b->cap) {
+        size_t cap = b->cap ? b->cap : 64 * 1024;
+        uint8_t *p;
+        while (cap < b->len + len)
+            cap *= 2;
+        if (!(p = realloc(b->data, cap)))
+            return ERR_NOMEM;
+        b->data = p;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+    return 0;
+}
+
+static void run_render(struct call *c)
+{
+    rpc_server *srv = c->srv;
+    struct device *dev = &srv->devs->list[c->device_index];
+    struct reply_buffer buf = {0};
+    struct render_stats st;
+    char msg[512] = "", extra[512];
+    char *json = NULL;
+    double queue_ms = render_now_ms() - c->t_accept;
+    grpc_byte_buffer *reply = NULL;
+    int err;
+
+    /* Reserve room for the RenderResponse around the image bytes. */
+    buf.limit = srv->cfg->limits.max_message_bytes > 4096 ? srv->cfg->limits.max_message_bytes - 4096 : 0;
+    snprintf(extra, sizeof(extra), "%s", c->summary);
+    if (atomic_load(&c->cancelled)) {
+        err = ERR_CANCELLED;
+        snprintf(msg, sizeof(msg), "cancelled while queued");
+        goto done;
+    }
+    if ((err = request_json_from_spec(&json, &c->spec)) < 0) {
+        snprintf(msg, sizeof(msg), "cannot write the request chunk: %s", err_name(err));
+        goto done;
+    }
+    {
+        struct render_cpu cpu = {srv->engine, dev};
+        struct render_io io = {render_compute_cpu, &cpu, reply_sink, &buf, NULL, NULL, &c->cancelled, 0};
+        if ((err = render_run(&st, &io, &c->spec, json, msg, sizeof(msg))) < 0) {
+            if (buf.msg[0])
+                snprintf(msg, sizeof(msg), "%s", buf.msg);
+            goto done;
+        }
+    }
+    {
+        Fractal__V1__RenderResponse resp = FRACTAL__V1__RENDER_RESPONSE__INIT;
+        Fractal__V1__RenderStats stats = FRACTAL__V1__RENDER_STATS__INIT;
+        char *device_ids[1] = {dev->id};
+
+        fill_stats(&stats, device_ids, c, &st, queue_ms);
+        resp.data.data = buf.data;
+        resp.data.len = buf.len;
+        resp.content_type = (char *)encode_content_type(c->spec.format);
+        resp.width = c->spec.region.width;
+        resp.height = c->spec.region.height;
+        resp.stats = &stats;
+        resp.format = (Fractal__V1__Format)c->spec.format;
+        reply = rpc_pack(&resp.base);
+        snprintf(extra, sizeof(extra), "%s device=%s queue_ms=%.2f compute_ms=%.2f encode_ms=%.2f bytes=%zu iter=%llu",
+                 c->summary, dev->id, queue_ms, st.compute_ms, st.encode_ms, buf.len,
+                 (unsigned long long)st.iterations);
+    }
+done:
+    rpc_log_call(c, err, msg, extra);
+    rpc_finish(c, err, msg, reply, 0);
+    free(json);
+    free(buf.data);
+}
+
+/* ---- RenderStream ---- */
+
+/* Batches encoded bytes into chunks of at most CHUNK_BYTES and sends them; also sends progress. */
+struct stream_state {
+    struct call *call;
+    uint8_t *chunk;
+    size_t len;
+    uint64_t offset;            /* of chunk[0] in the encoded image */
+    int err;                    /* first send failure */
+};
+
+static int send_chunk(struct stream_state *s)
+{
+    Fractal__V1__RenderEvent ev = FRACTAL__V1__RENDER_EVENT__INIT;
+    Fractal__V1__ImageChunk chunk = FRACTAL__V1__IMAGE_CHUNK__INIT;
+    const struct render_spec *spec = &s->call->spec;
+    int err;
+
+    if (s->len == 0)
+        return 0;
+    chunk.offset = s->offset;
+    chunk.data.data = s->chunk;
+    chunk.data.len = s->len;
+    chunk.content_type = (char *)encode_content_type(spec->format);
+    chunk.width = spec->region.width;
+    chunk.height = spec->region.height;
+    ev.event_case = FRACTAL__V1__RENDER_EVENT__EVENT_CHUNK;
+    ev.chunk = &chunk;
+    /* rpc_stream_send packs the message into its own buffer before returning, so the chunk
+     * buffer can be refilled at once. */
+    if ((err = rpc_stream_send(s->call, &ev.base)) < 0)
+        return s->err = err;
+    s->offset += s->len;
+    s->len = 0;
+    return 0;
+}
+
+static int stream_sink(void *ctx, const void *data, size_t len)
+{
+    struct stream_state *s = ctx;
+    const uint8_t *p = data;
+    int err;
+
+    while (len > 0) {
+        size_t n = CHUNK_BYTES - s->len < len ? CHUNK_BYTES - s->len : len;
+        memcpy(s->chunk + s->len, p, n);
+        s->len += n;
+        p += n;
+        len -= n;
+        if (s->len == CHUNK_BYTES && (err = send_chunk(s)) < 0)
+            return err;
+    }
+    return 0;
+}
+
+/* After each band: what the encoder produced so far goes out, then a progress event, so a client
+ * sees bytes and progress as rows finish, not when the image is done. */
+static void stream_progress(void *ctx, uint32_t rows_done, uint32_t rows_total, uint64_t samples_done)
+{
+    struct stream_state *s = ctx;
+    const struct render_spec *spec = &s->call->spec;
+    Fractal__V1__RenderEvent ev = FRACTAL__V1__RENDER_EVENT__INIT;
+    Fractal__V1__Progress progress = FRACTAL__V1__PROGRESS__INIT;
+
+    if (s->err || send_chunk(s) < 0)
+        return;
+    progress.rows_done = rows_done;
+    progress.rows_total = rows_total;
+    progress.samples_done = samples_done;
+    progress.samples_total = (uint64_t)spec->region.width * spec->region.height * spec->supersample *
+                             spec->supersample;
+    ev.event_case = FRACTAL__V1__RENDER_EVENT__EVENT_PROGRESS;
+    ev.progress = &progress;
+    if (rpc_stream_send(s->call, &ev.base) < 0)
+        s->err = ERR_CANCELLED;
+}
+
+static void run_stream(struct call *c)
+{
+    rpc_server *srv = c->srv;
+    struct device *dev = &srv->devs->list[c->device_index];
+    struct stream_state s = {c, NULL, 0, 0, 0};
+    struct render_stats st;
+    char msg[512] = "", extra[512];
+    char *json = NULL;
+    double queue_ms = render_now_ms() - c->t_accept;
+    int err;
+
+    snprintf(extra, sizeof(extra), "%s", c->summary);
+    if (atomic_load(&c->cancelled)) {
+        err = ERR_CANCELLED;
+        snprintf(msg, sizeof(msg), "cancelled while queued");
+        goto done;
+    }
+    if (!(s.chunk = malloc(CHUNK_BYTES))) {
+        err = ERR_NOMEM;
+        snprintf(msg, sizeof(msg), "out of memory");
+        goto done;
+    }
+    if ((err = request_json_from_spec(&json, &c->spec)) < 0) {
+        snprintf(msg, sizeof(msg), "cannot write the request chunk: %s", err_name(err));
+        goto done;
+    }
+    {
+        struct render_cpu cpu = {srv->engine, dev};
+        struct render_io io = {render_compute_cpu, &cpu, stream_sink, &s, stream_progress, &s,
+                               &c->cancelled, STREAM_BAND_SAMPLES};
+        err = render_run(&st, &io, &c->spec, json, msg, sizeof(msg));
+    }
+    if (err == 0)
+        err = send_chunk(&s);
+    if (err == 0 && s.err)
+        err = s.err;
+    if (err < 0) {
+        if (!msg[0])
+            snprintf(msg, sizeof(msg), "%s", err == ERR_CANCELLED ? "render cancelled" : err_name(err));
+        goto done;
+    }
+    {
+        Fractal__V1__RenderEvent ev = FRACTAL__V1__RENDER_EVENT__INIT;
+        Fractal__V1__RenderStats stats = FRACTAL__V1__RENDER_STATS__INIT;
+        char *device_ids[1] = {dev->id};
+
+        fill_stats(&stats, device_ids, c, &st, queue_ms);
+        ev.event_case = FRACTAL__V1__RENDER_EVENT__EVENT_DONE;
+        ev.done = &stats;
+        if ((err = rpc_stream_send(c, &ev.base)) < 0) {
+            snprintf(msg, sizeof(msg), "stream cancelled");
+            goto done;
+        }
+        snprintf(extra, sizeof(extra), "%s device=%s queue_ms=%.2f compute_ms=%.2f encode_ms=%.2f bytes=%llu iter=%llu",
+                 c->summary, dev->id, queue_ms, st.compute_ms, st.encode_ms, (unsigned long long)s.offset,
+                 (unsigned long long)st.iterations);
+    }
+done:
+    rpc_log_call(c, err, msg, extra);
+    rpc_finish(c, err, msg, NULL, 0);
+    free(json);
+    free(s.chunk);
+}

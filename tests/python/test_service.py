@@ -1,0 +1,228 @@
+"""Issue 4 behaviour from Python grpcio: RenderStream (chunks, progress, equality with Render),
+Health.Watch, GetStats, admission control with a retry-after hint, SIGTERM while streaming."""
+import os
+import signal
+import threading
+import time
+import unittest
+
+import fractald_harness as h
+
+import grpc
+from fractal.v1 import fractal_pb2 as pb
+from fractal.v1 import fractal_pb2_grpc as pb_grpc
+from fractal_health import health_pb2, health_pb2_grpc
+
+OPTIONS = [("grpc.max_receive_message_length", 256 << 20)]
+# c inside the Mandelbrot set: nearly every pixel is interior and costs max_iter.
+SLOW_JULIA = pb.Julia(c=pb.Complex(re=-0.12, im=0.75))
+
+
+def reassemble(events):
+    """(image bytes, chunks, progress events, done stats) from a RenderStream; checks the order."""
+    data, chunks, progress, done = bytearray(), [], [], None
+    for ev in events:
+        kind = ev.WhichOneof("event")
+        assert done is None, "event after done"
+        if kind == "chunk":
+            assert ev.chunk.offset == len(data), "chunk offsets must be contiguous"
+            assert 0 < len(ev.chunk.data) <= 1 << 20
+            data += ev.chunk.data
+            chunks.append(ev.chunk)
+        elif kind == "progress":
+            progress.append(ev.progress)
+        elif kind == "done":
+            done = ev.done
+    assert done is not None, "stream ended without done"
+    return bytes(data), chunks, progress, done
+
+
+class ServerCase(unittest.TestCase):
+    server_args = ()
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = h.Server(*cls.server_args)
+        cls.channel = grpc.insecure_channel(cls.server.target, options=OPTIONS)
+        cls.stub = pb_grpc.RendererStub(cls.channel)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.channel.close()
+        assert cls.server.stop() == 0
+
+
+class StreamTests(ServerCase):
+    def test_stream_equals_unary_byte_for_byte(self):
+        for req in (pb.RenderRequest(),
+                    pb.RenderRequest(width=700, height=500, supersample=2, coloring=pb.Coloring(palette="twilight")),
+                    pb.RenderRequest(width=300, height=200, format=pb.FORMAT_RAW_F32),
+                    pb.RenderRequest(width=300, height=200, format=pb.FORMAT_PNG16,
+                                     region=pb.Region(x=10, y=20, width=100, height=50))):
+            with self.subTest(req=str(req)):
+                unary = self.stub.Render(req, timeout=60)
+                data, chunks, _, done = reassemble(self.stub.RenderStream(req, timeout=60))
+                self.assertEqual(data, unary.data)
+                self.assertEqual(chunks[0].content_type, unary.content_type)
+                self.assertEqual((chunks[0].width, chunks[0].height), (unary.width, unary.height))
+                self.assertEqual(done.iterations, unary.stats.iterations)
+
+    def test_big_stream_comes_in_bands_with_progress(self):
+        req = pb.RenderRequest(width=3000, height=2000, max_iter=64, coloring=pb.Coloring(cycle=2))
+        data, chunks, progress, done = reassemble(self.stub.RenderStream(req, timeout=120))
+        self.assertGreater(len(chunks), 2)
+        self.assertGreater(len(progress), 2)
+        rows = [p.rows_done for p in progress]
+        self.assertEqual(rows, sorted(rows))
+        self.assertEqual(rows[-1], 2000)
+        self.assertEqual(progress[-1].samples_done, progress[-1].samples_total)
+        self.assertEqual(h.png_info(data)[:2], (3000, 2000))
+        self.assertEqual(done.samples, 3000 * 2000)
+
+    def test_stream_is_not_bound_by_the_message_limit(self):
+        # 5000 x 5000 raw is 100 MB: refused by Render, streamed by RenderStream.
+        req = pb.RenderRequest(width=5000, height=5000, max_iter=1, format=pb.FORMAT_RAW_U32)
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.stub.Render(req, timeout=60)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        total = 0
+        for ev in self.stub.RenderStream(req, timeout=120):
+            if ev.WhichOneof("event") == "chunk":
+                total += len(ev.chunk.data)
+        self.assertEqual(total, 5000 * 5000 * 4)
+
+    def test_stream_bad_input_is_refused_before_any_event(self):
+        stream = self.stub.RenderStream(pb.RenderRequest(supersample=9), timeout=30)
+        with self.assertRaises(grpc.RpcError) as cm:
+            list(stream)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("supersample must be 1..8, got 9", cm.exception.details())
+
+    def test_cancelled_stream_frees_the_worker(self):
+        req = pb.RenderRequest(julia=SLOW_JULIA, width=8192, height=8192, max_iter=3000, view=pb.View(width=0.5))
+        stream = self.stub.RenderStream(req, timeout=60)
+        next(stream)  # the first band's events: the render is under way
+        stream.cancel()
+        reply = self.stub.Render(pb.RenderRequest(width=16, height=16), timeout=10)
+        self.assertEqual(reply.width, 16)
+
+
+class HealthAndStatsTests(ServerCase):
+    def test_watch_sends_the_current_status(self):
+        health = health_pb2_grpc.HealthStub(self.channel)
+        watch = health.Watch(health_pb2.HealthCheckRequest(service="fractal.v1.Renderer"), timeout=30)
+        self.assertEqual(next(watch).status, health_pb2.HealthCheckResponse.SERVING)
+        watch.cancel()
+        unknown = health.Watch(health_pb2.HealthCheckRequest(service="nope"), timeout=30)
+        self.assertEqual(next(unknown).status, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+        unknown.cancel()
+        # The server still answers after watchers come and go.
+        self.assertEqual(health.Check(health_pb2.HealthCheckRequest(), timeout=10).status,
+                         health_pb2.HealthCheckResponse.SERVING)
+
+    def test_stats_count_requests_by_status(self):
+        self.stub.Render(pb.RenderRequest(width=8, height=8), timeout=30)
+        with self.assertRaises(grpc.RpcError):
+            self.stub.Render(pb.RenderRequest(width=0), timeout=30)
+        stats = self.stub.GetStats(pb.GetStatsRequest(), timeout=10)
+        counts = {(m.method, m.code): m.count for m in stats.requests}
+        self.assertGreaterEqual(counts.get(("Render", 0), 0), 1)
+        self.assertGreaterEqual(counts.get(("Render", 3), 0), 1)
+        self.assertGreater(stats.uptime_s, 0)
+        self.assertIn("cpu", [d.id for d in stats.devices])
+        self.assertGreater([d for d in stats.devices if d.id == "cpu"][0].iterations, 0)
+
+
+class AdmissionTests(ServerCase):
+    # One worker, one waiting place: the third concurrent render is refused at once.
+    server_args = ("--workers", "1", "--queue", "1")
+
+    def test_full_queue_is_refused_with_a_retry_hint(self):
+        slow = pb.RenderRequest(julia=SLOW_JULIA, width=4096, height=4096, max_iter=2000, view=pb.View(width=0.5))
+        running = self.stub.Render.future(slow, timeout=60)
+        time.sleep(0.3)
+        waiting = self.stub.Render.future(slow, timeout=60)
+        time.sleep(0.3)
+        try:
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.stub.Render(pb.RenderRequest(width=8, height=8), timeout=10)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertIn("queue is full", cm.exception.details())
+            hints = dict(cm.exception.trailing_metadata())
+            self.assertGreaterEqual(int(hints["retry-after-ms"]), 100)
+            # Cheap calls are answered by the RPC thread while every worker is busy.
+            start = time.monotonic()
+            self.stub.ListDevices(pb.ListDevicesRequest(), timeout=10)
+            health_pb2_grpc.HealthStub(self.channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            self.assertLess(time.monotonic() - start, 1.0)
+        finally:
+            running.cancel()
+            waiting.cancel()
+
+    def test_inflight_budget(self):
+        # Separate server: a budget that one slow render fills.
+        server = h.Server("--max-inflight-cost", "2e10")
+        try:
+            with grpc.insecure_channel(server.target, options=OPTIONS) as ch:
+                stub = pb_grpc.RendererStub(ch)
+                slow = pb.RenderRequest(julia=SLOW_JULIA, width=4000, height=4000, max_iter=1000, view=pb.View(width=0.5))
+                running = stub.Render.future(slow, timeout=60)
+                time.sleep(0.3)
+                try:
+                    with self.assertRaises(grpc.RpcError) as cm:
+                        stub.Render(slow, timeout=10)
+                    self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+                    self.assertIn("in flight", cm.exception.details())
+                    self.assertIn("retry-after-ms", dict(cm.exception.trailing_metadata()))
+                    # Small work still fits next to it.
+                    self.assertEqual(stub.Render(pb.RenderRequest(width=8, height=8), timeout=10).width, 8)
+                finally:
+                    running.cancel()
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+
+class DrainTests(unittest.TestCase):
+    def test_sigterm_while_streaming(self):
+        server = h.Server("--grace-ms", "5000")
+        try:
+            with grpc.insecure_channel(server.target, options=OPTIONS) as ch:
+                stub = pb_grpc.RendererStub(ch)
+                health = health_pb2_grpc.HealthStub(ch)
+                watch = health.Watch(health_pb2.HealthCheckRequest(), timeout=60)
+                self.assertEqual(next(watch).status, health_pb2.HealthCheckResponse.SERVING)
+                # A stream of about a second: it finishes inside the grace period.
+                req = pb.RenderRequest(width=2000, height=2000, max_iter=500)
+                stream = stub.RenderStream(req, timeout=60)
+                first = next(stream)
+                server.proc.send_signal(signal.SIGTERM)
+                self.assertEqual(next(watch).status, health_pb2.HealthCheckResponse.NOT_SERVING)
+                data, _, _, done = reassemble([first, *stream])
+                self.assertEqual(h.png_info(data)[:2], (2000, 2000))
+                with self.assertRaises(grpc.RpcError) as cm:
+                    list(watch)
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+    def test_sigterm_cancels_what_outlives_the_grace_period(self):
+        server = h.Server("--grace-ms", "300")
+        try:
+            with grpc.insecure_channel(server.target, options=OPTIONS) as ch:
+                stub = pb_grpc.RendererStub(ch)
+                slow = pb.RenderRequest(julia=SLOW_JULIA, width=8192, height=8192, max_iter=3000, view=pb.View(width=0.5))
+                future = stub.Render.future(slow, timeout=60)
+                time.sleep(0.3)
+                start = time.monotonic()
+                server.proc.send_signal(signal.SIGTERM)
+                with self.assertRaises(grpc.RpcError) as cm:
+                    future.result()
+                self.assertIn(cm.exception.code(), (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED))
+                self.assertEqual(server.proc.wait(10), 0)
+                self.assertLess(time.monotonic() - start, 3.0)
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()
