@@ -18,6 +18,14 @@ OPTIONS = [("grpc.max_receive_message_length", 256 << 20)]
 SLOW_JULIA = pb.Julia(c=pb.Complex(re=-0.12, im=0.75))
 
 
+def peak_rss_bytes(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM")
+
+
 def reassemble(events):
     """(image bytes, chunks, progress events, done stats) from a RenderStream; checks the order."""
     data, chunks, progress, done = bytearray(), [], [], None
@@ -90,6 +98,19 @@ class StreamTests(ServerCase):
             if ev.WhichOneof("event") == "chunk":
                 total += len(ev.chunk.data)
         self.assertEqual(total, 5000 * 5000 * 4)
+
+    def test_huge_stream_keeps_server_memory_bounded(self):
+        # 16384 x 16384 raw counts: 1 GiB on the wire. The server holds one band (a million
+        # samples) and one 1 MiB chunk at a time, so its peak RSS stays far below the image.
+        bound = 256 << 20
+        req = pb.RenderRequest(width=16384, height=16384, max_iter=4, format=pb.FORMAT_RAW_U32)
+        total = 0
+        for ev in self.stub.RenderStream(req, timeout=300):
+            if ev.WhichOneof("event") == "chunk":
+                total += len(ev.chunk.data)
+        self.assertEqual(total, 16384 * 16384 * 4)
+        peak = peak_rss_bytes(self.server.proc.pid)
+        self.assertLess(peak, bound, "server peak RSS %d MiB" % (peak >> 20))
 
     def test_stream_bad_input_is_refused_before_any_event(self):
         stream = self.stub.RenderStream(pb.RenderRequest(supersample=9), timeout=30)
