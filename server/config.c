@@ -15,6 +15,19 @@
 #define FRACTALD_VERSION "0.0.0"
 #endif
 
+/* $XDG_STATE_HOME/fractald/spool, else ~/.local/state/fractald/spool, else ./fractald-spool. */
+static void default_spool_dir(char *out, size_t outlen)
+{
+    const char *state = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+
+    if (state && state[0] == '/')
+        snprintf(out, outlen, "%s/fractald/spool", state);
+    else if (home && home[0] == '/')
+        snprintf(out, outlen, "%s/.local/state/fractald/spool", home);
+    else
+        snprintf(out, outlen, "fractald-spool");
+}
+
 void config_defaults(struct config *out)
 {
     memset(out, 0, sizeof(*out));
@@ -24,6 +37,11 @@ void config_defaults(struct config *out)
     out->queue_length = 64;
     out->grace_ms = 10000;
     out->max_inflight_cost = 1e12;
+    default_spool_dir(out->spool_dir, sizeof(out->spool_dir));
+    out->job_retention_ms = 3600 * 1000;
+    out->job_disk_budget = (uint64_t)1 << 30;
+    out->max_jobs = 10000;
+    out->io_workers = 2;
     out->log_level = LOG_INFO;
     out->limits.max_side = 65536;
     /* 2^28 samples: 16384 x 16384 pixels, or 2048 x 2048 at supersample 8. */
@@ -51,12 +69,24 @@ static void print_usage(const struct config *d)
            "  --max-request-bytes N    largest request message accepted (default %u)\n"
            "  --max-inflight-cost N    most iterations queued and running at once (default %.3g)\n"
            "  --grace-ms N             time in-flight calls get after SIGTERM (default %u)\n"
+           "  --spool-dir DIR          job journal and results (default %s; \"\" disables jobs)\n"
+           "  --job-retention-ms N     how long finished jobs and results are kept (default %llu)\n"
+           "  --job-disk-budget N      bytes of job results kept at most (default %llu)\n"
+           "  --max-jobs N             jobs held in any state (default %u)\n"
+           "  --io-workers N           threads for job submission and result streaming (default %u)\n"
            "  --log-level LEVEL        debug, info, warn, error or off (default info)\n"
            "  --list-devices           print the devices fractald would use, and exit\n"
+           "  --config FILE            device-selection config, an INI file (README: Choosing devices)\n"
+           "  --devices SPEC           device config in one line, \"key = value; ...\" (overrides\n"
+           "                           FRACTALD_DEVICES, which overrides the file)\n"
+           "  --cpu-engine on|off      use the built-in CPU engine (default on)\n"
+           "  --cache-dir DIR          OpenCL program cache (default ~/.cache/fractald; \"\" = none)\n"
            "  --help, --version\n",
            d->listen, d->render_workers, d->queue_length, d->limits.max_side,
            (unsigned long long)d->limits.max_samples, d->limits.max_iter, d->limits.max_cost,
-           d->limits.max_message_bytes, d->limits.max_request_bytes, d->max_inflight_cost, d->grace_ms);
+           d->limits.max_message_bytes, d->limits.max_request_bytes, d->max_inflight_cost, d->grace_ms,
+           d->spool_dir, (unsigned long long)d->job_retention_ms, (unsigned long long)d->job_disk_budget,
+           d->max_jobs, d->io_workers);
 }
 
 /* Parses an unsigned integer in [lo, hi], all of `text`, into *out; else writes the message. */
@@ -95,7 +125,7 @@ int config_parse_args(struct config *cfg, int argc, char **argv, char *msg, size
 {
     enum { O_LISTEN = 256, O_THREADS, O_WORKERS, O_QUEUE, O_MAX_SIDE, O_MAX_SAMPLES, O_MAX_ITER,
            O_MAX_COST, O_MAX_INFLIGHT, O_MAX_MESSAGE, O_MAX_REQUEST, O_GRACE, O_LOG_LEVEL, O_LIST, O_HELP,
-           O_VERSION };
+           O_VERSION, O_SPOOL, O_RETENTION, O_DISK_BUDGET, O_MAX_JOBS, O_IO_WORKERS, O_CONFIG, O_DEVICES, O_CPU_ENGINE, O_CACHE_DIR };
     static const struct option options[] = {
         {"listen", required_argument, NULL, O_LISTEN},
         {"threads", required_argument, NULL, O_THREADS},
@@ -111,6 +141,15 @@ int config_parse_args(struct config *cfg, int argc, char **argv, char *msg, size
         {"grace-ms", required_argument, NULL, O_GRACE},
         {"log-level", required_argument, NULL, O_LOG_LEVEL},
         {"list-devices", no_argument, NULL, O_LIST},
+        {"spool-dir", required_argument, NULL, O_SPOOL},
+        {"job-retention-ms", required_argument, NULL, O_RETENTION},
+        {"job-disk-budget", required_argument, NULL, O_DISK_BUDGET},
+        {"max-jobs", required_argument, NULL, O_MAX_JOBS},
+        {"io-workers", required_argument, NULL, O_IO_WORKERS},
+        {"config", required_argument, NULL, O_CONFIG},
+        {"devices", required_argument, NULL, O_DEVICES},
+        {"cpu-engine", required_argument, NULL, O_CPU_ENGINE},
+        {"cache-dir", required_argument, NULL, O_CACHE_DIR},
         {"help", no_argument, NULL, O_HELP},
         {"version", no_argument, NULL, O_VERSION},
         {NULL, 0, NULL, 0},
@@ -195,6 +234,46 @@ int config_parse_args(struct config *cfg, int argc, char **argv, char *msg, size
             break;
         case O_LIST:
             cfg->list_devices = 1;
+            break;
+        case O_SPOOL:
+            if (strlen(optarg) >= sizeof(cfg->spool_dir)) {
+                snprintf(msg, msglen, "--spool-dir must be under %zu bytes", sizeof(cfg->spool_dir));
+                return ERR_INVALID;
+            }
+            snprintf(cfg->spool_dir, sizeof(cfg->spool_dir), "%s", optarg);
+            break;
+        case O_RETENTION:
+            if ((err = parse_u64(&cfg->job_retention_ms, "--job-retention-ms", optarg, 0,
+                                 (uint64_t)365 * 24 * 3600 * 1000, msg, msglen)) < 0)
+                return err;
+            break;
+        case O_DISK_BUDGET:
+            if ((err = parse_u64(&cfg->job_disk_budget, "--job-disk-budget", optarg, 1, UINT64_MAX / 2, msg,
+                                 msglen)) < 0)
+                return err;
+            break;
+        case O_MAX_JOBS:
+            if ((err = parse_u64(&v, "--max-jobs", optarg, 1, 10000000, msg, msglen)) < 0)
+                return err;
+            cfg->max_jobs = (uint32_t)v;
+            break;
+        case O_IO_WORKERS:
+            if ((err = parse_u64(&v, "--io-workers", optarg, 1, 64, msg, msglen)) < 0)
+                return err;
+            cfg->io_workers = (unsigned)v;
+            break;
+        /* Device-selection values are checked by devconf, which names the flag in its messages. */
+        case O_CONFIG:
+            cfg->config_file = optarg;
+            break;
+        case O_DEVICES:
+            cfg->devices = optarg;
+            break;
+        case O_CPU_ENGINE:
+            cfg->cpu_engine = optarg;
+            break;
+        case O_CACHE_DIR:
+            cfg->cache_dir = optarg;
             break;
         case O_HELP:
             print_usage(&defaults);

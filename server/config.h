@@ -23,8 +23,19 @@ struct config {
     unsigned queue_length;      /* renders waiting for a worker before RESOURCE_EXHAUSTED */
     unsigned grace_ms;          /* how long in-flight calls may finish after SIGTERM */
     double max_inflight_cost;   /* iterations of all queued and running renders together */
+    /* Jobs (SubmitJob and friends): journal and results in spool_dir; "" disables jobs. */
+    char spool_dir[512];
+    uint64_t job_retention_ms;  /* how long finished jobs and results are kept */
+    uint64_t job_disk_budget;   /* bytes of job results the spool may hold */
+    uint32_t max_jobs;          /* jobs held in any state */
+    unsigned io_workers;        /* threads for job submission, cancellation and result streaming */
     int log_level;
     int list_devices;           /* print the devices and exit */
+    /* Device selection (devconf.h); each points into argv, NULL when the flag was not given. */
+    const char *config_file;    /* --config FILE: the INI file */
+    const char *devices;        /* --devices "key = value; ...": the one-line form */
+    const char *cpu_engine;     /* --cpu-engine on|off */
+    const char *cache_dir;      /* --cache-dir DIR: OpenCL program cache ("" = none) */
     struct limits limits;
 };
 

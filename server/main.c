@@ -9,6 +9,7 @@
 #include "devices.h"
 #include "engine_cpu.h"
 #include "err.h"
+#include "jobs.h"
 #include "log.h"
 #include "rpc.h"
 
@@ -17,6 +18,7 @@ int main(int argc, char **argv)
     struct config cfg;
     struct devices devs = {0};
     engine_cpu *engine = NULL;
+    jobs_store *jobs = NULL;
     rpc_server *srv = NULL;
     sigset_t stop_signals;
     char msg[512] = "";
@@ -53,9 +55,24 @@ int main(int argc, char **argv)
         status = 0;
         goto done;
     }
-    if ((err = rpc_server_start(&srv, &port, &cfg, engine, &devs, msg, sizeof(msg))) < 0) {
-        fprintf(stderr, "fractald: %s\n", msg);
-        goto done;
+    if (cfg.spool_dir[0]) {
+        struct jobs_options jo = JOBS_OPTIONS_INIT;
+        jo.spool_dir = cfg.spool_dir;
+        jo.retention_ms = (int64_t)cfg.job_retention_ms;
+        jo.disk_budget = cfg.job_disk_budget;
+        jo.max_jobs = cfg.max_jobs;
+        if ((err = jobs_open(&jobs, &jo, msg, sizeof(msg))) < 0) {
+            fprintf(stderr, "fractald: job spool %s: %s (--spool-dir DIR chooses another, \"\" disables jobs)\n",
+                    cfg.spool_dir, msg);
+            goto done;
+        }
+    }
+    {
+        struct rpc_deps deps = {&cfg, engine, &devs, jobs};
+        if ((err = rpc_server_start(&srv, &port, &deps, msg, sizeof(msg))) < 0) {
+            fprintf(stderr, "fractald: %s\n", msg);
+            goto done;
+        }
     }
     /* The ready line on stdout: tests and scripts read the bound port from it. */
     {
@@ -66,10 +83,18 @@ int main(int argc, char **argv)
             printf("fractald listening on %.*s:%d\n", (int)(colon - cfg.listen), cfg.listen, port);
         fflush(stdout);
     }
-    log_at(LOG_INFO, "fractald serving on %s (port %d), %u engine threads, %u render workers", cfg.listen,
-           port, engine_cpu_threads(engine), cfg.render_workers);
+    log_at(LOG_INFO, "fractald serving on %s (port %d), %u engine threads, %u render workers, jobs %s%s",
+           cfg.listen, port, engine_cpu_threads(engine), cfg.render_workers, jobs ? "in " : "disabled",
+           jobs ? cfg.spool_dir : "");
 
-    sigwait(&stop_signals, &sig);
+    /* Wake once a second for upkeep (expired job results) while waiting for a stop signal. */
+    for (;;) {
+        struct timespec tick = {1, 0};
+        sig = sigtimedwait(&stop_signals, NULL, &tick);
+        if (sig == SIGINT || sig == SIGTERM)
+            break;
+        rpc_server_tick(srv);
+    }
     log_at(LOG_INFO, "received %s; draining (grace %u ms)", sig == SIGINT ? "SIGINT" : "SIGTERM", cfg.grace_ms);
     rpc_server_stop(srv, cfg.grace_ms);
     srv = NULL;
@@ -78,6 +103,7 @@ int main(int argc, char **argv)
 
 done:
     rpc_server_stop(srv, 0);
+    jobs_close(jobs);
     devices_dispose(&devs);
     engine_cpu_free(engine);
     return status;

@@ -19,11 +19,11 @@
 const struct method_info rpc_methods[M_COUNT] = {
     [M_RENDER] = {"/fractal.v1.Renderer/Render", "Render", rpc_render_accept},
     [M_RENDER_STREAM] = {"/fractal.v1.Renderer/RenderStream", "RenderStream", rpc_render_accept},
-    [M_SUBMIT_JOB] = {"/fractal.v1.Renderer/SubmitJob", "SubmitJob", NULL},
-    [M_GET_JOB] = {"/fractal.v1.Renderer/GetJob", "GetJob", NULL},
-    [M_FETCH_JOB_RESULT] = {"/fractal.v1.Renderer/FetchJobResult", "FetchJobResult", NULL},
-    [M_CANCEL_JOB] = {"/fractal.v1.Renderer/CancelJob", "CancelJob", NULL},
-    [M_LIST_JOBS] = {"/fractal.v1.Renderer/ListJobs", "ListJobs", NULL},
+    [M_SUBMIT_JOB] = {"/fractal.v1.Renderer/SubmitJob", "SubmitJob", rpc_jobs_submit},
+    [M_GET_JOB] = {"/fractal.v1.Renderer/GetJob", "GetJob", rpc_jobs_get},
+    [M_FETCH_JOB_RESULT] = {"/fractal.v1.Renderer/FetchJobResult", "FetchJobResult", rpc_jobs_fetch},
+    [M_CANCEL_JOB] = {"/fractal.v1.Renderer/CancelJob", "CancelJob", rpc_jobs_cancel},
+    [M_LIST_JOBS] = {"/fractal.v1.Renderer/ListJobs", "ListJobs", rpc_jobs_list},
     [M_LIST_DEVICES] = {"/fractal.v1.Renderer/ListDevices", "ListDevices", rpc_list_devices},
     [M_GET_STATS] = {"/fractal.v1.Renderer/GetStats", "GetStats", rpc_get_stats},
     [M_HEALTH_CHECK] = {"/grpc.health.v1.Health/Check", "Health.Check", rpc_health_check},
@@ -330,23 +330,49 @@ static void handle_unimplemented(struct call *c)
 
 /* ---- render workers ---- */
 
+static void enqueue(struct work_queue *q, struct call *c)
+{
+    c->next = NULL;
+    if (q->tail)
+        q->tail->next = c;
+    else
+        q->head = c;
+    q->tail = c;
+    q->queued++;
+    pthread_cond_signal(&q->ready);
+}
+
+static struct call *dequeue(struct work_queue *q)
+{
+    struct call *c = q->head;
+
+    q->head = c->next;
+    if (!q->head)
+        q->tail = NULL;
+    q->queued--;
+    q->running++;
+    return c;
+}
+
+/* The retry hint: about one average render per worker-load of backlog, 100 ms at the least and
+ * 10 s at the most; a client backing off by it finds room more often than not. */
+static unsigned retry_hint(const struct work_queue *q, unsigned workers)
+{
+    unsigned ms = 100u * ((q->queued + q->running) / (workers ? workers : 1) + 1);
+    return ms > 10000 ? 10000 : ms;
+}
+
 int rpc_queue_work(struct call *c, double cost, char *msg, size_t msglen, unsigned *retry_after_ms)
 {
     rpc_server *srv = c->srv;
     const struct config *cfg = srv->cfg;
-    unsigned backlog;
+    struct work_queue *q = &srv->renders;
 
     pthread_mutex_lock(&srv->lock);
-    backlog = srv->queued + srv->running;
-    /* The hint: about one average render per worker-load of backlog, 100 ms at the least and 10 s
-     * at the most; a client backing off by it finds room more often than not. */
-    *retry_after_ms = 100u * (backlog / (srv->nworkers ? srv->nworkers : 1) + 1);
-    if (*retry_after_ms > 10000)
-        *retry_after_ms = 10000;
-    if (srv->queued >= cfg->queue_length) {
+    *retry_after_ms = retry_hint(q, srv->nworkers);
+    if (q->queued >= cfg->queue_length) {
         pthread_mutex_unlock(&srv->lock);
-        snprintf(msg, msglen, "render queue is full (%u waiting, %u running); retry later", backlog - srv->running,
-                 srv->running);
+        snprintf(msg, msglen, "render queue is full (%u waiting, %u running); retry later", q->queued, q->running);
         return ERR_EXHAUSTED;
     }
     if (srv->inflight_cost > 0 && srv->inflight_cost + cost > cfg->max_inflight_cost) {
@@ -356,50 +382,144 @@ int rpc_queue_work(struct call *c, double cost, char *msg, size_t msglen, unsign
         return ERR_EXHAUSTED;
     }
     c->cost = cost;
-    c->next = NULL;
-    if (srv->queue_tail)
-        srv->queue_tail->next = c;
-    else
-        srv->queue_head = c;
-    srv->queue_tail = c;
-    srv->queued++;
     srv->inflight_cost += cost;
-    pthread_cond_signal(&srv->work_ready);
+    enqueue(q, c);
     pthread_mutex_unlock(&srv->lock);
     return 0;
 }
 
+int rpc_queue_io(struct call *c, char *msg, size_t msglen, unsigned *retry_after_ms)
+{
+    rpc_server *srv = c->srv;
+    struct work_queue *q = &srv->io;
+
+    pthread_mutex_lock(&srv->lock);
+    *retry_after_ms = retry_hint(q, srv->nio_workers);
+    if (q->queued >= srv->cfg->queue_length) {
+        pthread_mutex_unlock(&srv->lock);
+        snprintf(msg, msglen, "I/O queue is full (%u waiting, %u running); retry later", q->queued, q->running);
+        return ERR_EXHAUSTED;
+    }
+    c->cost = 0;
+    enqueue(q, c);
+    pthread_mutex_unlock(&srv->lock);
+    return 0;
+}
+
+void rpc_jobs_wake(rpc_server *srv)
+{
+    pthread_mutex_lock(&srv->lock);
+    srv->jobs_hint = 1;
+    srv->jobs_hint_seq++;
+    pthread_cond_broadcast(&srv->renders.ready);
+    pthread_mutex_unlock(&srv->lock);
+}
+
+/* Marks a runner slot taken before its job (and so its cancel flag) is known; setting it is
+ * harmless. */
+static atomic_int slot_reserved;
+
+/* Takes a queued job from the store into runner slot `slot` and runs it; srv->lock not held. */
+static void run_one_job(rpc_server *srv, unsigned slot, unsigned hint_seq)
+{
+    struct jobs_work work;
+    char msg[256];
+    int err = jobs_next_queued(&work, srv->jobs, 0, msg, sizeof(msg));
+
+    if (err < 0) {
+        if (err != ERR_NOT_FOUND && err != ERR_UNAVAILABLE)
+            log_at(LOG_ERROR, "jobs: cannot take the next job: %s", msg);
+        pthread_mutex_lock(&srv->lock);
+        /* Nothing queued (or the store stopped): sleep until a submission says otherwise. */
+        if (srv->jobs_hint_seq == hint_seq)
+            srv->jobs_hint = 0;
+        pthread_mutex_unlock(&srv->lock);
+        return;
+    }
+    pthread_mutex_lock(&srv->lock);
+    srv->job_cancel[slot] = work.cancel;
+    pthread_mutex_unlock(&srv->lock);
+    rpc_jobs_run(srv, &work, slot);
+    pthread_mutex_lock(&srv->lock);
+    srv->job_cancel[slot] = NULL;
+    pthread_mutex_unlock(&srv->lock);
+    jobs_work_dispose(&work);
+}
+
+/* A render worker: interactive calls first, then jobs on at most max_job_runners workers. */
 static void *render_worker(void *arg)
 {
     rpc_server *srv = arg;
+    struct work_queue *q = &srv->renders;
 
+    pthread_mutex_lock(&srv->lock);
     for (;;) {
-        struct call *c;
-        double cost;
-        pthread_mutex_lock(&srv->lock);
-        while (!srv->queue_head && !srv->stop_workers)
-            pthread_cond_wait(&srv->work_ready, &srv->lock);
-        if (!srv->queue_head) {
+        if (q->head) {
+            struct call *c = dequeue(q);
+            double cost = c->cost;
             pthread_mutex_unlock(&srv->lock);
-            return NULL;
+            /* run() finishes the call, which may free it: nothing of c is touched afterwards. */
+            c->run(c);
+            pthread_mutex_lock(&srv->lock);
+            q->running--;
+            srv->inflight_cost -= cost;
+            if (q->queued == 0 && q->running == 0)
+                srv->inflight_cost = 0; /* no drift from floating-point subtraction */
+        } else if (srv->jobs && srv->jobs_hint && !atomic_load(&srv->shutting_down) &&
+                   srv->job_runners < srv->max_job_runners) {
+            unsigned slot = 0, seq = srv->jobs_hint_seq;
+            while (srv->job_cancel[slot])
+                slot++;
+            srv->job_cancel[slot] = &slot_reserved; /* until the job's own flag is known */
+            srv->job_runners++;
+            pthread_mutex_unlock(&srv->lock);
+            run_one_job(srv, slot, seq);
+            pthread_mutex_lock(&srv->lock);
+            srv->job_cancel[slot] = NULL;
+            srv->job_runners--;
+            pthread_cond_broadcast(&srv->state_changed);
+        } else if (srv->stop_workers) {
+            break;
+        } else {
+            pthread_cond_wait(&q->ready, &srv->lock);
         }
-        c = srv->queue_head;
-        srv->queue_head = c->next;
-        if (!srv->queue_head)
-            srv->queue_tail = NULL;
-        srv->queued--;
-        srv->running++;
-        cost = c->cost;
-        pthread_mutex_unlock(&srv->lock);
-        /* run() finishes the call, which may free it: nothing of c is touched afterwards. */
-        c->run(c);
-        pthread_mutex_lock(&srv->lock);
-        srv->running--;
-        srv->inflight_cost -= cost;
-        if (srv->queued == 0 && srv->running == 0)
-            srv->inflight_cost = 0; /* no drift from floating-point subtraction */
-        pthread_mutex_unlock(&srv->lock);
     }
+    pthread_mutex_unlock(&srv->lock);
+    return NULL;
+}
+
+static void *io_worker(void *arg)
+{
+    rpc_server *srv = arg;
+    struct work_queue *q = &srv->io;
+
+    pthread_mutex_lock(&srv->lock);
+    for (;;) {
+        if (q->head) {
+            struct call *c = dequeue(q);
+            pthread_mutex_unlock(&srv->lock);
+            c->run(c);
+            pthread_mutex_lock(&srv->lock);
+            q->running--;
+        } else if (srv->stop_workers) {
+            break;
+        } else {
+            pthread_cond_wait(&q->ready, &srv->lock);
+        }
+    }
+    pthread_mutex_unlock(&srv->lock);
+    return NULL;
+}
+
+void rpc_server_tick(rpc_server *srv)
+{
+    struct timespec now;
+
+    if (!srv || !srv->jobs)
+        return;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (jobs_expire(srv->jobs, (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000) < 0)
+        log_at(LOG_WARN, "jobs: expiring old results failed; will retry");
 }
 
 /* ---- the completion-queue thread ---- */
@@ -464,9 +584,9 @@ static void *cq_loop(void *arg)
 
 /* ---- start and stop ---- */
 
-int rpc_server_start(rpc_server **out, int *port, const struct config *cfg, engine_cpu *engine,
-                     struct devices *devs, char *msg, size_t msglen)
+int rpc_server_start(rpc_server **out, int *port, const struct rpc_deps *deps, char *msg, size_t msglen)
 {
+    const struct config *cfg = deps->cfg;
     rpc_server *srv = calloc(1, sizeof(*srv));
     grpc_arg args[3];
     grpc_channel_args channel_args = {3, args};
@@ -478,11 +598,13 @@ int rpc_server_start(rpc_server **out, int *port, const struct config *cfg, engi
         return ERR_NOMEM;
     }
     srv->cfg = cfg;
-    srv->engine = engine;
-    srv->devs = devs;
+    srv->engine = deps->engine;
+    srv->devs = deps->devs;
+    srv->jobs = deps->jobs;
     srv->t_start = render_now_ms();
     pthread_mutex_init(&srv->lock, NULL);
-    pthread_cond_init(&srv->work_ready, NULL);
+    pthread_cond_init(&srv->renders.ready, NULL);
+    pthread_cond_init(&srv->io.ready, NULL);
     pthread_cond_init(&srv->state_changed, NULL);
     srv->tag_shutdown = (struct tag){TAG_SHUTDOWN, NULL};
     grpc_init();
@@ -520,18 +642,30 @@ int rpc_server_start(rpc_server **out, int *port, const struct config *cfg, engi
     grpc_server_start(srv->server);
 
     srv->nworkers = cfg->render_workers;
-    srv->workers = calloc(srv->nworkers, sizeof(*srv->workers));
-    if (!srv->workers) {
+    srv->nio_workers = cfg->io_workers;
+    srv->max_job_runners = srv->nworkers > 1 ? srv->nworkers - 1 : 1;
+    srv->jobs_hint = 1; /* jobs recovered from the journal start at once */
+    srv->workers = calloc(srv->nworkers + srv->nio_workers, sizeof(*srv->workers));
+    srv->job_cancel = calloc(srv->max_job_runners, sizeof(*srv->job_cancel));
+    if (!srv->workers || !srv->job_cancel) {
         err = ERR_NOMEM;
         snprintf(msg, msglen, "out of memory");
         goto fail_started;
     }
-    for (unsigned i = 0; i < srv->nworkers; i++)
-        if (pthread_create(&srv->workers[i], NULL, render_worker, srv) != 0) {
-            srv->nworkers = i;
-            snprintf(msg, msglen, "cannot start render worker %u", i);
+    {
+        unsigned total = srv->nworkers + srv->nio_workers, started = 0;
+        for (; started < total; started++)
+            if (pthread_create(&srv->workers[started], NULL, started < srv->nworkers ? render_worker : io_worker,
+                               srv) != 0)
+                break;
+        if (started < total) {
+            /* Join only what started: the stop path joins nworkers + nio_workers threads. */
+            srv->nio_workers = started > srv->nworkers ? started - srv->nworkers : 0;
+            srv->nworkers = started < srv->nworkers ? started : srv->nworkers;
+            snprintf(msg, msglen, "cannot start worker thread %u", started);
             goto fail_started;
         }
+    }
     for (int m = 0; m <= M_UNKNOWN; m++)
         if ((err = post_request(srv, (enum method_id)m)) < 0) {
             snprintf(msg, msglen, "cannot post requests");
@@ -582,8 +716,44 @@ static void wait_until(rpc_server *srv, int *flag_done, atomic_int *count_zero, 
     pthread_mutex_unlock(&srv->lock);
 }
 
+/* Waits up to timeout_ms for state_changed. */
+static void wait_changed(rpc_server *srv, unsigned timeout_ms)
+{
+    struct timespec until;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += (long)timeout_ms * 1000000L;
+    until.tv_sec += until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    pthread_mutex_lock(&srv->lock);
+    pthread_cond_timedwait(&srv->state_changed, &srv->lock, &until);
+    pthread_mutex_unlock(&srv->lock);
+}
+
+/* Asks every running job to stop (the drain's grace period is over); they go back to the queue. */
+static void cancel_running_jobs(rpc_server *srv)
+{
+    pthread_mutex_lock(&srv->lock);
+    for (unsigned k = 0; k < srv->max_job_runners; k++)
+        if (srv->job_cancel && srv->job_cancel[k])
+            atomic_store(srv->job_cancel[k], 1);
+    pthread_mutex_unlock(&srv->lock);
+}
+
+static bool drained(rpc_server *srv)
+{
+    bool done;
+
+    pthread_mutex_lock(&srv->lock);
+    done = srv->shutdown_done && srv->job_runners == 0;
+    pthread_mutex_unlock(&srv->lock);
+    return done;
+}
+
 void rpc_server_stop(rpc_server *srv, unsigned grace_ms)
 {
+    double deadline;
+
     if (!srv)
         return;
     atomic_store(&srv->shutting_down, 1);
@@ -591,23 +761,31 @@ void rpc_server_stop(rpc_server *srv, unsigned grace_ms)
         /* Nothing drains the queue yet: start the loop just for the shutdown (failed start only). */
         srv->cq_thread_started = pthread_create(&srv->cq_thread, NULL, cq_loop, srv) == 0;
     }
+    /* No new jobs start; queued ones stay journaled for the next start. */
+    if (srv->jobs)
+        jobs_stop(srv->jobs);
     /* Watchers first: they would otherwise hold the shutdown for the whole grace period. */
     rpc_health_shutdown(srv);
     grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->tag_shutdown);
-    wait_until(srv, &srv->shutdown_done, NULL, grace_ms);
-    if (!srv->shutdown_done) {
-        log_at(LOG_WARN, "rpc: grace period of %u ms over; cancelling the calls still in flight", grace_ms);
+    deadline = render_now_ms() + grace_ms;
+    while (!drained(srv) && render_now_ms() < deadline)
+        wait_changed(srv, 20);
+    if (!drained(srv)) {
+        log_at(LOG_WARN, "rpc: grace period of %u ms over; cancelling the calls and jobs still in flight", grace_ms);
         grpc_server_cancel_all_calls(srv->server);
+        cancel_running_jobs(srv);
     }
     wait_until(srv, &srv->shutdown_done, &srv->live_calls, 1u << 30);
 
     pthread_mutex_lock(&srv->lock);
     srv->stop_workers = 1;
-    pthread_cond_broadcast(&srv->work_ready);
+    pthread_cond_broadcast(&srv->renders.ready);
+    pthread_cond_broadcast(&srv->io.ready);
     pthread_mutex_unlock(&srv->lock);
-    for (unsigned i = 0; i < srv->nworkers; i++)
+    for (unsigned i = 0; i < srv->nworkers + srv->nio_workers; i++)
         pthread_join(srv->workers[i], NULL);
     free(srv->workers);
+    free(srv->job_cancel);
 
     grpc_server_destroy(srv->server);
     grpc_completion_queue_shutdown(srv->cq);
@@ -616,7 +794,8 @@ void rpc_server_stop(rpc_server *srv, unsigned grace_ms)
     grpc_completion_queue_destroy(srv->cq);
     grpc_shutdown();
     pthread_cond_destroy(&srv->state_changed);
-    pthread_cond_destroy(&srv->work_ready);
+    pthread_cond_destroy(&srv->io.ready);
+    pthread_cond_destroy(&srv->renders.ready);
     pthread_mutex_destroy(&srv->lock);
     free(srv);
 }

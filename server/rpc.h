@@ -9,19 +9,31 @@
 #include "config.h"
 #include "devices.h"
 #include "engine_cpu.h"
+#include "jobs.h"
 
 typedef struct rpc_server rpc_server;
 
-/* Binds cfg->listen, starts the completion-queue thread and the render workers, and begins
- * serving. The config, engine and devices must outlive the server. *port receives the bound
- * port (useful with port 0). Returns 0 and the server in *out, or ERR_UNAVAILABLE when the address
- * cannot be bound (taken, malformed), ERR_NOMEM or ERR_INTERNAL, with a line in msg. */
-int rpc_server_start(rpc_server **out, int *port, const struct config *cfg, engine_cpu *engine,
-                     struct devices *devs, char *msg, size_t msglen);
+/* What the server computes with and keeps jobs in; everything must outlive the server. */
+struct rpc_deps {
+    const struct config *cfg;
+    engine_cpu *engine;
+    struct devices *devs;
+    jobs_store *jobs;           /* NULL: jobs disabled (SubmitJob and friends answer UNAVAILABLE) */
+};
 
-/* Graceful stop: health turns NOT_SERVING, the listener closes, in-flight calls get grace_ms to
- * finish and are then cancelled; returns when every call is released and every thread joined,
- * and frees the server. Accepts NULL. */
+/* Binds cfg->listen, starts the completion-queue thread, the render and I/O workers, and begins
+ * serving (jobs recovered in the store start running). *port receives the bound port (useful
+ * with port 0). Returns 0 and the server in *out, or ERR_UNAVAILABLE when the address cannot be
+ * bound (taken, malformed), ERR_NOMEM or ERR_INTERNAL, with a line in msg. */
+int rpc_server_start(rpc_server **out, int *port, const struct rpc_deps *deps, char *msg, size_t msglen);
+
+/* Periodic upkeep (expired job results); call about once a second from any thread. */
+void rpc_server_tick(rpc_server *srv);
+
+/* Graceful stop: health turns NOT_SERVING, the listener closes, new work is refused, in-flight
+ * calls and running jobs get grace_ms to finish and are then cancelled (cancelled jobs go back to
+ * the queue, journaled for the next start); returns when every call is released and every thread
+ * joined, and frees the server (not the deps). Accepts NULL. */
 void rpc_server_stop(rpc_server *srv, unsigned grace_ms);
 
 #endif

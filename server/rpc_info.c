@@ -93,9 +93,16 @@ void rpc_get_stats(struct call *c)
     resp.devices = dev_ptrs;
     resp.uptime_s = (render_now_ms() - srv->t_start) / 1000.0;
     pthread_mutex_lock(&srv->lock);
-    resp.queue_depth = srv->queued;
-    resp.running = srv->running;
+    resp.queue_depth = srv->renders.queued;
+    resp.running = srv->renders.running + srv->job_runners;
     pthread_mutex_unlock(&srv->lock);
+    if (srv->jobs) {
+        struct jobs_stats js;
+        jobs_get_stats(&js, srv->jobs);
+        resp.jobs_held = js.held;
+        resp.queue_depth += js.queued;
+        resp.spool_bytes = js.spool_bytes;
+    }
     rpc_log_call(c, 0, NULL, NULL);
     rpc_finish(c, 0, NULL, rpc_pack(&resp.base), 0);
 done:

@@ -14,6 +14,7 @@
 #include "config.h"
 #include "devices.h"
 #include "engine_cpu.h"
+#include "jobs.h"
 #include "render.h"
 #include "rpc.h"
 #include "spec.h"
@@ -85,7 +86,7 @@ struct call {
     grpc_metadata trailing;             /* retry-after-ms, when set */
     char retry_after[24];
 
-    /* Work queued for a render worker. */
+    /* Work queued for a render or I/O worker. */
     void (*run)(struct call *c);
     double cost;                        /* samples x max_iter, counted in the in-flight budget */
     struct render_spec spec;
@@ -95,10 +96,19 @@ struct call {
     struct call *next;                  /* render queue / watch list link */
 };
 
+/* Calls waiting for a worker, FIFO, under rpc_server.lock. */
+struct work_queue {
+    struct call *head, *tail;
+    unsigned queued;                    /* waiting */
+    unsigned running;                   /* being worked on */
+    pthread_cond_t ready;               /* work arrived, or workers must stop */
+};
+
 struct rpc_server {
     const struct config *cfg;
     engine_cpu *engine;
     struct devices *devs;
+    jobs_store *jobs;                   /* NULL when jobs are disabled */
     grpc_server *server;
     grpc_completion_queue *cq;
     void *handles[M_COUNT];
@@ -109,16 +119,22 @@ struct rpc_server {
     double t_start;
 
     pthread_mutex_t lock;
-    pthread_cond_t work_ready;          /* a render was queued, or workers must stop */
-    pthread_cond_t state_changed;       /* shutdown tag arrived, or live_calls dropped */
-    struct call *queue_head, *queue_tail;
-    unsigned queued;                    /* waiting for a worker */
-    unsigned running;                   /* being computed */
+    pthread_cond_t state_changed;       /* shutdown tag arrived, live_calls or job_runners dropped */
+    struct work_queue renders;          /* Render and RenderStream calls */
+    struct work_queue io;               /* SubmitJob, CancelJob, FetchJobResult */
     double inflight_cost;               /* cost of queued and running renders */
     int stop_workers;
     int shutdown_done;
-    pthread_t *workers;
-    unsigned nworkers;
+    pthread_t *workers;                 /* render workers, then I/O workers */
+    unsigned nworkers, nio_workers;
+
+    /* Jobs run on render workers when no call waits, on at most max_job_runners of them at once
+     * so one worker always stays free for interactive renders. job_cancel[k] is the cancel flag
+     * of the job runner k works on (NULL if none), for the drain. */
+    unsigned job_runners, max_job_runners;
+    unsigned jobs_hint;                 /* nonzero: the store may have queued jobs */
+    unsigned jobs_hint_seq;             /* bumped on every hint, so a stale "none" cannot clear it */
+    atomic_int **job_cancel;
     struct tag tag_shutdown;
     struct call *watchers;              /* Health.Watch streams, under lock */
 
@@ -166,6 +182,13 @@ void rpc_log_call(struct call *c, int err, const char *message, const char *extr
  * budget would be exceeded. */
 int rpc_queue_work(struct call *c, double cost, char *msg, size_t msglen, unsigned *retry_after_ms);
 
+/* Queues c for an I/O worker (job submission, cancellation, result streaming). Returns 0, or
+ * ERR_EXHAUSTED with a message and a retry hint when the I/O queue is full. */
+int rpc_queue_io(struct call *c, char *msg, size_t msglen, unsigned *retry_after_ms);
+
+/* Tells the render workers the job store may have queued jobs. */
+void rpc_jobs_wake(rpc_server *srv);
+
 /* ---- handlers (rpc_render.c, rpc_health.c, rpc_info.c) ---- */
 void rpc_render_accept(struct call *c);     /* Render and RenderStream */
 void rpc_health_check(struct call *c);
@@ -175,6 +198,14 @@ void rpc_health_shutdown(rpc_server *srv);
 /* The client of a Health.Watch stream went away (completion-queue thread). */
 void rpc_health_watch_closed(struct call *c);
 void rpc_list_devices(struct call *c);
+/* rpc_jobs.c */
+void rpc_jobs_submit(struct call *c);
+void rpc_jobs_get(struct call *c);
+void rpc_jobs_cancel(struct call *c);
+void rpc_jobs_list(struct call *c);
+void rpc_jobs_fetch(struct call *c);
+/* Runs one job a render worker took from the store (the worker's slot is `slot`). */
+void rpc_jobs_run(rpc_server *srv, struct jobs_work *work, unsigned slot);
 void rpc_get_stats(struct call *c);
 
 #endif

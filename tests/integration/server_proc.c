@@ -13,13 +13,17 @@
 
 int server_proc_start(struct server_proc *out, const char *fractald_path, const char *const *extra_args)
 {
-    const char *argv[32] = {fractald_path, "--listen", "127.0.0.1:0", "--log-level", "warn"};
-    int argc = 5, fds[2];
+    const char *argv[32] = {fractald_path, "--listen", "127.0.0.1:0", "--log-level", "warn", "--spool-dir", NULL};
+    int argc = 7, fds[2];
     char line[256];
     size_t len = 0;
     pid_t pid;
 
     memset(out, 0, sizeof(*out));
+    snprintf(out->spool, sizeof(out->spool), "/tmp/fractald-test-spool-XXXXXX");
+    if (!mkdtemp(out->spool))
+        return -1;
+    argv[6] = out->spool;
     for (; extra_args && *extra_args && argc < 31; extra_args++)
         argv[argc++] = *extra_args;
     argv[argc] = NULL;
@@ -72,6 +76,7 @@ int server_proc_stop(struct server_proc *p)
         pid_t r = waitpid(p->pid, &status, WNOHANG);
         if (r == p->pid) {
             p->pid = 0;
+            server_proc_remove_spool(p);
             return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
         }
         nanosleep(&(struct timespec){0, 10000000}, NULL);
@@ -80,4 +85,16 @@ int server_proc_stop(struct server_proc *p)
     waitpid(p->pid, &status, 0);
     p->pid = 0;
     return -1;
+}
+
+void server_proc_remove_spool(struct server_proc *p)
+{
+    char cmd[300];
+
+    /* The spool is ours, under /tmp, named by mkdtemp: safe to remove recursively. */
+    if (strncmp(p->spool, "/tmp/fractald-test-spool-", 25) == 0) {
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", p->spool);
+        if (system(cmd) != 0)
+            fprintf(stderr, "server_proc: could not remove %s\n", p->spool);
+    }
 }

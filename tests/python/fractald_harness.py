@@ -4,9 +4,11 @@ import atexit
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 GEN = os.environ.get("FRACTAL_PY_GEN")
 if GEN and GEN not in sys.path:
@@ -29,10 +31,14 @@ atexit.register(_stop_all)
 
 
 class Server:
-    """A fractald child process. `target` is "127.0.0.1:PORT" once started."""
+    """A fractald child process. `target` is "127.0.0.1:PORT" once started. Each server gets its
+    own job spool in a temporary directory (removed by stop()) unless `spool` names one to keep,
+    e.g. to restart a server on the same journal."""
 
-    def __init__(self, *args, ready_timeout=30.0):
-        cmd = [FRACTALD, "--listen", "127.0.0.1:0", "--log-level", "warn", *args]
+    def __init__(self, *args, spool=None, ready_timeout=30.0):
+        self.own_spool = spool is None
+        self.spool = tempfile.mkdtemp(prefix="fractald-spool-") if spool is None else spool
+        cmd = [FRACTALD, "--listen", "127.0.0.1:0", "--log-level", "warn", "--spool-dir", self.spool, *args]
         # PR_SET_PDEATHSIG is not reachable from Python's stdlib; atexit plus the test's own
         # stop() cover normal and failing runs, and the kernel closes the pipe if we are killed.
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -60,7 +66,19 @@ class Server:
         for f in (self.proc.stdout, self.proc.stderr):
             if f:
                 f.close()
+        if self.own_spool:
+            shutil.rmtree(self.spool, ignore_errors=True)
         return self.proc.returncode
+
+    def kill(self):
+        """SIGKILL, as a crash: nothing gets a chance to clean up. The spool is kept."""
+        self.proc.kill()
+        self.proc.wait()
+        if self.proc in _live:
+            _live.remove(self.proc)
+        for f in (self.proc.stdout, self.proc.stderr):
+            if f:
+                f.close()
 
 
 def png_chunks(data):

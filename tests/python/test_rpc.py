@@ -181,12 +181,11 @@ class RenderTests(RenderTestCase):
         self.assertLess(time.monotonic() - start, 5)
         self.assert_still_serving()
 
-    def test_later_rpcs_answer_unimplemented_with_a_message(self):
+    def test_unknown_job_is_not_found(self):
         with self.assertRaises(grpc.RpcError) as cm:
             self.stub.GetJob(pb.JobRef(id="x"), timeout=10)
-        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
-        self.assertIn("GetJob", cm.exception.details())
-
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+        self.assertIn('"x"', cm.exception.details())
 
 
 def _nan_rows():

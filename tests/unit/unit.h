@@ -15,5 +15,6 @@ int test_color_run(void);
 int test_encode_run(void);
 int test_proto_json_run(void);
 int test_request_run(void);
+int test_jobs_run(void);
 
 #endif

@@ -19,6 +19,7 @@ static const struct unit_group groups[] = {
     {"encode", test_encode_run},
     {"proto_json", test_proto_json_run},
     {"request", test_request_run},
+    {"jobs", test_jobs_run},
 };
 
 int main(int argc, char **argv)
