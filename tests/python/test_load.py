@@ -1,5 +1,5 @@
 """Load test on loopback, bounded in count and time: 32 concurrent clients send a mix of small
-tiles, full images, streams and (when the server has them) jobs, some with short deadlines and some
+tiles, full images, streams and jobs, some with short deadlines and some
 cancelled. Every call must end with its image or an explicit status; none may hang or be lost;
 health answers throughout; the server's memory stays bounded."""
 import random
@@ -50,6 +50,20 @@ class LoadTest(unittest.TestCase):
                 data, _, _, done = reassemble(stub.RenderStream(pb.RenderRequest(width=1200, height=900), timeout=60))
                 assert h.png_info(data)[:2] == (1200, 900) and done.samples == 1200 * 900
 
+            def job(rng):
+                submitted = stub.SubmitJob(pb.RenderRequest(width=320, height=240, max_iter=200 + rng.randrange(100)),
+                                           timeout=30)
+                deadline = time.monotonic() + 120
+                while True:
+                    state = stub.GetJob(pb.JobRef(id=submitted.id), timeout=30).state
+                    if state == pb.JOB_STATE_SUCCEEDED:
+                        break
+                    assert state in (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING), pb.JobState.Name(state)
+                    assert time.monotonic() < deadline, "job never finished"
+                    time.sleep(0.05)
+                data, _, _, _ = reassemble(stub.FetchJobResult(pb.JobRef(id=submitted.id), timeout=30))
+                assert h.png_info(data)[:2] == (320, 240)
+
             def short_deadline(rng):
                 stub.Render(SLOW, timeout=0.05 + rng.random() * 0.2)
                 raise AssertionError("a render of ~3e10 iterations finished inside its short deadline")
@@ -63,11 +77,12 @@ class LoadTest(unittest.TestCase):
                 except grpc.FutureCancelledError:
                     raise grpc.FutureCancelledError()
 
-            mix = [tile] * 5 + [full] * 2 + [stream] * 2 + [short_deadline, cancelled]
+            mix = [tile] * 5 + [full] * 2 + [stream] * 2 + [job] * 2 + [short_deadline, cancelled]
             allowed = {
                 tile: {grpc.StatusCode.RESOURCE_EXHAUSTED},
                 full: {grpc.StatusCode.RESOURCE_EXHAUSTED},
                 stream: {grpc.StatusCode.RESOURCE_EXHAUSTED},
+                job: {grpc.StatusCode.RESOURCE_EXHAUSTED},
                 short_deadline: {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED},
                 cancelled: {grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED},
             }
