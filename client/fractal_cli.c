@@ -1,13 +1,22 @@
-/* fractal_cli.c: the `fractal` command-line tool (render, devices, health). It sits on libfractal's
- * public header only, as curl's tool sits on libcurl. */
+/* fractal_cli.c: the `fractal` command-line tool (render, submit, job, wait, cancel, jobs, stats,
+ * devices, health). It sits on libfractal's public header only, as curl's tool sits on libcurl. */
+#if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L /* pthread_sigmask, sigwait, isatty, clock_gettime, gmtime_r */
+#endif
+
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "fractal/fractal.h"
 
@@ -20,8 +29,15 @@ enum {
     EXIT_USAGE = 2,       /* bad command line */
     EXIT_INVALID = 3,     /* the server refused the request as invalid */
     EXIT_EXHAUSTED = 4,   /* over the server's limits, or a precondition (e.g. too deep for fp64) */
-    EXIT_UNAVAILABLE = 5  /* server unreachable or deadline exceeded */
+    EXIT_UNAVAILABLE = 5, /* server unreachable or deadline exceeded */
+    EXIT_NOT_FOUND = 6,   /* no such job (or its result expired) */
+    EXIT_CANCELLED = 7    /* the job was cancelled, or the server cancelled the call */
 };
+
+/* Images above this many pixels are streamed to disk by `fractal render` (RenderStream) unless
+ * --unary is given: 4 Mpixel is 12 MiB of RGB, beyond which holding the whole reply in memory and
+ * waiting for its last byte starts to hurt. */
+#define STREAM_PIXELS ((uint64_t)4 << 20)
 
 static const char exit_codes_help[] =
     "Exit status:\n"
@@ -32,7 +48,12 @@ static const char exit_codes_help[] =
     "  3  the server refused the request as invalid (INVALID_ARGUMENT, OUT_OF_RANGE)\n"
     "  4  over the server's limits (RESOURCE_EXHAUSTED) or FAILED_PRECONDITION\n"
     "     (e.g. a view too deep for fp64)\n"
-    "  5  server unavailable or deadline exceeded (UNAVAILABLE, DEADLINE_EXCEEDED)\n";
+    "  5  server unavailable or deadline exceeded (UNAVAILABLE, DEADLINE_EXCEEDED;\n"
+    "     wait: --timeout passed)\n"
+    "  6  no such job, or its result has expired (NOT_FOUND)\n"
+    "  7  the job was cancelled (wait), or the call was (CANCELLED)\n"
+    "  128+N  interrupted by signal N (130 for Ctrl-C); a file being written is not created\n"
+    "wait: a job that failed exits with the class of its error (3, 4, 1, ...).\n";
 
 static const char main_help[] =
     "Usage: fractal COMMAND [OPTIONS]\n"
@@ -42,6 +63,12 @@ static const char main_help[] =
     "\n"
     "Commands:\n"
     "  render    render an image and write it to a file or stdout\n"
+    "  submit    queue a render as a job; prints the job id\n"
+    "  job       show a job's state, progress, timings and error\n"
+    "  wait      wait for a job to finish, then write its image\n"
+    "  cancel    cancel a job\n"
+    "  jobs      list the server's jobs, newest first\n"
+    "  stats     show the server's counters\n"
     "  devices   list the server's compute devices\n"
     "  health    ask whether the server (or one service) is serving\n"
     "\n"
@@ -56,8 +83,10 @@ static const char main_help[] =
 static const char render_help[] =
     "Usage: fractal render [OPTIONS]\n"
     "\n"
-    "Renders one image with the Render RPC. Every option maps to a RenderRequest field;\n"
-    "values are checked for syntax here and for range by the server.\n"
+    "Renders one image. Every option maps to a RenderRequest field; values are checked\n"
+    "for syntax here and for range by the server. Images over 4 Mpixel, and every image\n"
+    "while a progress bar is shown, are streamed (RenderStream) straight to disk; the\n"
+    "others come whole in one reply (Render). Both give the same bytes.\n"
     "\n"
     "What:\n"
     "  --julia RE,IM          Julia set with constant c = RE + IM i (default -0.8,0.156)\n"
@@ -89,11 +118,67 @@ static const char render_help[] =
     "  --from PNG             start from the request stored in a PNG made by fractald;\n"
     "                         every other option overrides it, wherever it stands\n"
     "  --stats                print the server's render statistics to stderr\n"
-    "  -q, --quiet            print nothing but errors\n"
+    "  -q, --quiet            print nothing but errors (and no progress bar)\n"
+    "  --stream               always stream (RenderStream), whatever the size\n"
+    "  --unary                never stream: one Render reply, held in memory\n"
+    "                         A progress bar is drawn on stderr when it is a terminal.\n"
     "\n"
     "Connection:\n"
     "  --server HOST:PORT     server address (default $FRACTAL_SERVER, else " DEFAULT_SERVER ")\n"
     "  --deadline MS          give up after MS milliseconds; 0 = none (default 60000)\n"
+    "\n";
+
+static const char submit_help[] =
+    "Usage: fractal submit [RENDER OPTIONS] [--server HOST:PORT] [--deadline MS]\n"
+    "\n"
+    "Queues a render on the server (SubmitJob) and prints the new job's id on stdout.\n"
+    "Takes the 'What' and 'Colour' options of 'fractal render', --format and --from.\n"
+    "Follow it with 'fractal wait ID -o FILE'. Never retried automatically.\n"
+    "\n";
+
+static const char job_help[] =
+    "Usage: fractal job ID [--server HOST:PORT] [--deadline MS]\n"
+    "\n"
+    "Prints a job's state, progress, queue position, timings, result and error\n"
+    "(GetJob), one 'key  value' line each. Exits 0 whatever the state.\n"
+    "\n";
+
+static const char wait_help[] =
+    "Usage: fractal wait ID [-o FILE] [--timeout MS] [--stats] [-q] [--server HOST:PORT]\n"
+    "\n"
+    "Waits for a job to finish, polling GetJob (50 ms at first, backing off to every 2 s).\n"
+    "If it succeeded and -o is given, streams its image (FetchJobResult) into FILE,\n"
+    "written atomically, or to stdout for -o -. Without -o, prints the final state.\n"
+    "  -o, --output FILE      where to write the image\n"
+    "  --timeout MS           give up after MS milliseconds (exit 5); 0 = never (default)\n"
+    "  --stats                print the job's render statistics to stderr\n"
+    "  -q, --quiet            print nothing but errors (and no progress bar)\n"
+    "--deadline applies to each call (each poll, and the fetch), not to the wait.\n"
+    "\n";
+
+static const char cancel_help[] =
+    "Usage: fractal cancel ID [-q] [--server HOST:PORT] [--deadline MS]\n"
+    "\n"
+    "Cancels a job (CancelJob) and prints its id and state afterwards. Cancelling a\n"
+    "finished job changes nothing.\n"
+    "  -q, --quiet            print nothing\n"
+    "\n";
+
+static const char jobs_help[] =
+    "Usage: fractal jobs [--state S] [--limit N] [--server HOST:PORT] [--deadline MS]\n"
+    "\n"
+    "Lists the server's jobs, newest first (ListJobs), one per line.\n"
+    "  --state S              only jobs in state S: queued, running, succeeded, failed,\n"
+    "                         cancelled\n"
+    "  --limit N              at most N jobs (default: the server's, 100)\n"
+    "\n";
+
+static const char stats_help[] =
+    "Usage: fractal stats [--server HOST:PORT] [--deadline MS]\n"
+    "\n"
+    "Prints the server's counters (GetStats): uptime, queue depth, running renders,\n"
+    "jobs held, spool use, requests by method and status, and per-device busy time\n"
+    "and throughput.\n"
     "\n";
 
 static const char devices_help[] =
@@ -118,7 +203,7 @@ enum opt_id {
     OPT_JULIA, OPT_MANDELBROT, OPT_CENTER, OPT_VIEW_WIDTH, OPT_SIZE, OPT_MAX_ITER, OPT_ESCAPE_RADIUS,
     OPT_PRECISION, OPT_REGION, OPT_NO_REGION, OPT_DEVICE, OPT_PALETTE, OPT_STOPS, OPT_CYCLE,
     OPT_OFFSET, OPT_INTERIOR, OPT_REVERSE, OPT_NO_REVERSE, OPT_SUPERSAMPLE, OPT_FORMAT, OPT_OUTPUT,
-    OPT_FROM, OPT_STATS
+    OPT_FROM, OPT_STATS, OPT_STREAM, OPT_UNARY, OPT_TIMEOUT, OPT_STATE, OPT_LIMIT
 };
 
 typedef struct opt_def {
@@ -135,7 +220,8 @@ static const opt_def common_opts[] = {
     { NULL, 0, 0, 0 },
 };
 
-static const opt_def render_opts[] = {
+/* What to render: shared by render and submit. */
+static const opt_def spec_opts[] = {
     { "julia", 0, 1, OPT_JULIA },
     { "mandelbrot", 0, 0, OPT_MANDELBROT },
     { "center", 0, 1, OPT_CENTER },
@@ -156,10 +242,35 @@ static const opt_def render_opts[] = {
     { "no-reverse", 0, 0, OPT_NO_REVERSE },
     { "supersample", 0, 1, OPT_SUPERSAMPLE },
     { "format", 0, 1, OPT_FORMAT },
-    { "output", 'o', 1, OPT_OUTPUT },
     { "from", 0, 1, OPT_FROM },
+    { NULL, 0, 0, 0 },
+};
+
+/* Render's own: where and how the image goes. */
+static const opt_def render_opts[] = {
+    { "output", 'o', 1, OPT_OUTPUT },
     { "stats", 0, 0, OPT_STATS },
     { "quiet", 'q', 0, OPT_QUIET },
+    { "stream", 0, 0, OPT_STREAM },
+    { "unary", 0, 0, OPT_UNARY },
+    { NULL, 0, 0, 0 },
+};
+
+static const opt_def no_opts[] = {
+    { NULL, 0, 0, 0 },
+};
+
+static const opt_def wait_opts[] = {
+    { "output", 'o', 1, OPT_OUTPUT },
+    { "timeout", 0, 1, OPT_TIMEOUT },
+    { "stats", 0, 0, OPT_STATS },
+    { "quiet", 'q', 0, OPT_QUIET },
+    { NULL, 0, 0, 0 },
+};
+
+static const opt_def jobs_opts[] = {
+    { "state", 0, 1, OPT_STATE },
+    { "limit", 0, 1, OPT_LIMIT },
     { NULL, 0, 0, 0 },
 };
 
@@ -210,11 +321,12 @@ static const opt_def *find_short(const opt_def *table, char c)
     return NULL;
 }
 
-/* Splits argv into options (looked up in the command's table, then the common one) and positional
- * arguments. Accepts --name VALUE, --name=VALUE, -o VALUE, -oVALUE; "--" ends the options. The
- * arrays have room for argc entries. Returns 0 or EXIT_USAGE (message printed). */
-static int parse_args(int argc, char **argv, const opt_def *table, parsed_opt *opts, size_t *n_opts,
-                      const char **positional, size_t *n_pos)
+/* Splits argv into options (looked up in the command's table, then in `more` when not NULL, then
+ * the common one) and positional arguments. Accepts --name VALUE, --name=VALUE, -o VALUE, -oVALUE;
+ * "--" ends the options. The arrays have room for argc entries. Returns 0 or EXIT_USAGE (message
+ * printed). */
+static int parse_args(int argc, char **argv, const opt_def *table, const opt_def *more, parsed_opt *opts,
+                      size_t *n_opts, const char **positional, size_t *n_pos)
 {
     int i, only_positional = 0;
 
@@ -235,7 +347,9 @@ static int parse_args(int argc, char **argv, const opt_def *table, parsed_opt *o
             const char *eq = strchr(arg + 2, '=');
             size_t len = eq ? (size_t)(eq - (arg + 2)) : strlen(arg + 2);
 
-            if ((def = find_long(table, arg + 2, len)) == NULL)
+            if ((def = find_long(table, arg + 2, len)) == NULL && more)
+                def = find_long(more, arg + 2, len);
+            if (def == NULL)
                 def = find_long(common_opts, arg + 2, len);
             if (def == NULL)
                 return usage_error("unknown option '%.*s'", (int)len + 2, arg);
@@ -245,7 +359,9 @@ static int parse_args(int argc, char **argv, const opt_def *table, parsed_opt *o
                 value = eq + 1;
             }
         } else {
-            if ((def = find_short(table, arg[1])) == NULL)
+            if ((def = find_short(table, arg[1])) == NULL && more)
+                def = find_short(more, arg[1]);
+            if (def == NULL)
                 def = find_short(common_opts, arg[1]);
             if (def == NULL)
                 return usage_error("unknown option '-%c'", arg[1]);
@@ -465,6 +581,51 @@ static void conn_defaults(conn_opts *c)
     c->deadline_ms = defaults.deadline_ms;
 }
 
+/* ---- Ctrl-C: cancel the call in flight, so that files being written are cleaned up ---------- */
+
+/* SIGINT and SIGTERM are blocked in every thread (gRPC's included, which inherit the mask) and
+ * taken by one watcher thread with sigwait, which may then use mutexes and the library: it cancels
+ * the client's call in flight, and the command unwinds as from any failed call, removing its
+ * temporary file. With no client open, or on a second signal, it exits at once. */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static fractal_client *live_client;
+static atomic_int interrupted; /* the signal number, once one came */
+
+static void *signal_watcher(void *arg)
+{
+    sigset_t *set = arg;
+    int sig;
+
+    for (;;) {
+        if (sigwait(set, &sig) != 0)
+            continue;
+        pthread_mutex_lock(&live_lock);
+        if (atomic_exchange(&interrupted, sig) != 0 || live_client == NULL)
+            _exit(128 + sig);
+        fractal_client_cancel(live_client);
+        pthread_mutex_unlock(&live_lock);
+    }
+    return NULL;
+}
+
+/* Starts the watcher; without it (thread creation failed) signals keep their default action. */
+static void watch_signals(void)
+{
+    static sigset_t set;
+    pthread_t thread;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
+        return;
+    if (pthread_create(&thread, NULL, signal_watcher, &set) != 0) {
+        pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+        return;
+    }
+    pthread_detach(thread);
+}
+
 static int connect_client(fractal_client **out, const conn_opts *c)
 {
     fractal_client_options copts = FRACTAL_CLIENT_OPTIONS_INIT;
@@ -475,7 +636,19 @@ static int connect_client(fractal_client **out, const conn_opts *c)
         fprintf(stderr, "fractal: %s: %s\n", c->server, fractal_strerror(err));
         return EXIT_OTHER;
     }
+    pthread_mutex_lock(&live_lock);
+    live_client = *out;
+    pthread_mutex_unlock(&live_lock);
     return 0;
+}
+
+static void close_client(fractal_client *client)
+{
+    pthread_mutex_lock(&live_lock);
+    if (live_client == client)
+        live_client = NULL;
+    pthread_mutex_unlock(&live_lock);
+    fractal_client_free(client);
 }
 
 static int exit_code_for(int err)
@@ -492,6 +665,10 @@ static int exit_code_for(int err)
     case FRACTAL_EUNAVAILABLE:
     case FRACTAL_EDEADLINE:
         return EXIT_UNAVAILABLE;
+    case FRACTAL_ENOT_FOUND:
+        return EXIT_NOT_FOUND;
+    case FRACTAL_ECANCELLED:
+        return EXIT_CANCELLED;
     default:
         return EXIT_OTHER;
     }
@@ -501,7 +678,12 @@ static int exit_code_for(int err)
 static int call_failed(const fractal_client *client, int err)
 {
     const char *msg = fractal_client_last_error(client);
+    int sig = atomic_load(&interrupted);
 
+    if (sig != 0) {
+        fprintf(stderr, "fractal: interrupted\n");
+        return 128 + sig;
+    }
     fprintf(stderr, "fractal: %s\n", msg[0] ? msg : fractal_strerror(err));
     return exit_code_for(err);
 }
@@ -529,13 +711,15 @@ static const char *format_name(fractal_format f)
     return "?";
 }
 
-static void print_stats(const fractal_image *img)
+/* Prints render statistics to stderr. `format` may be NULL when not known (a fetched job without
+ * its request). */
+static void print_stats(uint32_t width, uint32_t height, const char *format, const char *content_type,
+                        uint64_t size, const fractal_render_stats *st)
 {
-    const fractal_render_stats *st = &img->stats;
     size_t i;
 
-    fprintf(stderr, "image       %ux%u %s (%s), %zu bytes\n", img->width, img->height,
-            format_name(img->format), img->content_type, img->size);
+    fprintf(stderr, "image       %ux%u %s (%s), %llu bytes\n", width, height, format ? format : "-",
+            content_type, (unsigned long long)size);
     fprintf(stderr, "precision   %s\n", precision_name(st->precision));
     fprintf(stderr, "iterations  %llu\n", (unsigned long long)st->iterations);
     fprintf(stderr, "samples     %llu\n", (unsigned long long)st->samples);
@@ -665,23 +849,197 @@ static int write_stdout(const fractal_image *img)
     return 0;
 }
 
-/* `fractal render`: builds the options (defaults, then --from, then every other flag in order),
- * renders, and writes the image to a file (atomically) or stdout. Returns the exit code. */
+/* ---- progress bar ---------------------------------------------------------------------------- */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A one-line bar on stderr, redrawn at most 10 times a second; only ever used when stderr is a
+ * terminal. */
+typedef struct progress_bar {
+    int drawn;
+    uint64_t last_ms;
+} progress_bar;
+
+#define BAR_WIDTH 30
+
+static int draw_progress(const fractal_progress *p, void *payload)
+{
+    progress_bar *bar = payload;
+    uint64_t now = now_ms();
+    char cells[BAR_WIDTH + 1], bytes[32] = "";
+    int filled, i, whole = p->rows_total && p->rows_done >= p->rows_total;
+
+    if (bar->drawn && now - bar->last_ms < 100 && !whole)
+        return 0;
+    bar->drawn = 1;
+    bar->last_ms = now;
+    if (p->bytes_received >= ((uint64_t)1 << 20))
+        snprintf(bytes, sizeof bytes, "  %.1f MiB", (double)p->bytes_received / (double)((uint64_t)1 << 20));
+    else if (p->bytes_received > 0)
+        snprintf(bytes, sizeof bytes, "  %.1f KiB", (double)p->bytes_received / 1024.0);
+    if (p->rows_total == 0) {
+        if (p->queue_position > 0)
+            fprintf(stderr, "\rqueued, position %u%s\033[K", p->queue_position, bytes);
+        else
+            fprintf(stderr, "\rwaiting%s\033[K", bytes);
+        return 0;
+    }
+    filled = (int)((uint64_t)p->rows_done * BAR_WIDTH / p->rows_total);
+    for (i = 0; i < BAR_WIDTH; i++)
+        cells[i] = i < filled ? '#' : '-';
+    cells[BAR_WIDTH] = '\0';
+    fprintf(stderr, "\r[%s] %3u%%  %u/%u rows%s\033[K", cells,
+            (unsigned)((uint64_t)p->rows_done * 100 / p->rows_total), p->rows_done, p->rows_total, bytes);
+    return 0;
+}
+
+static void end_progress(progress_bar *bar)
+{
+    if (bar->drawn)
+        fputs("\r\033[K", stderr);
+    bar->drawn = 0;
+}
+
+/* ---- streaming to stdout --------------------------------------------------------------------- */
+
+typedef struct stdout_sink {
+    int error;                    /* errno of a failed write, else 0 */
+    progress_bar *bar;            /* NULL: no bar */
+} stdout_sink;
+
+static int stdout_write(const fractal_chunk *chunk, void *payload)
+{
+    stdout_sink *s = payload;
+
+    if (fwrite(chunk->data, 1, chunk->size, stdout) != chunk->size) {
+        s->error = errno ? errno : EIO;
+        return -1;
+    }
+    return 0;
+}
+
+static int stdout_progress(const fractal_progress *p, void *payload)
+{
+    stdout_sink *s = payload;
+
+    return s->bar ? draw_progress(p, s->bar) : 0;
+}
+
+/* Runs a stream into `output` (a file, written atomically, or "-" for stdout): a render when id is
+ * NULL, else a job's result. Returns the exit code; *out gets the result on success. */
+static int stream_out(fractal_stream_result **out, fractal_client *client, const fractal_render_options *opts,
+                      const char *id, const char *output, progress_bar *bar)
+{
+    fractal_stream_callbacks cbs = FRACTAL_STREAM_CALLBACKS_INIT;
+    stdout_sink sink = { 0, bar };
+    int err;
+
+    if (strcmp(output, "-") == 0) {
+        cbs.write = stdout_write;
+        cbs.progress = stdout_progress;
+        cbs.payload = &sink;
+        err = id ? fractal_job_fetch(out, client, id, &cbs) : fractal_render_stream(out, client, opts, &cbs);
+        if (err == 0 && fflush(stdout) != 0)
+            sink.error = errno ? errno : EIO;
+    } else {
+        err = id ? fractal_job_fetch_to_file(out, client, id, output, bar ? draw_progress : NULL, bar)
+                 : fractal_render_stream_to_file(out, client, opts, output, bar ? draw_progress : NULL, bar);
+    }
+    if (bar)
+        end_progress(bar);
+    if (sink.error) {
+        fractal_stream_result_free(*out);
+        *out = NULL;
+        fprintf(stderr, "fractal: writing to stdout: %s\n", strerror(sink.error));
+        return EXIT_OTHER;
+    }
+    if (err < 0)
+        return err; /* the caller reports it: it may want to fall back */
+    return 0;
+}
+
+/* ---- render and submit ----------------------------------------------------------------------- */
+
+static int is_render_output_opt(enum opt_id id)
+{
+    return id == OPT_OUTPUT || id == OPT_QUIET || id == OPT_STATS || id == OPT_STREAM || id == OPT_UNARY ||
+           id == OPT_FROM || id == OPT_HELP;
+}
+
+/* Builds render options from the command line: defaults, then --from wherever it stands (so that
+ * every other flag overrides what it loads), then the flags in order; also applies --server and
+ * --deadline. Render's own output flags are left to the caller. Returns 0 or an exit code. */
+static int load_spec(fractal_render_options *opts, conn_opts *conn, const parsed_opt *parsed, size_t n_parsed)
+{
+    const char *from = NULL;
+    char err_buf[512];
+    size_t i;
+    int rc;
+
+    fractal_render_options_init(opts, FRACTAL_RENDER_OPTIONS_VERSION);
+    for (i = 0; i < n_parsed; i++)
+        if (parsed[i].id == OPT_FROM)
+            from = parsed[i].value;
+    if (from && fractal_render_options_from_png(opts, from, err_buf, sizeof err_buf) < 0) {
+        fprintf(stderr, "fractal: %s\n", err_buf);
+        return EXIT_OTHER;
+    }
+    for (i = 0; i < n_parsed; i++) {
+        const parsed_opt *o = &parsed[i];
+
+        if (is_conn_opt(o->id)) {
+            if ((rc = apply_conn_opt(conn, o)) != 0)
+                return rc;
+        } else if (!is_render_output_opt(o->id)) {
+            if ((rc = apply_render_opt(opts, o)) != 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static int has_help(const parsed_opt *parsed, size_t n_parsed)
+{
+    size_t i;
+
+    for (i = 0; i < n_parsed; i++)
+        if (parsed[i].id == OPT_HELP)
+            return 1;
+    return 0;
+}
+
+/* `fractal render`: builds the options, renders (streamed or whole, see render_help), and writes
+ * the image to a file (atomically) or stdout. Returns the exit code. */
 static int cmd_render(int argc, char **argv, parsed_opt *parsed, const char **pos)
 {
+    enum { MODE_AUTO, MODE_STREAM, MODE_UNARY } mode = MODE_AUTO;
     fractal_render_options *opts = NULL;
     fractal_client *client = NULL;
     fractal_image *image = NULL;
+    fractal_stream_result *result = NULL;
+    progress_bar bar = { 0, 0 };
     conn_opts conn;
-    const char *output = NULL, *from = NULL;
+    const char *output = NULL;
     char err_buf[512];
     size_t n_parsed, n_pos, i;
-    int rc, err, quiet = 0, stats = 0;
+    uint64_t pixels;
+    int rc, err, quiet = 0, stats = 0, use_stream, show_bar;
 
     command_name = "render";
     conn_defaults(&conn);
-    if ((rc = parse_args(argc, argv, render_opts, parsed, &n_parsed, pos, &n_pos)) != 0)
+    if ((rc = parse_args(argc, argv, render_opts, spec_opts, parsed, &n_parsed, pos, &n_pos)) != 0)
         return rc;
+    if (has_help(parsed, n_parsed)) {
+        fputs(render_help, stdout);
+        fputs(exit_codes_help, stdout);
+        return EXIT_OK;
+    }
     if (n_pos > 0)
         return usage_error("unexpected argument '%s'", pos[0]);
     /* The options struct is some 6 KiB (256 stops): keep it off the stack. */
@@ -689,40 +1047,16 @@ static int cmd_render(int argc, char **argv, parsed_opt *parsed, const char **po
         fprintf(stderr, "fractal: out of memory\n");
         return EXIT_OTHER;
     }
-    fractal_render_options_init(opts, FRACTAL_RENDER_OPTIONS_VERSION);
-
-    /* --from first, wherever it stands, so that every other flag overrides what it loads. */
-    for (i = 0; i < n_parsed; i++) {
-        if (parsed[i].id == OPT_HELP) {
-            fputs(render_help, stdout);
-            fputs(exit_codes_help, stdout);
-            rc = EXIT_OK;
-            goto done;
-        }
-        if (parsed[i].id == OPT_FROM)
-            from = parsed[i].value;
-    }
-    if (from && (err = fractal_render_options_from_png(opts, from, err_buf, sizeof err_buf)) < 0) {
-        fprintf(stderr, "fractal: %s\n", err_buf);
-        rc = EXIT_OTHER;
+    if ((rc = load_spec(opts, &conn, parsed, n_parsed)) != 0)
         goto done;
-    }
     for (i = 0; i < n_parsed; i++) {
-        const parsed_opt *o = &parsed[i];
-
-        if (is_conn_opt(o->id)) {
-            if ((rc = apply_conn_opt(&conn, o)) != 0)
-                goto done;
-            continue;
-        }
-        switch (o->id) {
-        case OPT_OUTPUT: output = o->value; break;
+        switch (parsed[i].id) {
+        case OPT_OUTPUT: output = parsed[i].value; break;
         case OPT_QUIET: quiet = 1; break;
         case OPT_STATS: stats = 1; break;
-        case OPT_FROM: break;
-        default:
-            if ((rc = apply_render_opt(opts, o)) != 0)
-                goto done;
+        case OPT_STREAM: mode = MODE_STREAM; break;
+        case OPT_UNARY: mode = MODE_UNARY; break;
+        default: break;
         }
     }
     if (output == NULL)
@@ -731,31 +1065,484 @@ static int cmd_render(int argc, char **argv, parsed_opt *parsed, const char **po
         rc = usage_error("-o: empty file name");
         goto done;
     }
+    pixels = opts->has_region ? (uint64_t)opts->region.width * opts->region.height
+                              : (uint64_t)opts->width * opts->height;
+    show_bar = !quiet && isatty(STDERR_FILENO);
+    use_stream = mode == MODE_STREAM || (mode == MODE_AUTO && (pixels > STREAM_PIXELS || show_bar));
 
     if ((rc = connect_client(&client, &conn)) != 0)
         goto done;
-    if ((err = fractal_render(&image, client, opts)) < 0) {
+    if (use_stream) {
+        err = stream_out(&result, client, opts, NULL, output, show_bar ? &bar : NULL);
+        /* A server without RenderStream still renders: fall back, unless streaming was asked for. */
+        if (err == FRACTAL_EUNIMPLEMENTED && mode == MODE_AUTO && !atomic_load(&interrupted)) {
+            use_stream = 0;
+        } else if (err < 0) {
+            rc = call_failed(client, err);
+            goto done;
+        } else if (err > 0) {
+            rc = err;
+            goto done;
+        } else {
+            if (!quiet && strcmp(output, "-") != 0)
+                fprintf(stderr, "wrote %s (%ux%u, %llu bytes)\n", output, result->width, result->height,
+                        (unsigned long long)result->size);
+            if (stats)
+                print_stats(result->width, result->height, format_name(opts->format), result->content_type,
+                            result->size, &result->stats);
+        }
+    }
+    if (!use_stream) {
+        if ((err = fractal_render(&image, client, opts)) < 0) {
+            rc = call_failed(client, err);
+            goto done;
+        }
+        if (strcmp(output, "-") == 0) {
+            if ((rc = write_stdout(image)) != 0)
+                goto done;
+        } else if (fractal_image_save(image, output, err_buf, sizeof err_buf) < 0) {
+            fprintf(stderr, "fractal: %s\n", err_buf);
+            rc = EXIT_OTHER;
+            goto done;
+        } else if (!quiet) {
+            fprintf(stderr, "wrote %s (%ux%u, %zu bytes)\n", output, image->width, image->height,
+                    image->size);
+        }
+        if (stats)
+            print_stats(image->width, image->height, format_name(image->format), image->content_type,
+                        image->size, &image->stats);
+    }
+    rc = atomic_load(&interrupted) ? 128 + atomic_load(&interrupted) : EXIT_OK;
+done:
+    fractal_stream_result_free(result);
+    fractal_image_free(image);
+    close_client(client);
+    free(opts);
+    return rc;
+}
+
+/* `fractal submit`: queues the render as a job and prints its id. */
+static int cmd_submit(int argc, char **argv, parsed_opt *parsed, const char **pos)
+{
+    fractal_render_options *opts = NULL;
+    fractal_client *client = NULL;
+    fractal_job *job = NULL;
+    conn_opts conn;
+    size_t n_parsed, n_pos;
+    int rc, err;
+
+    command_name = "submit";
+    conn_defaults(&conn);
+    if ((rc = parse_args(argc, argv, no_opts, spec_opts, parsed, &n_parsed, pos, &n_pos)) != 0)
+        return rc;
+    if (has_help(parsed, n_parsed)) {
+        fputs(submit_help, stdout);
+        fputs(exit_codes_help, stdout);
+        return EXIT_OK;
+    }
+    if (n_pos > 0)
+        return usage_error("unexpected argument '%s'", pos[0]);
+    if ((opts = malloc(sizeof *opts)) == NULL) {
+        fprintf(stderr, "fractal: out of memory\n");
+        return EXIT_OTHER;
+    }
+    if ((rc = load_spec(opts, &conn, parsed, n_parsed)) != 0)
+        goto done;
+    if ((rc = connect_client(&client, &conn)) != 0)
+        goto done;
+    if ((err = fractal_job_submit(&job, client, opts)) < 0) {
         rc = call_failed(client, err);
         goto done;
     }
-    if (strcmp(output, "-") == 0) {
-        if ((rc = write_stdout(image)) != 0)
-            goto done;
-    } else if (fractal_image_save(image, output, err_buf, sizeof err_buf) < 0) {
-        fprintf(stderr, "fractal: %s\n", err_buf);
-        rc = EXIT_OTHER;
-        goto done;
-    } else if (!quiet) {
-        fprintf(stderr, "wrote %s (%ux%u, %zu bytes)\n", output, image->width, image->height,
-                image->size);
+    printf("%s\n", job->id);
+    rc = fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;
+done:
+    fractal_job_free(job);
+    close_client(client);
+    free(opts);
+    return rc;
+}
+
+/* ---- jobs ------------------------------------------------------------------------------------ */
+
+/* Parses the options of a command that takes connection options, the flags of `table` (handed
+ * back through *parsed) and exactly `want_pos` positional arguments. Prints help when asked
+ * (*done set). Returns 0 or an exit code. */
+static int parse_simple(int argc, char **argv, const char *name, const char *help, const opt_def *table,
+                        parsed_opt *parsed, size_t *n_parsed, const char **pos, size_t want_pos,
+                        conn_opts *conn, int *done)
+{
+    size_t n_pos, i;
+    int rc;
+
+    command_name = name;
+    *done = 0;
+    conn_defaults(conn);
+    if ((rc = parse_args(argc, argv, table, NULL, parsed, n_parsed, pos, &n_pos)) != 0)
+        return rc;
+    if (has_help(parsed, *n_parsed)) {
+        fputs(help, stdout);
+        fputs(exit_codes_help, stdout);
+        *done = 1;
+        return EXIT_OK;
     }
+    for (i = 0; i < *n_parsed; i++)
+        if (is_conn_opt(parsed[i].id) && (rc = apply_conn_opt(conn, &parsed[i])) != 0)
+            return rc;
+    if (n_pos > want_pos)
+        return usage_error("unexpected argument '%s'", pos[want_pos]);
+    if (n_pos < want_pos)
+        return usage_error("missing job id");
+    if (want_pos && pos[0][0] == '\0')
+        return usage_error("empty job id");
+    return 0;
+}
+
+/* "2026-11-22 08:25:35.123 UTC", or "-" for 0. */
+static void format_time(char *buf, size_t len, int64_t unix_ms)
+{
+    struct tm tm;
+    time_t secs;
+
+    if (unix_ms <= 0) {
+        snprintf(buf, len, "-");
+        return;
+    }
+    secs = (time_t)(unix_ms / 1000);
+    if (gmtime_r(&secs, &tm) == NULL) {
+        snprintf(buf, len, "%lld ms", (long long)unix_ms);
+        return;
+    }
+    snprintf(buf, len, "%04d-%02d-%02d %02d:%02d:%02d.%03d UTC", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(unix_ms % 1000));
+}
+
+static void format_size(char *buf, size_t len, uint64_t bytes)
+{
+    if (bytes >= (uint64_t)1 << 30)
+        snprintf(buf, len, "%.1f GiB", (double)bytes / (double)((uint64_t)1 << 30));
+    else if (bytes >= (uint64_t)1 << 20)
+        snprintf(buf, len, "%.1f MiB", (double)bytes / (double)((uint64_t)1 << 20));
+    else if (bytes >= 1024)
+        snprintf(buf, len, "%.1f KiB", (double)bytes / 1024.0);
+    else
+        snprintf(buf, len, "%llu B", (unsigned long long)bytes);
+}
+
+/* Short progress: "42%", "queued #3", or "-". */
+static void format_progress(char *buf, size_t len, const fractal_job *job)
+{
+    if (job->state == FRACTAL_JOB_SUCCEEDED)
+        snprintf(buf, len, "100%%");
+    else if (job->state == FRACTAL_JOB_QUEUED && job->progress.queue_position > 0)
+        snprintf(buf, len, "queued #%u", job->progress.queue_position);
+    else if (job->progress.rows_total > 0)
+        snprintf(buf, len, "%u%%", (unsigned)((uint64_t)job->progress.rows_done * 100 / job->progress.rows_total));
+    else
+        snprintf(buf, len, "-");
+}
+
+static const char *const grpc_status_names[] = {
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+    "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+};
+
+static const char *grpc_status_name(int status)
+{
+    if (status >= 0 && (size_t)status < sizeof grpc_status_names / sizeof grpc_status_names[0])
+        return grpc_status_names[status];
+    return "?";
+}
+
+static void print_job(const fractal_job *job)
+{
+    char buf[64], size[32];
+
+    printf("id          %s\n", job->id);
+    printf("state       %s\n", fractal_job_state_name(job->state));
+    if (job->state == FRACTAL_JOB_QUEUED)
+        printf("queue       position %u\n", job->progress.queue_position);
+    if (job->progress.rows_total > 0)
+        printf("progress    %.1f%% (%u/%u rows)\n", 100.0 * job->progress.rows_done / job->progress.rows_total,
+               job->progress.rows_done, job->progress.rows_total);
+    format_time(buf, sizeof buf, job->created_unix_ms);
+    printf("created     %s\n", buf);
+    format_time(buf, sizeof buf, job->started_unix_ms);
+    printf("started     %s\n", buf);
+    format_time(buf, sizeof buf, job->finished_unix_ms);
+    printf("finished    %s\n", buf);
+    if (job->started_unix_ms > 0 && job->created_unix_ms > 0)
+        printf("waited      %.3f s\n", (double)(job->started_unix_ms - job->created_unix_ms) / 1000.0);
+    if (job->finished_unix_ms > 0 && job->started_unix_ms > 0)
+        printf("ran         %.3f s\n", (double)(job->finished_unix_ms - job->started_unix_ms) / 1000.0);
+    if (job->state == FRACTAL_JOB_SUCCEEDED) {
+        format_time(buf, sizeof buf, job->expires_unix_ms);
+        printf("expires     %s\n", buf);
+        format_size(size, sizeof size, job->result_bytes);
+        printf("result      %ux%u %s, %llu bytes (%s)\n", job->width, job->height, job->content_type,
+               (unsigned long long)job->result_bytes, size);
+    }
+    if (job->has_stats)
+        printf("stats       %llu iterations, %u tiles, queue %.3f ms, compute %.3f ms, encode %.3f ms, "
+               "total %.3f ms\n", (unsigned long long)job->stats.iterations, job->stats.tiles,
+               job->stats.queue_ms, job->stats.compute_ms, job->stats.encode_ms, job->stats.total_ms);
+    if (job->state == FRACTAL_JOB_FAILED || job->error_message[0])
+        printf("error       %s: %s\n", grpc_status_name(fractal_error_grpc_status(job->error)),
+               job->error_message[0] ? job->error_message : fractal_strerror(job->error));
+    if (job->request)
+        printf("request     %s %ux%u, max_iter %u, %s\n",
+               job->request->kind == FRACTAL_KIND_MANDELBROT ? "mandelbrot" : "julia", job->request->width,
+               job->request->height, job->request->max_iter, format_name(job->request->format));
+}
+
+/* `fractal job ID`: prints the job. */
+static int cmd_job(int argc, char **argv, parsed_opt *parsed, const char **pos)
+{
+    fractal_client *client = NULL;
+    fractal_job *job = NULL;
+    conn_opts conn;
+    size_t n_parsed;
+    int rc, err, done;
+
+    if ((rc = parse_simple(argc, argv, "job", job_help, no_opts, parsed, &n_parsed, pos, 1, &conn, &done)) != 0 ||
+        done)
+        return rc;
+    if ((rc = connect_client(&client, &conn)) != 0)
+        return rc;
+    if ((err = fractal_job_get(&job, client, pos[0])) < 0) {
+        rc = call_failed(client, err);
+    } else {
+        print_job(job);
+        rc = EXIT_OK;
+    }
+    fractal_job_free(job);
+    close_client(client);
+    return rc;
+}
+
+/* `fractal cancel ID`: cancels the job and prints its state afterwards. */
+static int cmd_cancel(int argc, char **argv, parsed_opt *parsed, const char **pos)
+{
+    fractal_client *client = NULL;
+    fractal_job *job = NULL;
+    conn_opts conn;
+    size_t n_parsed, i;
+    int rc, err, done, quiet = 0;
+
+    if ((rc = parse_simple(argc, argv, "cancel", cancel_help, health_opts, parsed, &n_parsed, pos, 1, &conn,
+                           &done)) != 0 || done)
+        return rc;
+    for (i = 0; i < n_parsed; i++)
+        if (parsed[i].id == OPT_QUIET)
+            quiet = 1;
+    if ((rc = connect_client(&client, &conn)) != 0)
+        return rc;
+    if ((err = fractal_job_cancel(&job, client, pos[0])) < 0) {
+        rc = call_failed(client, err);
+    } else {
+        if (!quiet)
+            printf("%s %s\n", job->id, fractal_job_state_name(job->state));
+        rc = EXIT_OK;
+    }
+    fractal_job_free(job);
+    close_client(client);
+    return rc;
+}
+
+/* `fractal wait ID [-o FILE]`: waits for the job, then writes its image. */
+static int cmd_wait(int argc, char **argv, parsed_opt *parsed, const char **pos)
+{
+    fractal_client *client = NULL;
+    fractal_job *job = NULL;
+    fractal_stream_result *result = NULL;
+    progress_bar bar = { 0, 0 };
+    conn_opts conn;
+    const char *output = NULL, *id;
+    size_t n_parsed, i;
+    uint32_t timeout_ms = 0;
+    int rc, err, done, quiet = 0, stats = 0, show_bar;
+
+    if ((rc = parse_simple(argc, argv, "wait", wait_help, wait_opts, parsed, &n_parsed, pos, 1, &conn, &done)) != 0 ||
+        done)
+        return rc;
+    id = pos[0];
+    for (i = 0; i < n_parsed; i++) {
+        switch (parsed[i].id) {
+        case OPT_OUTPUT: output = parsed[i].value; break;
+        case OPT_QUIET: quiet = 1; break;
+        case OPT_STATS: stats = 1; break;
+        case OPT_TIMEOUT:
+            if (parse_u32(parsed[i].value, &timeout_ms) < 0)
+                return usage_error("--timeout: '%s' is not a number of milliseconds", parsed[i].value);
+            break;
+        default: break;
+        }
+    }
+    if (output && output[0] == '\0')
+        return usage_error("-o: empty file name");
+    show_bar = !quiet && isatty(STDERR_FILENO);
+    if ((rc = connect_client(&client, &conn)) != 0)
+        return rc;
+    err = fractal_job_wait(&job, client, id, timeout_ms, show_bar ? draw_progress : NULL, &bar);
+    end_progress(&bar);
+    if (err < 0) {
+        rc = call_failed(client, err);
+        goto done;
+    }
+    if (job->state == FRACTAL_JOB_FAILED) {
+        fprintf(stderr, "fractal: job %s failed: %s\n", job->id,
+                job->error_message[0] ? job->error_message : fractal_strerror(job->error));
+        rc = job->error ? exit_code_for(job->error) : EXIT_OTHER;
+        if (rc == EXIT_OK)
+            rc = EXIT_OTHER;
+        goto done;
+    }
+    if (job->state == FRACTAL_JOB_CANCELLED) {
+        fprintf(stderr, "fractal: job %s was cancelled\n", job->id);
+        rc = EXIT_CANCELLED;
+        goto done;
+    }
+    if (output == NULL) {
+        if (!quiet)
+            printf("%s %s\n", job->id, fractal_job_state_name(job->state));
+        if (stats && job->has_stats)
+            print_stats(job->width, job->height, job->request ? format_name(job->request->format) : NULL,
+                        job->content_type, job->result_bytes, &job->stats);
+        rc = EXIT_OK;
+        goto done;
+    }
+    if ((err = stream_out(&result, client, NULL, id, output, show_bar ? &bar : NULL)) != 0) {
+        rc = err < 0 ? call_failed(client, err) : err;
+        goto done;
+    }
+    if (!quiet && strcmp(output, "-") != 0)
+        fprintf(stderr, "wrote %s (%ux%u, %llu bytes)\n", output, result->width, result->height,
+                (unsigned long long)result->size);
     if (stats)
-        print_stats(image);
+        print_stats(result->width, result->height, job->request ? format_name(job->request->format) : NULL,
+                    result->content_type, result->size, &result->stats);
+    rc = atomic_load(&interrupted) ? 128 + atomic_load(&interrupted) : EXIT_OK;
+done:
+    fractal_stream_result_free(result);
+    fractal_job_free(job);
+    close_client(client);
+    return rc;
+}
+
+static int parse_state(const char *s, fractal_job_state *out)
+{
+    int st;
+
+    for (st = FRACTAL_JOB_QUEUED; st <= FRACTAL_JOB_CANCELLED; st++) {
+        if (strcmp(s, fractal_job_state_name((fractal_job_state)st)) == 0) {
+            *out = (fractal_job_state)st;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* `fractal jobs`: one line per job, newest first. */
+static int cmd_jobs(int argc, char **argv, parsed_opt *parsed, const char **pos)
+{
+    fractal_client *client = NULL;
+    fractal_job_list *list = NULL;
+    fractal_job_state state = FRACTAL_JOB_UNSPECIFIED;
+    conn_opts conn;
+    size_t n_parsed, i, id_w = 2;
+    uint32_t limit = 0;
+    int rc, err, done;
+    char created[64], progress[32], size[32];
+
+    if ((rc = parse_simple(argc, argv, "jobs", jobs_help, jobs_opts, parsed, &n_parsed, pos, 0, &conn, &done)) != 0 ||
+        done)
+        return rc;
+    for (i = 0; i < n_parsed; i++) {
+        if (parsed[i].id == OPT_STATE && parse_state(parsed[i].value, &state) < 0)
+            return usage_error("--state: '%s' is not queued, running, succeeded, failed or cancelled",
+                               parsed[i].value);
+        if (parsed[i].id == OPT_LIMIT && parse_u32(parsed[i].value, &limit) < 0)
+            return usage_error("--limit: '%s' is not a whole number", parsed[i].value);
+    }
+    if ((rc = connect_client(&client, &conn)) != 0)
+        return rc;
+    if ((err = fractal_list_jobs(&list, client, limit, state)) < 0) {
+        rc = call_failed(client, err);
+        goto done;
+    }
+    for (i = 0; i < list->count; i++)
+        if (strlen(list->jobs[i].id) > id_w)
+            id_w = strlen(list->jobs[i].id);
+    printf("%-*s  %-9s  %-9s  %-27s  %s\n", (int)id_w, "ID", "STATE", "PROGRESS", "CREATED", "RESULT");
+    for (i = 0; i < list->count; i++) {
+        const fractal_job *job = &list->jobs[i];
+
+        format_time(created, sizeof created, job->created_unix_ms);
+        format_progress(progress, sizeof progress, job);
+        printf("%-*s  %-9s  %-9s  %-27s  ", (int)id_w, job->id, fractal_job_state_name(job->state), progress,
+               created);
+        if (job->state == FRACTAL_JOB_SUCCEEDED) {
+            format_size(size, sizeof size, job->result_bytes);
+            printf("%ux%u %s\n", job->width, job->height, size);
+        } else if (job->state == FRACTAL_JOB_FAILED) {
+            printf("%s\n", job->error_message[0] ? job->error_message : fractal_strerror(job->error));
+        } else {
+            printf("-\n");
+        }
+    }
     rc = EXIT_OK;
 done:
-    fractal_image_free(image);
-    fractal_client_free(client);
-    free(opts);
+    fractal_job_list_free(list);
+    close_client(client);
+    return rc;
+}
+
+/* `fractal stats`: the server's counters. */
+static int cmd_stats(int argc, char **argv, parsed_opt *parsed, const char **pos)
+{
+    fractal_client *client = NULL;
+    fractal_server_stats *st = NULL;
+    conn_opts conn;
+    size_t n_parsed, i, w = 6;
+    int rc, err, done;
+    char size[32];
+
+    if ((rc = parse_simple(argc, argv, "stats", stats_help, no_opts, parsed, &n_parsed, pos, 0, &conn, &done)) != 0 ||
+        done)
+        return rc;
+    if ((rc = connect_client(&client, &conn)) != 0)
+        return rc;
+    if ((err = fractal_stats_get(&st, client)) < 0) {
+        rc = call_failed(client, err);
+        goto done;
+    }
+    format_size(size, sizeof size, st->spool_bytes);
+    printf("uptime       %.1f s\n", st->uptime_s);
+    printf("queue depth  %u\n", st->queue_depth);
+    printf("running      %u\n", st->running);
+    printf("jobs held    %u\n", st->jobs_held);
+    printf("spool        %llu bytes (%s)\n", (unsigned long long)st->spool_bytes, size);
+    for (i = 0; i < st->n_requests; i++)
+        if (strlen(st->requests[i].method) > w)
+            w = strlen(st->requests[i].method);
+    printf("\n%-*s  %-19s  %10s\n", (int)w, "METHOD", "STATUS", "COUNT");
+    for (i = 0; i < st->n_requests; i++)
+        printf("%-*s  %-19s  %10llu\n", (int)w, st->requests[i].method,
+               grpc_status_name(st->requests[i].grpc_status), (unsigned long long)st->requests[i].count);
+    w = 6;
+    for (i = 0; i < st->n_devices; i++)
+        if (strlen(st->devices[i].id) > w)
+            w = strlen(st->devices[i].id);
+    printf("\n%-*s  %12s  %10s  %16s  %8s\n", (int)w, "DEVICE", "BUSY MS", "TILES", "ITERATIONS", "GITER/S");
+    for (i = 0; i < st->n_devices; i++)
+        printf("%-*s  %12.1f  %10llu  %16llu  %8.2f\n", (int)w, st->devices[i].id, st->devices[i].busy_ms,
+               (unsigned long long)st->devices[i].tiles, (unsigned long long)st->devices[i].iterations,
+               st->devices[i].giter_per_s);
+    rc = EXIT_OK;
+done:
+    fractal_server_stats_free(st);
+    close_client(client);
     return rc;
 }
 
@@ -874,7 +1661,7 @@ static int cmd_devices(int argc, char **argv, parsed_opt *parsed, const char **p
 
     command_name = "devices";
     conn_defaults(&conn);
-    if ((rc = parse_args(argc, argv, devices_opts, parsed, &n_parsed, pos, &n_pos)) != 0)
+    if ((rc = parse_args(argc, argv, devices_opts, NULL, parsed, &n_parsed, pos, &n_pos)) != 0)
         return rc;
     for (i = 0; i < n_parsed; i++) {
         if (parsed[i].id == OPT_HELP) {
@@ -901,7 +1688,7 @@ static int cmd_devices(int argc, char **argv, parsed_opt *parsed, const char **p
         rc = EXIT_OK;
     }
     fractal_device_list_free(list);
-    fractal_client_free(client);
+    close_client(client);
     return rc;
 }
 
@@ -929,7 +1716,7 @@ static int cmd_health(int argc, char **argv, parsed_opt *parsed, const char **po
 
     command_name = "health";
     conn_defaults(&conn);
-    if ((rc = parse_args(argc, argv, health_opts, parsed, &n_parsed, pos, &n_pos)) != 0)
+    if ((rc = parse_args(argc, argv, health_opts, NULL, parsed, &n_parsed, pos, &n_pos)) != 0)
         return rc;
     for (i = 0; i < n_parsed; i++) {
         if (parsed[i].id == OPT_HELP) {
@@ -953,7 +1740,7 @@ static int cmd_health(int argc, char **argv, parsed_opt *parsed, const char **po
             printf("%s\n", health_name(status));
         rc = status == FRACTAL_HEALTH_SERVING ? EXIT_OK : EXIT_OTHER;
     }
-    fractal_client_free(client);
+    close_client(client);
     return rc;
 }
 
@@ -978,6 +1765,7 @@ int main(int argc, char **argv)
         printf("fractal %s (libfractal %s)\n", FRACTAL_VERSION, fractal_version());
         return EXIT_OK;
     }
+    watch_signals();
     parsed = calloc((size_t)argc, sizeof *parsed);
     pos = calloc((size_t)argc, sizeof *pos);
     if (parsed == NULL || pos == NULL) {
@@ -985,6 +1773,18 @@ int main(int argc, char **argv)
         rc = EXIT_OTHER;
     } else if (strcmp(cmd, "render") == 0) {
         rc = cmd_render(argc - 2, argv + 2, parsed, pos);
+    } else if (strcmp(cmd, "submit") == 0) {
+        rc = cmd_submit(argc - 2, argv + 2, parsed, pos);
+    } else if (strcmp(cmd, "job") == 0) {
+        rc = cmd_job(argc - 2, argv + 2, parsed, pos);
+    } else if (strcmp(cmd, "wait") == 0) {
+        rc = cmd_wait(argc - 2, argv + 2, parsed, pos);
+    } else if (strcmp(cmd, "cancel") == 0) {
+        rc = cmd_cancel(argc - 2, argv + 2, parsed, pos);
+    } else if (strcmp(cmd, "jobs") == 0) {
+        rc = cmd_jobs(argc - 2, argv + 2, parsed, pos);
+    } else if (strcmp(cmd, "stats") == 0) {
+        rc = cmd_stats(argc - 2, argv + 2, parsed, pos);
     } else if (strcmp(cmd, "devices") == 0) {
         rc = cmd_devices(argc - 2, argv + 2, parsed, pos);
     } else if (strcmp(cmd, "health") == 0) {

@@ -4,6 +4,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "fractal/fractal.h"
 #include "fractal/v1/fractal.pb-c.h"
@@ -20,6 +21,86 @@
 /* Writes a one-line message into buf (buf may be NULL, then nothing is written; a message too long
  * is cut). Returns err, so that a failure is recorded and returned in one statement. */
 int fr_errorf(char *buf, size_t len, int err, const char *fmt, ...) FR_PRINTF(4, 5);
+
+/* ---- fractal.c: the client handle and the one place calls are made (retries, cancel). ---- */
+
+/* The RPCs the library makes; index into fractal_client.methods. */
+enum fr_method {
+    FR_M_RENDER,
+    FR_M_RENDER_STREAM,
+    FR_M_SUBMIT_JOB,
+    FR_M_GET_JOB,
+    FR_M_FETCH_JOB_RESULT,
+    FR_M_CANCEL_JOB,
+    FR_M_LIST_JOBS,
+    FR_M_LIST_DEVICES,
+    FR_M_GET_STATS,
+    FR_M_HEALTH_CHECK,
+    FR_M_COUNT
+};
+
+/* The client's error buffer (fractal_client is opaque outside fractal.c) and its size. */
+#define FR_ERROR_MAX 512
+char *fr_client_errbuf(fractal_client *c);
+
+/* Records a one-line message on the client and returns err. */
+#define client_error(client, err, ...) fr_errorf(fr_client_errbuf(client), FR_ERROR_MAX, (err), __VA_ARGS__)
+
+/* The one place a gRPC status code (google.rpc.Code) becomes a library code. */
+int fr_error_from_status(int status);
+
+/* Makes one unary call of `method`: packs req, sends it with the handle's deadline, checks the
+ * status and unpacks the reply as resp_desc into *out (caller frees with
+ * protobuf_c_message_free_unpacked). When `retry` is nonzero the call is repeated as the header's
+ * "Retries" paragraph says. Returns 0, FRACTAL_ENOMEM, FRACTAL_EINTERNAL (gRPC refused to start
+ * the call), FRACTAL_EPROTOCOL, FRACTAL_ECANCELLED, or the code of the server's status; the
+ * message goes to the handle. */
+int fr_call_unary(ProtobufCMessage **out, fractal_client *c, enum fr_method method,
+                  const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc, int retry);
+
+/* Receives the events of a server stream. `event` gets each decoded RenderEvent (borrowed: it is
+ * freed after the call unless the handler sets *keep, then the handler owns it) and returns 0 or a
+ * FRACTAL_E* code with a message on the client, which cancels the call. `committed` tells the
+ * retry loop that data has been handed on and the call may no longer be repeated. `reset` (may be
+ * NULL) is called before each attempt after the first; `finish` after a stream that ended with
+ * status OK, to check that it was whole. */
+typedef struct fr_stream_handler {
+    int (*event)(void *ctx, Fractal__V1__RenderEvent *ev, int *keep);
+    void (*reset)(void *ctx);
+    int (*finish)(void *ctx);
+    void *ctx;
+    int committed;
+} fr_stream_handler;
+
+/* Makes one server-streaming call of `method` with req, feeding the events to h, with the handle's
+ * deadline over the whole stream, and retries (when `retry` is nonzero) until h->committed is
+ * set. Returns 0 or a FRACTAL_E* code, message on the handle. */
+int fr_call_stream(fractal_client *c, enum fr_method method, const ProtobufCMessage *req,
+                   fr_stream_handler *h, int retry);
+
+/* A public call that spans several RPCs (fractal_job_wait) brackets them with these, so that
+ * fractal_client_cancel reaches the waits between them. They nest. */
+void fr_op_begin(fractal_client *c);
+void fr_op_end(fractal_client *c);
+
+/* Sleeps up to ms milliseconds inside an op; returns 0, or FRACTAL_ECANCELLED (message set) when
+ * fractal_client_cancel woke it. */
+int fr_sleep(fractal_client *c, uint32_t ms);
+
+
+/* Fills the public stats from the wire's; the strings stay borrowed from st. */
+void fr_stats_from_wire(fractal_render_stats *out, const Fractal__V1__RenderStats *st);
+
+/* Atomic files: creates a new temporary file beside path (same directory, so the final rename is
+ * atomic); *tmp_out (caller frees) is its name. Then fr_tmpfile_commit flushes, closes and renames
+ * it over path; fr_tmpfile_abort closes and removes it. Both free tmp. Return 0 or FRACTAL_EIO /
+ * FRACTAL_ENOMEM with a message in err. */
+int fr_tmpfile_open(int *fd_out, char **tmp_out, const char *path, char *err, size_t errlen);
+int fr_tmpfile_commit(int fd, char *tmp, const char *path, char *err, size_t errlen);
+void fr_tmpfile_abort(int fd, char *tmp);
+
+/* Writes all of buf to fd, going on after short writes and EINTR. Returns 0 or -1 (errno set). */
+int fr_write_all(int fd, const unsigned char *buf, size_t len);
 
 /* ---- options.c: fractal_render_options <-> fractal.v1.RenderRequest, in one place. ---- */
 

@@ -1,6 +1,8 @@
 """The `fractal` command-line tool against a real fractald: renders to files and stdout, --from
-round trips, devices, health, and exit codes with the server's message on failure."""
+round trips, devices, health, and exit codes with the server's message on failure; streamed renders
+equal unary ones byte for byte; the submit / job / wait / cancel / jobs flow and stats."""
 import os
+import re
 import subprocess
 import tempfile
 import unittest
@@ -11,8 +13,10 @@ import fractald_harness as h
 class CliTests(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.server = h.Server()
         cls.tmp = tempfile.TemporaryDirectory()
+        spool = os.path.join(cls.tmp.name, "spool")
+        os.mkdir(spool)
+        cls.server = h.Server("--spool-dir", spool)
 
     @classmethod
     def tearDownClass(cls):
@@ -88,11 +92,95 @@ class CliTests(unittest.TestCase):
         self.assertEqual(proc.returncode, 0)
         self.assertIn(b"SERVING", proc.stdout)
 
+    def read(self, name):
+        with open(self.path(name), "rb") as f:
+            return f.read()
+
+    def run_ok(self, *args):
+        proc = self.fractal(*args[:1], "--server", self.server.target, *args[1:])
+        self.assertEqual(proc.returncode, 0, proc.stderr.decode())
+        return proc
+
+    def test_streamed_render_equals_unary(self):
+        spec = ("--mandelbrot", "--center", "-0.5,0", "--size", "700x500", "--max-iter", "200")
+        unary = self.render("--unary", *spec, out="u.png")
+        streamed = self.render("--stream", *spec, out="s.png")
+        self.assertEqual(unary, streamed)
+        proc = self.run_ok("render", "--stream", *spec, "-o", "-")
+        self.assertEqual(proc.stdout, unary)
+        # Over 4 Mpixel, render streams by itself; no progress bar when stderr is not a terminal.
+        big = ("--size", "2100x2100", "--max-iter", "16")
+        proc = self.run_ok("render", *big, "-o", self.path("big.png"))
+        self.assertNotIn(b"\r", proc.stderr)
+        self.assertNotIn(b"rows", proc.stderr)
+        self.assertEqual(self.read("big.png"), self.render("--unary", *big, out="bigu.png"))
+        self.assertEqual(sorted(n for n in os.listdir(self.tmp.name) if ".tmp." in n), [])
+
+    def test_streamed_refusal_exit_code(self):
+        proc = self.fractal("render", "--stream", "--server", self.server.target, "--size", "65537x10",
+                            "-o", self.path("y.png"))
+        self.assertEqual(proc.returncode, 3)
+        self.assertIn(b"width must be 1..65536, got 65537", proc.stderr)
+        self.assertFalse(os.path.exists(self.path("y.png")))
+
+    def test_submit_job_wait_jobs(self):
+        spec = ("--julia", "-0.4,0.6", "--size", "400x300", "--max-iter", "300")
+        job_id = self.run_ok("submit", *spec).stdout.decode().strip()
+        self.assertRegex(job_id, r"^\S+$")
+        proc = self.run_ok("job", job_id)
+        self.assertIn(("id          %s" % job_id).encode(), proc.stdout)
+        self.assertRegex(proc.stdout.decode(), r"state +(queued|running|succeeded)")
+        self.run_ok("wait", job_id, "-o", self.path("job.png"), "--timeout", "60000")
+        self.assertEqual(self.read("job.png"), self.render("--unary", *spec, out="jobu.png"))
+        self.assertEqual(self.run_ok("wait", job_id, "-o", "-").stdout, self.read("job.png"))
+        proc = self.run_ok("job", job_id)
+        self.assertRegex(proc.stdout.decode(), r"state +succeeded")
+        self.assertRegex(proc.stdout.decode(), r"result +400x300 image/png")
+        jobs = self.run_ok("jobs").stdout.decode()
+        self.assertRegex(jobs, r"(?m)^%s +succeeded" % re.escape(job_id))
+        self.assertIn(job_id, self.run_ok("jobs", "--state", "succeeded", "--limit", "100").stdout.decode())
+        self.assertNotIn(job_id, self.run_ok("jobs", "--state", "queued").stdout.decode())
+        # Cancelling a finished job changes nothing.
+        self.assertEqual(self.run_ok("cancel", job_id).stdout.decode().split(), [job_id, "succeeded"])
+
+    def test_cancel_and_not_found(self):
+        huge = ("--size", "8000x8000", "--max-iter", "3000", "--view-width", "0.01")
+        job_id = self.run_ok("submit", *huge).stdout.decode().strip()
+        proc = self.fractal("wait", job_id, "--timeout", "200", "--server", self.server.target)
+        self.assertEqual(proc.returncode, 5, proc.stderr.decode())
+        self.run_ok("cancel", job_id)
+        proc = self.fractal("wait", job_id, "-o", self.path("never.png"), "--timeout", "10000",
+                            "--server", self.server.target)
+        self.assertEqual(proc.returncode, 7, proc.stderr.decode())
+        self.assertIn(b"cancelled", proc.stderr)
+        self.assertFalse(os.path.exists(self.path("never.png")))
+        for cmd in ("job", "wait", "cancel"):
+            with self.subTest(cmd):
+                proc = self.fractal(cmd, "no-such-job", "--server", self.server.target)
+                self.assertEqual(proc.returncode, 6, proc.stderr.decode())
+        self.assertEqual(self.fractal("jobs", "--state", "bogus").returncode, 2)
+        self.assertEqual(self.fractal("wait").returncode, 2)
+
+    def test_stats(self):
+        self.render("--size", "32x32", out="tiny.png")
+        out = self.run_ok("stats").stdout.decode()
+        self.assertRegex(out, r"uptime +\d")
+        self.assertRegex(out, r"(?m)^Render +OK +[1-9]")
+
+    def test_help_lists_commands_and_exit_codes(self):
+        proc = self.fractal("--help")
+        self.assertEqual(proc.returncode, 0)
+        for word in (b"submit", b"job", b"wait", b"cancel", b"jobs", b"stats", b"NOT_FOUND", b"6  "):
+            self.assertIn(word, proc.stdout)
+        for cmd in ("submit", "job", "wait", "cancel", "jobs", "stats"):
+            self.assertEqual(self.fractal(cmd, "--help").returncode, 0, cmd)
+
     def test_help_lists_every_render_flag(self):
         proc = self.fractal("render", "--help")
         self.assertEqual(proc.returncode, 0)
         for flag in ("--julia", "--center", "--view-width", "--size", "--max-iter", "--palette", "--format",
-                     "--supersample", "--precision", "--region", "--device", "--server", "--deadline", "--from"):
+                     "--supersample", "--precision", "--region", "--device", "--server", "--deadline", "--from",
+                     "--stream", "--unary"):
             self.assertIn(flag.encode(), proc.stdout)
 
 

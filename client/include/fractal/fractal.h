@@ -29,10 +29,20 @@
  * - The library never writes to stdout or stderr.
  *
  * Thread safety: a fractal_client may be used by one thread at a time (it owns one completion queue
- * and one error buffer); use one handle per thread for concurrent calls. Different handles, even to
- * the same server, are independent. Results (images, device lists) are plain data owned by the
- * caller and may be passed between threads. fractal_strerror and the option initialisers are
- * thread-safe.
+ * and one error buffer); use one handle per thread for concurrent calls. The one exception is
+ * fractal_client_cancel, which any thread may call at any time to interrupt the handle's call in
+ * flight. Different handles, even to the same server, are independent. Results (images, device
+ * lists, jobs, stats) are plain data owned by the caller and may be passed between threads.
+ * fractal_strerror, fractal_job_state_name and the option initialisers are thread-safe.
+ *
+ * Retries: calls that are safe to repeat (Render, RenderStream and FetchJobResult until the first
+ * image byte has been handed over, GetJob, CancelJob, ListJobs, ListDevices, GetStats, Health) are
+ * tried again when the server answers UNAVAILABLE, or RESOURCE_EXHAUSTED with a `retry-after-ms`
+ * hint in its trailing metadata (a refusal without the hint, such as a request over the per-request
+ * limit, would fail again and is returned at once). The wait is the server's hint when it gives one,
+ * else exponential backoff with jitter; never past the call's deadline; at most
+ * fractal_client_options.max_attempts attempts in all. SubmitJob is never retried: a lost reply
+ * could leave two jobs queued.
  */
 #ifndef FRACTAL_FRACTAL_H
 #define FRACTAL_FRACTAL_H
@@ -128,22 +138,32 @@ FRACTAL_API const char *fractal_version(void);
 /* A connection to one fractald (or to a load-balanced set of them: the target is a gRPC target). */
 typedef struct fractal_client fractal_client;
 
-#define FRACTAL_CLIENT_OPTIONS_VERSION 1
+/* Version 2 appended the retry fields. Version 1 structs (the first three fields only) are still
+ * accepted, and get the default retry policy. */
+#define FRACTAL_CLIENT_OPTIONS_VERSION 2
 
 /* Options of fractal_client_new. */
 typedef struct fractal_client_options {
     unsigned version;            /* FRACTAL_CLIENT_OPTIONS_VERSION */
-    uint32_t deadline_ms;        /* deadline of each call in milliseconds; 0 = none. Default 60000 */
-    size_t max_receive_bytes;    /* largest reply accepted, 1..INT_MAX. Default 256 MiB */
+    uint32_t deadline_ms;        /* deadline of each call in milliseconds, retries included; 0 = none.
+                                    Default 60000. A stream must finish within it too. */
+    size_t max_receive_bytes;    /* largest reply message accepted, 1..INT_MAX. Default 256 MiB */
+    /* Since version 2. For each, 0 means the default. */
+    unsigned max_attempts;       /* attempts of a retryable call, the first included; 1 = never
+                                    retry. Default 4 */
+    uint32_t retry_initial_ms;   /* first backoff when the server gives no hint; doubled per attempt,
+                                    with jitter. Default 100 */
+    uint32_t retry_max_ms;       /* cap on one wait, the server's hint included. Default 30000 */
 } fractal_client_options;
 
-#define FRACTAL_CLIENT_OPTIONS_INIT { FRACTAL_CLIENT_OPTIONS_VERSION, 60000u, (size_t)256 << 20 }
+#define FRACTAL_CLIENT_OPTIONS_INIT { FRACTAL_CLIENT_OPTIONS_VERSION, 60000u, (size_t)256 << 20, 4u, 100u, 30000u }
 
 /**
  * Fills `opts` with the defaults of FRACTAL_CLIENT_OPTIONS_INIT.
  *
  * @param opts     the struct to fill
- * @param version  FRACTAL_CLIENT_OPTIONS_VERSION
+ * @param version  FRACTAL_CLIENT_OPTIONS_VERSION, or 1 to fill a version 1 struct (only its fields
+ *                 are written)
  * @return 0, or FRACTAL_EINVAL if opts is NULL or the version is not supported.
  */
 FRACTAL_API int fractal_client_options_init(fractal_client_options *opts, unsigned version);
@@ -151,7 +171,8 @@ FRACTAL_API int fractal_client_options_init(fractal_client_options *opts, unsign
 /**
  * Creates a client for the server at `target`. No connection is made yet: the first call connects,
  * so an unreachable server shows up there (FRACTAL_EUNAVAILABLE), not here. Calls fail fast when
- * the server cannot be reached; they do not wait for it to come up.
+ * the server cannot be reached: they do not wait for it to come up beyond the few retries described
+ * under "Retries" at the top of this header.
  *
  * @param out     receives the new client; free it with fractal_client_free. NULL on failure.
  * @param target  a gRPC target: "host:port", "ipv4:127.0.0.1:50051", "dns:///name:port",
@@ -179,6 +200,18 @@ FRACTAL_API void fractal_client_free(fractal_client *client);
  *         no call has failed yet or client is NULL. Never NULL.
  */
 FRACTAL_API const char *fractal_client_last_error(const fractal_client *client);
+
+/**
+ * Interrupts the call in flight on `client`, from any thread (a signal-watching thread, a UI
+ * thread). The interrupted call, a retry wait or fractal_job_wait's polling included, returns
+ * FRACTAL_ECANCELLED soon after, with everything it had started cleaned up (a file being streamed
+ * is not created). When the client has no call in flight, nothing happens: a cancel does not carry
+ * over to the next call. Safe to call concurrently with any call on the client except
+ * fractal_client_free.
+ *
+ * @param client  the client, or NULL (nothing happens)
+ */
+FRACTAL_API void fractal_client_cancel(fractal_client *client);
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Render                                                                                         */
@@ -372,6 +405,337 @@ FRACTAL_API int fractal_render_to_file(fractal_client *client, const fractal_ren
  */
 FRACTAL_API int fractal_render_options_from_png(fractal_render_options *out, const char *png_path,
                                                 char *err, size_t errlen);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Streaming                                                                                      */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* Where a stream (or a job) stands. Values the server has not reported yet are 0. */
+typedef struct fractal_progress {
+    uint32_t rows_done;             /* image rows finished */
+    uint32_t rows_total;
+    uint64_t samples_done;
+    uint64_t samples_total;
+    uint32_t queue_position;        /* renders ahead of this one; 0 once it runs */
+    uint64_t bytes_received;        /* image bytes received so far (streams only) */
+} fractal_progress;
+
+/**
+ * Called with each progress report of a stream (and, for streams, after each image chunk, with
+ * bytes_received updated). Rows only grow within one attempt; a stream retried before its first
+ * image byte starts again from 0.
+ *
+ * @param progress  where the render stands; borrowed for the duration of the call
+ * @param payload   the caller's pointer, as given
+ * @return 0 to go on; nonzero to cancel the call, which then returns FRACTAL_ECANCELLED.
+ */
+typedef int (*fractal_progress_cb)(const fractal_progress *progress, void *payload);
+
+/* One piece of a streamed image. Pieces arrive in order, without gaps: offset is the number of
+ * bytes delivered before this one. */
+typedef struct fractal_chunk {
+    uint64_t offset;                /* byte offset of data in the encoded image */
+    const unsigned char *data;      /* size bytes, at most 1 MiB; borrowed for the callback's duration */
+    size_t size;
+    const char *content_type;       /* "image/png" or "application/octet-stream"; never NULL */
+    uint32_t width;                 /* size of the image (the region's, if one was asked) */
+    uint32_t height;
+} fractal_chunk;
+
+/**
+ * Called with each piece of a streamed image, in order.
+ *
+ * @param chunk    the piece; borrowed for the duration of the call
+ * @param payload  the caller's pointer, as given
+ * @return 0 to go on; nonzero to cancel the call, which then returns FRACTAL_ECANCELLED.
+ */
+typedef int (*fractal_write_cb)(const fractal_chunk *chunk, void *payload);
+
+#define FRACTAL_STREAM_CALLBACKS_VERSION 1
+
+/* What a stream calls back. */
+typedef struct fractal_stream_callbacks {
+    unsigned version;               /* FRACTAL_STREAM_CALLBACKS_VERSION */
+    fractal_write_cb write;         /* receives the image; required */
+    fractal_progress_cb progress;   /* NULL for none */
+    void *payload;                  /* handed to both */
+} fractal_stream_callbacks;
+
+#define FRACTAL_STREAM_CALLBACKS_INIT { FRACTAL_STREAM_CALLBACKS_VERSION, NULL, NULL, NULL }
+
+/* What a finished stream delivered: the image's description, without its bytes. Everything
+ * belongs to the result and is freed by fractal_stream_result_free; read-only. */
+typedef struct fractal_stream_result {
+    uint64_t size;                  /* bytes of the encoded image (the sum of the chunks) */
+    const char *content_type;       /* never NULL */
+    uint32_t width;
+    uint32_t height;
+    fractal_render_stats stats;     /* from the server's final event */
+} fractal_stream_result;
+
+/**
+ * Renders one image with the RenderStream RPC, handing it over in pieces as the server encodes
+ * rows, so that neither side holds the whole image. The stream is checked as it arrives: chunk
+ * offsets must follow on without gaps and the server's final event must come; a raw image must
+ * have 4 bytes per pixel. The handle's deadline covers the whole stream.
+ *
+ * @param out     receives the result (may be NULL when not wanted); free it with
+ *                fractal_stream_result_free. NULL on failure.
+ * @param client  the client
+ * @param opts    what to render; NULL for FRACTAL_RENDER_OPTIONS_INIT. Not kept after the call.
+ * @param cbs     the callbacks; cbs->write is required
+ * @return 0; FRACTAL_EINVAL (NULL client or cbs, no write callback, unsupported version, bad
+ *         options as for fractal_render); FRACTAL_ENOMEM; FRACTAL_EPROTOCOL (a chunk out of order,
+ *         no final event, an undecodable message); FRACTAL_ECANCELLED (a callback returned
+ *         nonzero, or fractal_client_cancel); or the server's refusal, as for fractal_render.
+ *         The message is in fractal_client_last_error. After a failure the bytes already handed
+ *         to the write callback are not a whole image.
+ */
+FRACTAL_API int fractal_render_stream(fractal_stream_result **out, fractal_client *client,
+                                      const fractal_render_options *opts,
+                                      const fractal_stream_callbacks *cbs);
+
+/**
+ * Renders one image with the RenderStream RPC straight into a file: the chunks go to a temporary
+ * file next to `path`, which is flushed and renamed over `path` once the whole image has arrived.
+ * Memory use does not depend on the image's size. On failure `path` is untouched and the
+ * temporary file is removed.
+ *
+ * @param out       receives the result (may be NULL); free it with fractal_stream_result_free
+ * @param client    the client
+ * @param opts      what to render; NULL for FRACTAL_RENDER_OPTIONS_INIT
+ * @param path      destination file name
+ * @param progress  progress callback, or NULL
+ * @param payload   handed to progress
+ * @return 0, any code of fractal_render_stream, or FRACTAL_EIO when writing fails.
+ *         The message is in fractal_client_last_error.
+ */
+FRACTAL_API int fractal_render_stream_to_file(fractal_stream_result **out, fractal_client *client,
+                                              const fractal_render_options *opts, const char *path,
+                                              fractal_progress_cb progress, void *payload);
+
+/**
+ * Frees a stream result. Accepts NULL.
+ */
+FRACTAL_API void fractal_stream_result_free(fractal_stream_result *result);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Jobs: submit, poll, fetch                                                                      */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* Where a job is; values as in the proto's JobState. */
+typedef enum fractal_job_state {
+    FRACTAL_JOB_UNSPECIFIED = 0,    /* as a filter: any state */
+    FRACTAL_JOB_QUEUED = 1,
+    FRACTAL_JOB_RUNNING = 2,
+    FRACTAL_JOB_SUCCEEDED = 3,
+    FRACTAL_JOB_FAILED = 4,
+    FRACTAL_JOB_CANCELLED = 5
+} fractal_job_state;
+
+/* A render job as the server reports it (the proto's Job). Everything, strings and the request
+ * included, belongs to the job (or to the list holding it) and is freed with it; read-only.
+ * Strings are never NULL. Times are Unix milliseconds, 0 when the event has not happened. */
+typedef struct fractal_job {
+    const char *id;
+    fractal_job_state state;
+    fractal_progress progress;      /* bytes_received is 0 */
+    int has_stats;                  /* nonzero when stats holds the server's figures (finished jobs) */
+    fractal_render_stats stats;
+    int error;                      /* FAILED jobs: the failure as a FRACTAL_E* code; else 0 */
+    const char *error_message;      /* FAILED jobs: the server's one-line message; else "" */
+    int64_t created_unix_ms;
+    int64_t started_unix_ms;
+    int64_t finished_unix_ms;
+    int64_t expires_unix_ms;        /* when the result is deleted (SUCCEEDED jobs) */
+    uint64_t result_bytes;          /* size of the encoded result */
+    const char *content_type;       /* of the result; "" until known */
+    uint32_t width;                 /* size of the result image (the region's, if one was asked) */
+    uint32_t height;
+    /* The request the job renders, when the server sent it and it fits the options' fixed arrays;
+     * else NULL. */
+    const fractal_render_options *request;
+} fractal_job;
+
+/* Jobs of a server, newest first. Everything belongs to the list; read-only. */
+typedef struct fractal_job_list {
+    size_t count;
+    const fractal_job *jobs;        /* count entries */
+} fractal_job_list;
+
+/**
+ * The lower-case name of a job state: "queued", "running", "succeeded", "failed", "cancelled",
+ * "unspecified".
+ *
+ * @return a static string; "unknown" for values not in the enum. Never NULL.
+ */
+FRACTAL_API const char *fractal_job_state_name(fractal_job_state state);
+
+/**
+ * Whether a job in this state will change no more (succeeded, failed or cancelled).
+ *
+ * @return 1 or 0.
+ */
+FRACTAL_API int fractal_job_state_is_final(fractal_job_state state);
+
+/**
+ * Queues a render on the server (SubmitJob RPC), which returns at once with the new job. Never
+ * retried automatically (see Retries above): on FRACTAL_EUNAVAILABLE or FRACTAL_EDEADLINE the job
+ * may or may not exist; fractal_job_list tells.
+ *
+ * @param out     receives the job (state FRACTAL_JOB_QUEUED, or later); free it with
+ *                fractal_job_free. NULL on failure.
+ * @param client  the client
+ * @param opts    what to render; NULL for FRACTAL_RENDER_OPTIONS_INIT. Not kept after the call.
+ * @return 0; FRACTAL_EINVAL; FRACTAL_ENOMEM; FRACTAL_EPROTOCOL; or the server's refusal, among
+ *         them FRACTAL_EINVALID_ARGUMENT and FRACTAL_ERESOURCE_EXHAUSTED (queue full or over the
+ *         limits). The message is in fractal_client_last_error.
+ */
+FRACTAL_API int fractal_job_submit(fractal_job **out, fractal_client *client,
+                                   const fractal_render_options *opts);
+
+/**
+ * Gets a job's state, progress, timings, statistics and error (GetJob RPC).
+ *
+ * @param out     receives the job; free it with fractal_job_free. NULL on failure.
+ * @param client  the client
+ * @param id      the job's id (copied for the call)
+ * @return 0; FRACTAL_EINVAL (NULL out, client or id); FRACTAL_ENOMEM; FRACTAL_EPROTOCOL;
+ *         FRACTAL_ENOT_FOUND (no such job, or it has expired); other server refusals.
+ *         The message is in fractal_client_last_error.
+ */
+FRACTAL_API int fractal_job_get(fractal_job **out, fractal_client *client, const char *id);
+
+/**
+ * Cancels a job (CancelJob RPC): a queued job never runs, a running one stops within the server's
+ * bound and frees its devices. Cancelling a finished job changes nothing.
+ *
+ * @param out     receives the job as it is after the cancel (may be NULL when not wanted); free it
+ *                with fractal_job_free
+ * @param client  the client
+ * @param id      the job's id
+ * @return 0; the codes of fractal_job_get. The message is in fractal_client_last_error.
+ */
+FRACTAL_API int fractal_job_cancel(fractal_job **out, fractal_client *client, const char *id);
+
+/**
+ * Waits until a job is finished (succeeded, failed or cancelled), polling GetJob: first after
+ * 50 ms, then backing off by half each time to one poll every 2 s. Each poll is one call, with the
+ * handle's deadline and retries. fractal_client_cancel interrupts the wait.
+ *
+ * @param out         receives the finished job; free it with fractal_job_free. NULL on failure.
+ * @param client      the client
+ * @param id          the job's id
+ * @param timeout_ms  give up after this long; 0 = wait as long as it takes
+ * @param progress    called with the job's progress after each poll, or NULL; nonzero cancels
+ * @param payload     handed to progress
+ * @return 0 once the job is finished, whatever its state (look at (*out)->state and error);
+ *         FRACTAL_EDEADLINE when timeout_ms passed first; FRACTAL_ECANCELLED; the codes of
+ *         fractal_job_get. The message is in fractal_client_last_error.
+ */
+FRACTAL_API int fractal_job_wait(fractal_job **out, fractal_client *client, const char *id,
+                                 uint32_t timeout_ms, fractal_progress_cb progress, void *payload);
+
+/**
+ * Streams a succeeded job's image (FetchJobResult RPC), as fractal_render_stream does.
+ *
+ * @param out     receives the result (may be NULL); free it with fractal_stream_result_free
+ * @param client  the client
+ * @param id      the job's id
+ * @param cbs     the callbacks; cbs->write is required
+ * @return 0; the codes of fractal_render_stream; FRACTAL_ENOT_FOUND (no such job, or its result
+ *         expired); FRACTAL_EFAILED_PRECONDITION (the job has not succeeded: the message says its
+ *         state). The message is in fractal_client_last_error.
+ */
+FRACTAL_API int fractal_job_fetch(fractal_stream_result **out, fractal_client *client, const char *id,
+                                  const fractal_stream_callbacks *cbs);
+
+/**
+ * Streams a succeeded job's image into a file, atomically, as fractal_render_stream_to_file does.
+ *
+ * @param out       receives the result (may be NULL); free it with fractal_stream_result_free
+ * @param client    the client
+ * @param id        the job's id
+ * @param path      destination file name
+ * @param progress  progress callback, or NULL
+ * @param payload   handed to progress
+ * @return 0; the codes of fractal_job_fetch; FRACTAL_EIO. The message is in
+ *         fractal_client_last_error.
+ */
+FRACTAL_API int fractal_job_fetch_to_file(fractal_stream_result **out, fractal_client *client,
+                                          const char *id, const char *path,
+                                          fractal_progress_cb progress, void *payload);
+
+/**
+ * Lists the server's jobs, newest first (ListJobs RPC).
+ *
+ * @param out     receives the list; free it with fractal_job_list_free. NULL on failure.
+ * @param client  the client
+ * @param limit   most jobs to return; 0 = the server's default (100)
+ * @param state   only jobs in this state; FRACTAL_JOB_UNSPECIFIED for all
+ * @return 0; FRACTAL_EINVAL; FRACTAL_ENOMEM; FRACTAL_EPROTOCOL; or the server's refusal.
+ *         The message is in fractal_client_last_error.
+ */
+FRACTAL_API int fractal_list_jobs(fractal_job_list **out, fractal_client *client, uint32_t limit,
+                                  fractal_job_state state);
+
+/**
+ * Frees a job. Accepts NULL.
+ */
+FRACTAL_API void fractal_job_free(fractal_job *job);
+
+/**
+ * Frees a job list. Accepts NULL.
+ */
+FRACTAL_API void fractal_job_list_free(fractal_job_list *list);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Server statistics                                                                              */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* Requests answered by one method with one status. */
+typedef struct fractal_method_stats {
+    const char *method;             /* e.g. "Render"; never NULL */
+    int grpc_status;                /* google.rpc.Code, 0 = OK */
+    uint64_t count;
+} fractal_method_stats;
+
+/* Work done by one device since the server started. */
+typedef struct fractal_device_stats {
+    const char *id;                 /* never NULL */
+    double busy_ms;
+    uint64_t tiles;
+    uint64_t iterations;
+    double giter_per_s;             /* iterations / busy time */
+} fractal_device_stats;
+
+/* The server's counters (the proto's ServerStats). Everything belongs to it; read-only. */
+typedef struct fractal_server_stats {
+    double uptime_s;
+    size_t n_requests;
+    const fractal_method_stats *requests;
+    uint32_t queue_depth;           /* renders and jobs waiting for a worker */
+    uint32_t running;               /* renders and jobs being computed */
+    uint32_t jobs_held;             /* jobs in the store, any state */
+    size_t n_devices;
+    const fractal_device_stats *devices;
+    uint64_t spool_bytes;           /* disk used by job results */
+} fractal_server_stats;
+
+/**
+ * Gets the server's counters (GetStats RPC).
+ *
+ * @param out     receives the stats; free them with fractal_server_stats_free. NULL on failure.
+ * @param client  the client
+ * @return 0; FRACTAL_EINVAL; FRACTAL_ENOMEM; FRACTAL_EPROTOCOL; or the server's refusal.
+ *         The message is in fractal_client_last_error.
+ */
+FRACTAL_API int fractal_stats_get(fractal_server_stats **out, fractal_client *client);
+
+/**
+ * Frees server stats. Accepts NULL.
+ */
+FRACTAL_API void fractal_server_stats_free(fractal_server_stats *stats);
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Devices                                                                                        */
