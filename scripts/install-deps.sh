@@ -8,6 +8,7 @@ packages=(
   libgrpc-dev libprotobuf-c-dev protobuf-c-compiler      # gRPC C core, protobuf-c
   grpc-proto                                             # grpc/health/v1/health.proto
   libpng-dev zlib1g-dev libcjson-dev                     # PNG encoder, PNG text chunks, JSON mapping
+  libinih-dev                                            # device-selection config file (INI)
   ocl-icd-opencl-dev opencl-headers pocl-opencl-icd      # OpenCL loader, headers, PoCL CPU device
   libsqlite3-dev                                         # job store journal (server/jobs.c)
   libcmocka-dev                                          # unit-test framework

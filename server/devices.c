@@ -53,20 +53,60 @@ int devices_init(struct devices *devs, unsigned threads)
     cpu->compute_units = threads;
     cpu->memory_bytes = pages > 0 && page_size > 0 ? (uint64_t)pages * (uint64_t)page_size : 0;
     cpu->enabled = true;
+    atomic_init(&cpu->failed, false);
     atomic_init(&cpu->tiles_done, 0);
     atomic_init(&cpu->iterations_done, 0);
+    atomic_init(&cpu->busy_us, 0);
+    cpu->weight = 1;
+    cpu->fault_after = -1;
     devs->count = 1;
+    devs->owner = NULL;
+    devs->owner_free = NULL;
     return 0;
 }
 
 void devices_dispose(struct devices *devs)
 {
+    if (devs->owner_free)
+        devs->owner_free(devs->owner);
+    devs->owner = NULL;
+    devs->owner_free = NULL;
     free(devs->list);
     devs->list = NULL;
     devs->count = 0;
 }
 
-static bool matches(const struct device *d, const char *selector)
+int devices_add(struct device **out, struct devices *devs, const struct device *dev)
+{
+    struct device *list = realloc(devs->list, (devs->count + 1) * sizeof(*list));
+    struct device *d;
+
+    if (!list)
+        return ERR_NOMEM;
+    devs->list = list;
+    d = &list[devs->count++];
+    /* Field by field where atomics are involved: the copy starts its counters at zero. */
+    memcpy(d, dev, sizeof(*d));
+    atomic_init(&d->failed, atomic_load(&dev->failed));
+    atomic_init(&d->tiles_done, 0);
+    atomic_init(&d->iterations_done, 0);
+    atomic_init(&d->busy_us, 0);
+    if (out)
+        *out = d;
+    return 0;
+}
+
+bool devices_usable(const struct device *d)
+{
+    return d->enabled && !atomic_load(&d->failed) && d->ops != NULL;
+}
+
+double devices_busy_ms(const struct device *d)
+{
+    return (double)atomic_load(&d->busy_us) / 1e3;
+}
+
+bool devices_match(const struct device *d, const char *selector)
 {
     if (selector[0] == '\0')
         return true;
@@ -92,7 +132,7 @@ int devices_select(const struct devices *devs, const char *selector, bool need_f
 
     for (size_t i = 0; i < devs->count; i++) {
         const struct device *d = &devs->list[i];
-        if (!matches(d, selector))
+        if (!devices_match(d, selector))
             continue;
         known = true;
         if (d->enabled && !d->failed && (d->fp64 || !need_fp64))
@@ -109,14 +149,28 @@ int devices_select(const struct devices *devs, const char *selector, bool need_f
     return ERR_PRECONDITION;
 }
 
+static const char *type_name(enum device_type type)
+{
+    switch (type) {
+    case DEVICE_GPU: return "gpu";
+    case DEVICE_ACCELERATOR: return "accel";
+    default: return "cpu";
+    }
+}
+
 void devices_print(const struct devices *devs)
 {
     for (size_t i = 0; i < devs->count; i++) {
         const struct device *d = &devs->list[i];
-        printf("%-24s %-6s %-3s %s (%s, %s, %u compute units%s)%s%s\n", d->id,
-               d->enabled && !d->failed ? "used" : "unused", d->type == DEVICE_GPU ? "gpu" : "cpu",
-               d->name, d->platform, d->engine, d->compute_units, d->fp64 ? ", fp64" : "",
-               !d->enabled ? " - disabled: " : d->failed ? " - failed: " : "",
-               !d->enabled ? d->disabled_reason : d->failed ? d->failed_reason : "");
+        bool failed = atomic_load(&d->failed);
+        const char *reason = !d->enabled ? d->disabled_reason : failed ? d->failed_reason : "";
+        /* A reason can be a whole build log: its first line here, the rest in ListDevices. */
+        int first = (int)strcspn(reason, "\n");
+
+        printf("%-28s %-6s %-5s %s (%s, %s engine, %u compute units, %s, %.1f GiB)%s%.*s%s\n", d->id,
+               devices_usable(d) ? "used" : "unused", type_name(d->type), d->name, d->platform, d->engine,
+               d->compute_units, d->fp64 ? "fp64" : "no fp64", d->memory_bytes / 1073741824.0,
+               !d->enabled ? " - disabled: " : failed ? " - failed: " : d->ops ? "" : " - no backend",
+               first, reason, reason[first] ? " [...]" : "");
     }
 }

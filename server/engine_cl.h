@@ -38,6 +38,10 @@ struct engine_cl_info {
     uint64_t memory_bytes;        /* CL_DEVICE_GLOBAL_MEM_SIZE */
     uint64_t max_alloc_bytes;     /* CL_DEVICE_MAX_MEM_ALLOC_SIZE */
     unsigned platform_index, device_index;
+    enum engine_cl_variant variant;  /* the kernel it runs (AUTO resolved) */
+    bool from_cache;              /* every program was loaded from the binary cache */
+    double build_ms;              /* preparing the programs at discovery: build or cache load,
+                                   * plus one small warm-up render */
 };
 
 /* Enumerates every OpenCL platform and device through the ICD loader and prepares each (context,
@@ -62,9 +66,15 @@ const char *engine_cl_failure(const engine_cl *engine);
  * about max_launch_ms so cancellation is prompt and no launch trips a GPU watchdog.
  * One call at a time per engine. Returns 0, ERR_CANCELLED, ERR_PRECONDITION (fp64 spec on a
  * device without fp64), ERR_NOMEM, or ERR_DEVICE with the OpenCL error (name, call, file:line) in
- * msg; after ERR_DEVICE the engine reports itself failed. */
+ * msg; after ERR_DEVICE the engine reports itself failed. stats->tiles counts the kernel
+ * launches the render took. Smooth values are bit-identical to engine_cpu_render's (the host
+ * computes them from the device's final z with escape.h). */
 int engine_cl_render(engine_cl *engine, const struct render_spec *spec, const struct spec_rect *rect,
                      uint32_t *counts, float *smooth, const atomic_int *cancel,
                      struct engine_cpu_stats *stats, char *msg, size_t msglen);
+
+/* Test hook: after `after_launches` more kernel launches (0 = off) every launch of this engine
+ * fails as CL_OUT_OF_RESOURCES would, so callers can exercise their handling of ERR_DEVICE. */
+void engine_cl_inject_fault(engine_cl *engine, uint64_t after_launches);
 
 #endif

@@ -6,18 +6,22 @@
 #include <string.h>
 
 #include "config.h"
+#include "devconf.h"
 #include "devices.h"
 #include "engine_cpu.h"
 #include "err.h"
 #include "jobs.h"
 #include "log.h"
 #include "rpc.h"
+#include "sched.h"
 
 int main(int argc, char **argv)
 {
     struct config cfg;
     struct devices devs = {0};
+    static struct devconf dconf;    /* static: tens of KiB of rule tables */
     engine_cpu *engine = NULL;
+    sched *scheduler = NULL;
     jobs_store *jobs = NULL;
     rpc_server *srv = NULL;
     sigset_t stop_signals;
@@ -33,6 +37,11 @@ int main(int argc, char **argv)
         return 2;
     }
     log_min_level = cfg.log_level;
+    /* Bad device config stops the server here, before any thread starts, naming file and line. */
+    if (devconf_from_config(&dconf, &cfg, msg, sizeof(msg)) < 0) {
+        fprintf(stderr, "fractald: %s\n", msg);
+        return 2;
+    }
 
     /* Block the stop signals before any thread exists, so every thread inherits the mask and
      * only sigwait below receives them. */
@@ -46,14 +55,23 @@ int main(int argc, char **argv)
         fprintf(stderr, "fractald: cannot start the CPU engine: %s\n", err_name(err));
         goto done;
     }
-    if ((err = devices_init(&devs, engine_cpu_threads(engine))) < 0) {
-        fprintf(stderr, "fractald: cannot list devices: %s\n", err_name(err));
+    if ((err = devconf_discover(&devs, &dconf, engine, msg, sizeof(msg))) < 0) {
+        fprintf(stderr, "fractald: %s\n", msg);
+        status = 2;
         goto done;
     }
     if (cfg.list_devices) {
         devices_print(&devs);
         status = 0;
         goto done;
+    }
+    {
+        struct sched_options so = SCHED_OPTIONS_INIT;
+        so.calibrate = dconf.calibrate;
+        if ((err = sched_new(&scheduler, &devs, &so, msg, sizeof(msg))) < 0) {
+            fprintf(stderr, "fractald: %s\n", msg);
+            goto done;
+        }
     }
     if (cfg.spool_dir[0]) {
         struct jobs_options jo = JOBS_OPTIONS_INIT;
@@ -68,7 +86,7 @@ int main(int argc, char **argv)
         }
     }
     {
-        struct rpc_deps deps = {&cfg, engine, &devs, jobs};
+        struct rpc_deps deps = {&cfg, engine, &devs, jobs, scheduler};
         if ((err = rpc_server_start(&srv, &port, &deps, msg, sizeof(msg))) < 0) {
             fprintf(stderr, "fractald: %s\n", msg);
             goto done;
@@ -104,6 +122,8 @@ int main(int argc, char **argv)
 done:
     rpc_server_stop(srv, 0);
     jobs_close(jobs);
+    /* The scheduler's workers use the devices' backends: stop them before those go. */
+    sched_free(scheduler);
     devices_dispose(&devs);
     engine_cpu_free(engine);
     return status;

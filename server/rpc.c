@@ -328,6 +328,16 @@ static void handle_unimplemented(struct call *c)
     rpc_finish(c, ERR_UNIMPLEMENTED, msg, NULL, 0);
 }
 
+size_t rpc_device_ids(char **ids, size_t max, const struct devices *devs, uint64_t used)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < devs->count && i < 64 && n < max; i++)
+        if (used & ((uint64_t)1 << i))
+            ids[n++] = devs->list[i].id;
+    return n;
+}
+
 /* ---- render workers ---- */
 
 static void enqueue(struct work_queue *q, struct call *c)
@@ -601,6 +611,7 @@ int rpc_server_start(rpc_server **out, int *port, const struct rpc_deps *deps, c
     srv->engine = deps->engine;
     srv->devs = deps->devs;
     srv->jobs = deps->jobs;
+    srv->sched = deps->sched;
     srv->t_start = render_now_ms();
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->renders.ready, NULL);

@@ -10,6 +10,7 @@
 #include "devices.h"
 #include "engine_cpu.h"
 #include "jobs.h"
+#include "sched.h"
 
 typedef struct rpc_server rpc_server;
 
@@ -19,6 +20,7 @@ struct rpc_deps {
     engine_cpu *engine;
     struct devices *devs;
     jobs_store *jobs;           /* NULL: jobs disabled (SubmitJob and friends answer UNAVAILABLE) */
+    sched *sched;               /* computes every render over the usable devices */
 };
 
 /* Binds cfg->listen, starts the completion-queue thread, the render and I/O workers, and begins

@@ -86,7 +86,9 @@ void rpc_get_stats(struct call *c)
         ds->id = d->id;
         ds->tiles = atomic_load(&d->tiles_done);
         ds->iterations = atomic_load(&d->iterations_done);
-        ds->giter_per_s = d->giter_per_s;
+        ds->busy_ms = devices_busy_ms(d);
+        /* Measured over the device's busy time since start; the calibration figure until then. */
+        ds->giter_per_s = ds->busy_ms > 0 ? (double)ds->iterations / (ds->busy_ms * 1e6) : d->giter_per_s;
         dev_ptrs[i] = ds;
     }
     resp.n_devices = devs->count;

@@ -109,6 +109,7 @@ struct rpc_server {
     engine_cpu *engine;
     struct devices *devs;
     jobs_store *jobs;                   /* NULL when jobs are disabled */
+    sched *sched;
     grpc_server *server;
     grpc_completion_queue *cq;
     void *handles[M_COUNT];
@@ -181,6 +182,10 @@ void rpc_log_call(struct call *c, int err, const char *message, const char *extr
  * message and a retry hint in *retry_after_ms) when the queue is full or the in-flight cost
  * budget would be exceeded. */
 int rpc_queue_work(struct call *c, double cost, char *msg, size_t msglen, unsigned *retry_after_ms);
+
+/* Points ids[0..] at the ids of the devices whose bits are set in `used` (sched_call's
+ * devices_used), at most max of them. Returns how many. */
+size_t rpc_device_ids(char **ids, size_t max, const struct devices *devs, uint64_t used);
 
 /* Queues c for an I/O worker (job submission, cancellation, result streaming). Returns 0, or
  * ERR_EXHAUSTED with a message and a retry hint when the I/O queue is full. */

@@ -394,6 +394,7 @@ void rpc_jobs_run(rpc_server *srv, struct jobs_work *work, unsigned slot)
     Fractal__V1__RenderRequest *req = NULL;
     struct render_spec spec;
     struct render_stats st;
+    struct sched_call call = {srv->sched, 0, ""};
     jobs_result *result = NULL;
     char msg[512] = "", *json = NULL;
     int err, device_index = 0;
@@ -419,19 +420,20 @@ void rpc_jobs_run(rpc_server *srv, struct jobs_work *work, unsigned slot)
     if ((err = jobs_result_open(&result, srv->jobs, work->id, msg, sizeof(msg))) < 0)
         goto done;
     {
-        struct render_cpu cpu = {srv->engine, &srv->devs->list[device_index]};
         struct job_progress progress = {srv->jobs, work->id};
-        struct render_io io = {render_compute_cpu, &cpu, jobs_result_sink, result, job_progress, &progress,
+        struct render_io io = {sched_compute, &call, jobs_result_sink, result, job_progress, &progress,
                                work->cancel, 0};
         if ((err = render_run(&st, &io, &spec, json, msg, sizeof(msg))) < 0) {
             if (jobs_result_message(result)[0])
                 snprintf(msg, sizeof(msg), "%s", jobs_result_message(result));
+            else if (call.msg[0])
+                snprintf(msg, sizeof(msg), "%s", call.msg);
             goto done;
         }
     }
     {
         Fractal__V1__RenderStats stats = FRACTAL__V1__RENDER_STATS__INIT;
-        char *device_ids[1] = {srv->devs->list[device_index].id};
+        char *device_ids[64];
         uint8_t *blob;
         size_t len;
 
@@ -440,7 +442,7 @@ void rpc_jobs_run(rpc_server *srv, struct jobs_work *work, unsigned slot)
         stats.compute_ms = st.compute_ms;
         stats.encode_ms = st.encode_ms;
         stats.total_ms = render_now_ms() - t0;
-        stats.n_devices = 1;
+        stats.n_devices = rpc_device_ids(device_ids, 64, srv->devs, call.devices_used);
         stats.devices = device_ids;
         stats.precision = (Fractal__V1__Precision)spec.precision;
         stats.tiles = st.tiles;

@@ -61,16 +61,16 @@ fail:
     rpc_finish(c, err, msg, NULL, retry_after);
 }
 
-/* Fills stats from a finished render. */
+/* Fills stats from a finished render; device_ids (room for 64) receives the devices' ids. */
 static void fill_stats(Fractal__V1__RenderStats *stats, char **device_ids, const struct call *c,
-                       const struct render_stats *st, double queue_ms)
+                       const struct render_stats *st, uint64_t devices_used, double queue_ms)
 {
     stats->iterations = st->iterations;
     stats->queue_ms = queue_ms;
     stats->compute_ms = st->compute_ms;
     stats->encode_ms = st->encode_ms;
     stats->total_ms = render_now_ms() - c->t_accept;
-    stats->n_devices = 1;
+    stats->n_devices = rpc_device_ids(device_ids, 64, c->srv->devs, devices_used);
     stats->devices = device_ids;
     stats->precision = (Fractal__V1__Precision)c->spec.precision;
     stats->tiles = st->tiles;
@@ -114,7 +114,7 @@ static int reply_sink(void *ctx, const void *data, size_t len)
 static void run_render(struct call *c)
 {
     rpc_server *srv = c->srv;
-    struct device *dev = &srv->devs->list[c->device_index];
+    struct sched_call call = {srv->sched, 0, ""};
     struct reply_buffer buf = {0};
     struct render_stats st;
     char msg[512] = "", extra[512];
@@ -136,20 +136,21 @@ static void run_render(struct call *c)
         goto done;
     }
     {
-        struct render_cpu cpu = {srv->engine, dev};
-        struct render_io io = {render_compute_cpu, &cpu, reply_sink, &buf, NULL, NULL, &c->cancelled, 0};
+        struct render_io io = {sched_compute, &call, reply_sink, &buf, NULL, NULL, &c->cancelled, 0};
         if ((err = render_run(&st, &io, &c->spec, json, msg, sizeof(msg))) < 0) {
             if (buf.msg[0])
                 snprintf(msg, sizeof(msg), "%s", buf.msg);
+            else if (call.msg[0])
+                snprintf(msg, sizeof(msg), "%s", call.msg);
             goto done;
         }
     }
     {
         Fractal__V1__RenderResponse resp = FRACTAL__V1__RENDER_RESPONSE__INIT;
         Fractal__V1__RenderStats stats = FRACTAL__V1__RENDER_STATS__INIT;
-        char *device_ids[1] = {dev->id};
+        char *device_ids[64];
 
-        fill_stats(&stats, device_ids, c, &st, queue_ms);
+        fill_stats(&stats, device_ids, c, &st, call.devices_used, queue_ms);
         resp.data.data = buf.data;
         resp.data.len = buf.len;
         resp.content_type = (char *)encode_content_type(c->spec.format);
@@ -158,8 +159,8 @@ static void run_render(struct call *c)
         resp.stats = &stats;
         resp.format = (Fractal__V1__Format)c->spec.format;
         reply = rpc_pack(&resp.base);
-        snprintf(extra, sizeof(extra), "%s device=%s queue_ms=%.2f compute_ms=%.2f encode_ms=%.2f bytes=%zu iter=%llu",
-                 c->summary, dev->id, queue_ms, st.compute_ms, st.encode_ms, buf.len,
+        snprintf(extra, sizeof(extra), "%s devices=%zu queue_ms=%.2f compute_ms=%.2f encode_ms=%.2f bytes=%zu iter=%llu",
+                 c->summary, stats.n_devices, queue_ms, st.compute_ms, st.encode_ms, buf.len,
                  (unsigned long long)st.iterations);
     }
 done:
@@ -249,7 +250,7 @@ static void stream_progress(void *ctx, uint32_t rows_done, uint32_t rows_total, 
 static void run_stream(struct call *c)
 {
     rpc_server *srv = c->srv;
-    struct device *dev = &srv->devs->list[c->device_index];
+    struct sched_call call = {srv->sched, 0, ""};
     struct stream_state s = {c, NULL, 0, 0, 0};
     struct render_stats st;
     char msg[512] = "", extra[512];
@@ -273,10 +274,11 @@ static void run_stream(struct call *c)
         goto done;
     }
     {
-        struct render_cpu cpu = {srv->engine, dev};
-        struct render_io io = {render_compute_cpu, &cpu, stream_sink, &s, stream_progress, &s,
+        struct render_io io = {sched_compute, &call, stream_sink, &s, stream_progress, &s,
                                &c->cancelled, STREAM_BAND_SAMPLES};
         err = render_run(&st, &io, &c->spec, json, msg, sizeof(msg));
+        if (err < 0 && call.msg[0])
+            snprintf(msg, sizeof(msg), "%s", call.msg);
     }
     if (err == 0)
         err = send_chunk(&s);
@@ -290,17 +292,17 @@ static void run_stream(struct call *c)
     {
         Fractal__V1__RenderEvent ev = FRACTAL__V1__RENDER_EVENT__INIT;
         Fractal__V1__RenderStats stats = FRACTAL__V1__RENDER_STATS__INIT;
-        char *device_ids[1] = {dev->id};
+        char *device_ids[64];
 
-        fill_stats(&stats, device_ids, c, &st, queue_ms);
+        fill_stats(&stats, device_ids, c, &st, call.devices_used, queue_ms);
         ev.event_case = FRACTAL__V1__RENDER_EVENT__EVENT_DONE;
         ev.done = &stats;
         if ((err = rpc_stream_send(c, &ev.base)) < 0) {
             snprintf(msg, sizeof(msg), "stream cancelled");
             goto done;
         }
-        snprintf(extra, sizeof(extra), "%s device=%s queue_ms=%.2f compute_ms=%.2f encode_ms=%.2f bytes=%llu iter=%llu",
-                 c->summary, dev->id, queue_ms, st.compute_ms, st.encode_ms, (unsigned long long)s.offset,
+        snprintf(extra, sizeof(extra), "%s devices=%zu queue_ms=%.2f compute_ms=%.2f encode_ms=%.2f bytes=%llu iter=%llu",
+                 c->summary, stats.n_devices, queue_ms, st.compute_ms, st.encode_ms, (unsigned long long)s.offset,
                  (unsigned long long)st.iterations);
     }
 done:

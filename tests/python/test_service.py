@@ -102,7 +102,9 @@ class StreamTests(ServerCase):
     def test_huge_stream_keeps_server_memory_bounded(self):
         # 16384 x 16384 raw counts: 1 GiB on the wire. The server holds one band (a million
         # samples) and one 1 MiB chunk at a time, so its peak RSS stays far below the image.
-        bound = 256 << 20
+        # ASan's shadow memory and quarantine (and PoCL's compiler under it) are not our memory:
+        # the bound is checked for real in the normal build.
+        bound = (1 << 30) if os.environ.get("FRACTALD_SANITIZED") else 256 << 20
         req = pb.RenderRequest(width=16384, height=16384, max_iter=4, format=pb.FORMAT_RAW_U32)
         total = 0
         for ev in self.stub.RenderStream(req, timeout=300):
@@ -142,6 +144,7 @@ class HealthAndStatsTests(ServerCase):
                          health_pb2.HealthCheckResponse.SERVING)
 
     def test_stats_count_requests_by_status(self):
+        # Which device computes a tiny render is up to the scheduler: count over all of them.
         self.stub.Render(pb.RenderRequest(width=8, height=8), timeout=30)
         with self.assertRaises(grpc.RpcError):
             self.stub.Render(pb.RenderRequest(width=0), timeout=30)
@@ -151,7 +154,8 @@ class HealthAndStatsTests(ServerCase):
         self.assertGreaterEqual(counts.get(("Render", 3), 0), 1)
         self.assertGreater(stats.uptime_s, 0)
         self.assertIn("cpu", [d.id for d in stats.devices])
-        self.assertGreater([d for d in stats.devices if d.id == "cpu"][0].iterations, 0)
+        self.assertGreater(sum(d.iterations for d in stats.devices), 0)
+        self.assertTrue(all(d.busy_ms >= 0 for d in stats.devices))
 
 
 class AdmissionTests(ServerCase):

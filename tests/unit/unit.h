@@ -11,10 +11,15 @@
 
 int test_kernels_run(void);
 int test_engine_cpu_run(void);
+int test_engine_cl_run(void);
 int test_color_run(void);
 int test_encode_run(void);
 int test_proto_json_run(void);
 int test_request_run(void);
+int test_sched_run(void);
+int test_devconf_run(void);
+int test_sched_pocl_run(void);
+int test_sched_noicd_run(void);
 int test_jobs_run(void);
 
 #endif

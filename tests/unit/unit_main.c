@@ -15,10 +15,15 @@ struct unit_group {
 static const struct unit_group groups[] = {
     {"kernels", test_kernels_run},
     {"engine_cpu", test_engine_cpu_run},
+    {"engine_cl", test_engine_cl_run},
     {"color", test_color_run},
     {"encode", test_encode_run},
     {"proto_json", test_proto_json_run},
     {"request", test_request_run},
+    {"sched", test_sched_run},
+    {"devconf", test_devconf_run},
+    {"sched_pocl", test_sched_pocl_run},
+    {"sched_noicd", test_sched_noicd_run},
     {"jobs", test_jobs_run},
 };
 

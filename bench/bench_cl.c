@@ -1,0 +1,248 @@
+/* bench_cl.c: throughput of every OpenCL device's engine (the kernel AUTO picks) against the
+ * naive one-sample-per-work-item kernel on the same device, on workloads A, B and C of
+ * BENCHMARKS.md, fp32 and fp64, in Giter/s; program preparation cold and cached reported apart.
+ * Usage: bench_cl [REPS]   (median of REPS renders, default 3) */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ftw.h>
+#include <time.h>
+
+#include "engine_cl.h"
+#include "err.h"
+
+#define MAX_REPS 15
+
+struct workload {
+    const char *name;
+    double c_re, c_im, center_re, center_im, view_width;
+    uint32_t max_iter;
+    uint64_t sum_fp32, sum_fp64;   /* BENCHMARKS.md checksums, no FMA; 0 = none given */
+    uint32_t naive_div;            /* the naive kernel renders a (1920/div)x(1080/div) grid */
+};
+
+static const struct workload workloads[] = {
+    {"A", -0.8, 0.156, 0.0, 0.0, 3.0, 1000, 107491740ull, 107566860ull, 1},
+    {"B", -0.8, 0.156, 0.17304, 0.23854, 0.0005, 10000, 2346960036ull, 2348272443ull, 4},
+    {"C", -0.12, 0.75, 0.0, 0.0, 3.0, 10000, 0, 0, 4},
+};
+
+static const char *const variant_names[] = {"auto", "vector", "scalar", "naive"};
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* Removes a temporary directory this program made (a template never filled in is left). */
+static void remove_tree(const char *dir)
+{
+    if (strstr(dir, "XXXXXX") == NULL)
+        nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* The workload's view on a w x h grid (the same complex rectangle at any size). */
+static void spec_fill(struct render_spec *spec, const struct workload *w, enum spec_precision p,
+                      uint32_t width, uint32_t height)
+{
+    memset(spec, 0, sizeof(*spec));
+    spec->fractal = SPEC_JULIA;
+    spec->c_re = w->c_re;
+    spec->c_im = w->c_im;
+    spec->center_re = w->center_re;
+    spec->center_im = w->center_im;
+    spec->view_width = w->view_width;
+    spec->width = width;
+    spec->height = height;
+    spec->region = (struct spec_rect){0, 0, width, height};
+    spec->max_iter = w->max_iter;
+    spec->escape_radius = 2.0;
+    spec->precision = p;
+    spec->format = SPEC_RAW_U32;
+    spec->supersample = 1;
+}
+
+/* Median Giter/s of `reps` renders after one warm-up render (first touch, first launches);
+ * *sum gets the checksum. */
+static int run(engine_cl *e, const struct render_spec *spec, uint32_t *counts, float *smooth,
+               int reps, double *gips, uint64_t *sum)
+{
+    double rate[MAX_REPS];
+    struct engine_cpu_stats st;
+    char msg[256];
+    int err;
+
+    if ((err = engine_cl_render(e, spec, &spec->region, counts, smooth, NULL, &st, msg,
+                                sizeof(msg))) < 0)
+        goto fail;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now_s(), dt;
+        if ((err = engine_cl_render(e, spec, &spec->region, counts, smooth, NULL, &st, msg,
+                                    sizeof(msg))) < 0)
+            goto fail;
+        dt = now_s() - t0;
+        rate[r] = (double)st.iterations / dt * 1e-9;
+    }
+    *sum = st.iterations;
+    *gips = median(rate, reps);
+    return 0;
+
+fail:
+    fprintf(stderr, "bench_cl: %s: %s\n", err_name(err), msg);
+    return err;
+}
+
+/* Discovers every device with `variant`, caching programs under cache_dir; prints how long
+ * preparing each took. */
+static int discover(engine_cl ***list, size_t *n, enum engine_cl_variant variant,
+                    const char *cache_dir, const char *label)
+{
+    struct engine_cl_options o = ENGINE_CL_OPTIONS_INIT;
+    char msg[256];
+    double t0 = now_s();
+    int err;
+
+    o.cache_dir = cache_dir;
+    o.variant = variant;
+    if ((err = engine_cl_discover(list, n, &o, msg, sizeof(msg))) < 0)
+        return err;
+    printf("%-28s %7.0f ms  (%s)\n", label, (now_s() - t0) * 1e3, msg);
+    for (size_t i = 0; i < *n; i++) {
+        const struct engine_cl_info *info = engine_cl_get_info((*list)[i]);
+        printf("  [%zu] %-40s %s, %7.0f ms%s%s\n", i, info->name, variant_names[info->variant],
+               info->build_ms, info->from_cache ? " (binary cache)" : " (built from source)",
+               engine_cl_failure((*list)[i]) ? " FAILED" : "");
+        if (engine_cl_failure((*list)[i]))
+            printf("      %s\n", engine_cl_failure((*list)[i]));
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    engine_cl **cold = NULL, **fast = NULL, **naive = NULL;
+    size_t ncold = 0, nfast = 0, nnaive = 0;
+    char cache_dir[64] = "/tmp/fractald-bench-cl-XXXXXX", pocl_dir[64] =
+                                                              "/tmp/fractald-bench-pocl-XXXXXX";
+    uint32_t *counts = NULL;
+    float *smooth = NULL;
+    int reps = 3, err = 0, bad = 0;
+    double t_start = now_s();
+
+    if (argc > 1)
+        reps = atoi(argv[1]);
+    if (reps < 1 || reps > MAX_REPS) {
+        fprintf(stderr, "bench_cl: REPS must be 1..%d\n", MAX_REPS);
+        return 2;
+    }
+    counts = malloc(sizeof(*counts) * 1920 * 1080);
+    smooth = malloc(sizeof(*smooth) * 1920 * 1080);
+    if (counts == NULL || smooth == NULL || mkdtemp(cache_dir) == NULL) {
+        err = ERR_NOMEM;
+        goto done;
+    }
+    /* A cold build means PoCL's own kernel cache is empty too: point it at a fresh directory
+     * before the ICD loader starts (BENCH_KEEP_POCL_CACHE=1 keeps the user's). */
+    if (!getenv("BENCH_KEEP_POCL_CACHE") && mkdtemp(pocl_dir) != NULL)
+        setenv("POCL_CACHE_DIR", pocl_dir, 1);
+
+    printf("program preparation (context, queue, fp32+fp64 programs, warm-up launches):\n");
+    if ((err = discover(&cold, &ncold, ENGINE_CL_AUTO, cache_dir, "auto, cold")) < 0)
+        goto done;
+    engine_cl_free_all(cold, ncold);
+    cold = NULL;
+    if ((err = discover(&fast, &nfast, ENGINE_CL_AUTO, cache_dir, "auto, from the cache")) < 0)
+        goto done;
+    if ((err = discover(&naive, &nnaive, ENGINE_CL_NAIVE, cache_dir, "naive, cold")) < 0)
+        goto done;
+    if (nfast == 0) {
+        printf("no OpenCL device: nothing to measure\n");
+        goto done;
+    }
+
+    printf("\n%-4s %-3s %-5s %-7s %9s %9s %9s %8s  %-11s %s\n", "dev", "wl", "prec", "kernel",
+           "auto", "+smooth", "naive", "ratio", "sum", "check");
+    for (size_t d = 0; d < nfast; d++) {
+        engine_cl *e = fast[d], *nv = d < nnaive ? naive[d] : NULL;
+        const struct engine_cl_info *info = engine_cl_get_info(e);
+
+        if (engine_cl_failure(e))
+            continue;
+        for (size_t wi = 0; wi < sizeof(workloads) / sizeof(workloads[0]); wi++) {
+            const struct workload *w = &workloads[wi];
+            for (int p = SPEC_FP32; p <= SPEC_FP64; p++) {
+                struct render_spec spec;
+                double g_auto, g_smooth, g_naive = 0;
+                uint64_t sum, sum2, nsum, want = p == SPEC_FP32 ? w->sum_fp32 : w->sum_fp64;
+                const char *check;
+
+                if (p == SPEC_FP64 && !info->fp64)
+                    continue;
+                spec_fill(&spec, w, (enum spec_precision)p, 1920, 1080);
+                if ((err = run(e, &spec, counts, NULL, reps, &g_auto, &sum)) < 0)
+                    goto done;
+                if ((err = run(e, &spec, counts, smooth, reps, &g_smooth, &sum2)) < 0)
+                    goto done;
+                if (nv && !engine_cl_failure(nv)) {
+                    spec_fill(&spec, w, (enum spec_precision)p, 1920 / w->naive_div,
+                              1080 / w->naive_div);
+                    if ((err = run(nv, &spec, counts, NULL, reps < 3 ? reps : 3, &g_naive,
+                                   &nsum)) < 0)
+                        goto done;
+                }
+                check = sum != sum2 ? "MISMATCH auto vs +smooth"
+                        : want == 0 ? "-"
+                        : sum == want ? "ok"
+                                      : "MISMATCH with BENCHMARKS.md";
+                bad |= check[0] == 'M';
+                printf("%-4zu %-3s %-5s %-7s %9.2f %9.2f %9.3f %7.1fx  %-11llu %s\n", d, w->name,
+                       p == SPEC_FP32 ? "fp32" : "fp64", variant_names[info->variant], g_auto,
+                       g_smooth, g_naive, g_naive > 0 ? g_auto / g_naive : 0.0,
+                       (unsigned long long)sum, check);
+                fflush(stdout);
+            }
+        }
+    }
+    printf("Giter/s, median of %d renders after a warm-up; 1920x1080; auto = the kernel AUTO "
+           "picks, counts only;\n+smooth = counts and smooth values; naive = one sample per "
+           "work-item, counts only, on the same\nview at 1920x1080 (A) or 480x270 (B, C); "
+           "ratio = auto / naive. Total %.1f s.\n",
+           reps, now_s() - t_start);
+
+done:
+    if (err < 0)
+        fprintf(stderr, "bench_cl: %s\n", err_name(err));
+    engine_cl_free_all(cold, ncold);
+    engine_cl_free_all(fast, nfast);
+    engine_cl_free_all(naive, nnaive);
+    free(counts);
+    free(smooth);
+    remove_tree(cache_dir);
+    remove_tree(pocl_dir);
+    return err < 0 || bad ? 1 : 0;
+}

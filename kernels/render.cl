@@ -1,0 +1,462 @@
+/* render.cl: the OpenCL kernels of server/engine_cl.c around the escape-time function of
+ * escape.h: render_vector (explicit vectors, lane refill; CPU-type devices) and render_scalar
+ * (one orbit at a time per work-item; GPU-type devices, and one sample per work-item as NAIVE). */
+
+/* No FMA contraction anywhere: escape counts must equal the CPU engine's (escape.h). */
+#pragma OPENCL FP_CONTRACT OFF
+
+/* The build step that embeds this file into the server (kernels/embed.cmake) replaces the next
+ * line with the text of escape.h, so nothing is read from disk at run time. */
+#include "escape.h"
+
+/*
+ * The host builds one program per precision with these options:
+ *   -DFRACTALD_F64            double (else float)
+ *   -DFRACTALD_VECTOR         define render_vector (else render_scalar)
+ *   -DVW=n -DVG=n             vector width (2, 4, 8, 16) and vectors per work-item (VECTOR only)
+ *   -DRK=n                    iterations between escape checks (VECTOR only)
+ *
+ * Both kernels take the same arguments, so the host drives them alike. They are resumable: a
+ * launch spends at most `budget` of work per work-item (blocks of RK iterations for VECTOR,
+ * iterations for SCALAR) and leaves every unfinished orbit in the state buffers; the next launch
+ * (init == 0) continues it. ctl[0] is the next unclaimed sample (VECTOR), ctl[1] counts the
+ * work-items that have finished all their samples: the host is done when it equals nwork.
+ * Samples are numbered row-major over the rectangle; counts/zout are indexed by that number.
+ * zout[2p], zout[2p+1] receive the final z of sample p (FLAG_SMOOTH): the host computes the
+ * smooth value from it with escape.h's esc_smooth, as the CPU engine does, so smooth values are
+ * bit-identical across engines (a device's log/log2 may differ from libm's by an ulp).
+ * `two` is 2, passed at run time: a literal 2 would let the compiler turn t * 2 back into t + t.
+ */
+
+#ifdef FRACTALD_F64
+#define REAL double
+#define MASKE long
+#define SFX f64
+#define LIT(x) x
+#else
+#define REAL float
+#define MASKE int
+#define SFX f32
+#define LIT(x) x##f
+#endif
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define ESC(fn) CAT(CAT(esc_, fn), CAT(_, SFX))
+#define VIEW CAT(esc_view_, SFX)
+
+/* Marks a lane or work-item with no sample. */
+#define NO_SAMPLE 0xffffffffu
+
+/* flags bits */
+#define FLAG_CAREFUL 1u   /* some c may bring an escaped orbit back inside R: check every step */
+#define FLAG_SMOOTH 2u    /* write the final z of every sample to zout */
+
+#define KERNEL_ARGS                                                                            \
+    int fractal, REAL center_re, REAL center_im, REAL s, REAL half_w, REAL half_h, REAL c_re,   \
+        REAL c_im, REAL r2max, REAL log_r, uint max_iter, uint rect_x, uint rect_y,             \
+        uint rect_w, uint nsamples, uint nwork, uint budget, uint init, uint flags,             \
+        global REAL *st_zr, global REAL *st_zi, global uint *st_n, global uint *st_pos,         \
+        global uint *st_wi, volatile global uint *ctl, global uint *counts, global REAL *zout,    \
+        REAL two
+
+/* The per-render constants, from the host's values (already rounded to REAL there, exactly as
+ * esc_view_init computes them on the CPU: the division in the mapping never runs here, so the
+ * device's division accuracy cannot change a coordinate). */
+#define VIEW_FILL(v)                                                                           \
+    do {                                                                                       \
+        (v).center_re = center_re;                                                             \
+        (v).center_im = center_im;                                                             \
+        (v).s = s;                                                                             \
+        (v).half_w = half_w;                                                                   \
+        (v).half_h = half_h;                                                                   \
+        (v).c_re = c_re;                                                                       \
+        (v).c_im = c_im;                                                                       \
+        (v).r2max = r2max;                                                                     \
+        (v).log_r = log_r;                                                                     \
+        (v).max_iter = max_iter;                                                               \
+        (v).fractal = fractal;                                                                 \
+    } while (0)
+
+/* z_0 and c of sample p of the rectangle. */
+static inline void sample_start(const VIEW *v, uint p, uint rect_x, uint rect_y, uint rect_w,
+                                REAL *zr, REAL *zi, REAL *cr, REAL *ci)
+{
+    REAL x = ESC(x)(v, rect_x + p % rect_w), y = ESC(y)(v, rect_y + p / rect_w);
+
+    if (v->fractal == ESC_MANDELBROT) {
+        *zr = LIT(0.0);
+        *zi = LIT(0.0);
+        *cr = x;
+        *ci = y;
+    } else {
+        *zr = x;
+        *zi = y;
+        *cr = v->c_re;
+        *ci = v->c_im;
+    }
+}
+
+#ifndef FRACTALD_VECTOR
+
+/*
+ * render_scalar: work-item w owns samples w, w + nwork, w + 2*nwork, ... (neighbouring
+ * work-items take neighbouring samples, so a GPU's loads and stores coalesce) and runs their
+ * orbits one after another with escape.h's own esc_orbit, checking every iteration. With nwork
+ * == nsamples it is the NAIVE kernel: one sample per work-item.
+ * State per work-item: st_pos = current sample (>= nsamples once finished), st_n and st_zr/zi =
+ * its orbit so far.
+ */
+kernel void render_scalar(KERNEL_ARGS)
+{
+    const uint w = get_global_id(0);
+    VIEW v;
+    uint idx, n, left = budget;
+    REAL zr, zi, cr, ci;
+
+    if (w >= nwork)
+        return;
+    VIEW_FILL(v);
+    if (init) {
+        idx = w;
+        n = 0;
+    } else {
+        idx = st_pos[w];
+        if (idx >= nsamples)
+            return;
+        n = st_n[w];
+    }
+    if (idx >= nsamples) {
+        st_pos[w] = idx;
+        atomic_inc(&ctl[1]);
+        return;
+    }
+    sample_start(&v, idx, rect_x, rect_y, rect_w, &zr, &zi, &cr, &ci);
+    if (!init) {
+        zr = st_zr[w];
+        zi = st_zi[w];
+    }
+    for (;;) {
+        uint lim = max_iter - n > left ? n + left : max_iter;
+        uint m = ESC(orbit)(&zr, &zi, cr, ci, r2max, n, lim);
+        uint used = m - n;
+
+        if (m == lim && m < max_iter) {
+            /* Budget spent inside this orbit: z_m is not checked yet, the next launch does. */
+            n = m;
+            break;
+        }
+        counts[idx] = m;
+        if (flags & FLAG_SMOOTH) {
+            zout[2 * (size_t)idx] = zr;
+            zout[2 * (size_t)idx + 1] = zi;
+        }
+        idx += nwork;
+        if (idx >= nsamples) {
+            st_pos[w] = idx;
+            atomic_inc(&ctl[1]);
+            return;
+        }
+        sample_start(&v, idx, rect_x, rect_y, rect_w, &zr, &zi, &cr, &ci);
+        n = 0;
+        /* A sample costs at least its one escape check, so a launch of quickly escaping
+         * samples still ends. */
+        used += 1;
+        if (used >= left)
+            break;
+        left -= used;
+    }
+    st_pos[w] = idx;
+    st_n[w] = n;
+    st_zr[w] = zr;
+    st_zi[w] = zi;
+}
+
+#else /* FRACTALD_VECTOR */
+
+#define VREAL CAT(REAL, VW)
+#define VMASK CAT(MASKE, VW)
+#define VLOAD CAT(vload, VW)
+#define VSTORE CAT(vstore, VW)
+#define L (VW * VG)
+
+/* Nonzero when any lane of a mask is set. (OR-folding the halves instead measured slower on
+ * PoCL.) */
+#define ANY_SET(m) any(m)
+#define CHUNK 16u
+
+/* The lanes of one work-item, in private memory where a lane can be indexed at run time; the
+ * hot loop works on vector copies in registers and comes back here only to settle and refill. */
+typedef struct {
+    REAL zr[L], zi[L], cr[L], ci[L];
+    uint pos[L];                      /* sample of each lane, NO_SAMPLE when parked */
+    ulong start[L], due[L];           /* block clock when the orbit had n = 0 / n = max_iter */
+    uint cur, cur_end;                /* the claimed chunk of samples not yet in a lane */
+    uint col, row;                    /* rectangle coordinates of sample cur */
+    uint exhausted, alive;
+} lanes;
+
+/* Gives lane l the next sample: from the work-item's chunk, claiming a new chunk from ctl[0]
+ * when it is used up; parks the lane (z = c = 0 never escapes) once every sample is claimed. */
+static void refill(lanes *ln, uint l, ulong clock, const VIEW *v, uint rect_x, uint rect_y,
+                   uint rect_w, uint nsamples, volatile global uint *ctl)
+{
+    if (ln->cur == ln->cur_end && !ln->exhausted) {
+        uint c0 = atomic_add(&ctl[0], CHUNK);
+        if (c0 < nsamples) {
+            ln->cur = c0;
+            ln->cur_end = nsamples - c0 > CHUNK ? c0 + CHUNK : nsamples;
+            ln->col = c0 % rect_w;
+            ln->row = c0 / rect_w;
+        } else {
+            ln->exhausted = 1;
+        }
+    }
+    if (ln->cur < ln->cur_end) {
+        uint p = ln->cur++;
+        REAL x = ESC(x)(v, rect_x + ln->col), y = ESC(y)(v, rect_y + ln->row);
+
+        if (++ln->col == rect_w) {
+            ln->col = 0;
+            ln->row++;
+        }
+        if (v->fractal == ESC_MANDELBROT) {
+            ln->zr[l] = ln->zi[l] = LIT(0.0);
+            ln->cr[l] = x;
+            ln->ci[l] = y;
+        } else {
+            ln->zr[l] = x;
+            ln->zi[l] = y;
+            ln->cr[l] = v->c_re;
+            ln->ci[l] = v->c_im;
+        }
+        ln->pos[l] = p;
+        ln->start[l] = clock;
+        ln->due[l] = clock + v->max_iter;
+        ln->alive++;
+    } else {
+        ln->zr[l] = ln->zi[l] = ln->cr[l] = ln->ci[l] = LIT(0.0);
+        ln->pos[l] = NO_SAMPLE;
+        ln->due[l] = ULONG_MAX;
+    }
+}
+
+/*
+ * render_vector: each work-item keeps L = VW * VG orbits in flight as VG vectors of VW lanes
+ * and claims samples in chunks of CHUNK from ctl[0], so the load balances itself. It runs
+ * blocks of RK steps with no branch, saving every z of the block, then checks the block's last z.
+ * A lane that escaped (or reached max_iter) inside the block is settled by applying escape.h's
+ * check to its saved z values in order (vector-wide, a group at a time), which gives exactly the
+ * scalar count and final z; the lane then takes the next sample at once (lane refill). The
+ * vector step is ESC_STEP's operation order (t + t written t * 2 in odd groups: the same value,
+ * and it balances the multiply and add units). Checking only the last z is exact when an escaped
+ * orbit cannot come back inside R (|c| <= R^2 - R, decided by the host for the whole
+ * rectangle); otherwise (FLAG_CAREFUL) every step's check is accumulated.
+ * This is server/engine_cpu.c's lane machine, in OpenCL C.
+ * State per work-item: per lane z, n and sample in st_zr/zi, st_n, st_pos (L entries each);
+ * st_wi[4w..4w+3] = chunk start, chunk end, finished, every sample claimed.
+ */
+kernel void render_vector(KERNEL_ARGS)
+{
+    const uint w = get_global_id(0), base = w * L;
+    const REAL r2 = r2max;
+    VIEW v;
+    lanes ln;
+    VREAL hr[RK * VG], hi[RK * VG];   /* z at the start of each step of the block, by [k][g] */
+    VMASK gfirst, gout;               /* in memory, so a lane can be read at run time */
+    VREAL zr[VG], zi[VG], cr[VG], ci[VG];
+    /* The block clock starts at 2^32 so that start = clock - n never wraps below 0. */
+    ulong clock = (ulong)1 << 32, min_due = ULONG_MAX;
+    uint blocks = 0;
+
+    if (w >= nwork || (!init && st_wi[4 * w + 2]))
+        return;
+    VIEW_FILL(v);
+    ln.alive = 0;
+    if (init) {
+        ln.cur = ln.cur_end = ln.col = ln.row = 0;
+        ln.exhausted = 0;
+        for (uint l = 0; l < L; l++)
+            refill(&ln, l, clock, &v, rect_x, rect_y, rect_w, nsamples, ctl);
+    } else {
+        ln.cur = st_wi[4 * w];
+        ln.cur_end = st_wi[4 * w + 1];
+        ln.col = ln.cur % rect_w;
+        ln.row = ln.cur / rect_w;
+        ln.exhausted = st_wi[4 * w + 3];
+        for (uint l = 0; l < L; l++) {
+            uint p = st_pos[base + l];
+            if (p == NO_SAMPLE) {
+                ln.zr[l] = ln.zi[l] = ln.cr[l] = ln.ci[l] = LIT(0.0);
+                ln.pos[l] = NO_SAMPLE;
+                ln.due[l] = ULONG_MAX;
+                continue;
+            }
+            sample_start(&v, p, rect_x, rect_y, rect_w, &ln.zr[l], &ln.zi[l], &ln.cr[l],
+                         &ln.ci[l]);
+            ln.zr[l] = st_zr[base + l];
+            ln.zi[l] = st_zi[base + l];
+            ln.pos[l] = p;
+            ln.start[l] = clock - st_n[base + l];
+            ln.due[l] = ln.start[l] + max_iter;
+            ln.alive++;
+        }
+    }
+    for (uint l = 0; l < L; l++)
+        min_due = min(min_due, ln.due[l]);
+#pragma unroll
+    for (int g = 0; g < VG; g++) {
+        zr[g] = VLOAD(g, ln.zr);
+        zi[g] = VLOAD(g, ln.zi);
+        cr[g] = VLOAD(g, ln.cr);
+        ci[g] = VLOAD(g, ln.ci);
+    }
+
+    while (ln.alive > 0 && blocks < budget) {
+        VREAL a[VG], b[VG], x2, y2, t;
+        VMASK ok[VG], out[VG], any_out = (VMASK)(0);
+        uint gmask = 0, full;
+
+        blocks++;
+#pragma unroll
+        for (int g = 0; g < VG; g++) {
+            a[g] = zr[g];
+            b[g] = zi[g];
+            ok[g] = (VMASK)(-1);
+        }
+        if (flags & FLAG_CAREFUL) {
+            for (int k = 0; k < RK; k++) {
+#pragma unroll
+                for (int g = 0; g < VG; g++) {
+                    hr[k * VG + g] = a[g];
+                    hi[k * VG + g] = b[g];
+                    x2 = a[g] * a[g];
+                    y2 = b[g] * b[g];
+                    ok[g] &= x2 + y2 <= r2;
+                    t = a[g] * b[g];
+                    b[g] = (g & 1 ? t * two : t + t) + ci[g];
+                    a[g] = x2 - y2 + cr[g];
+                }
+            }
+        } else {
+            for (int k = 0; k < RK; k++) {
+#pragma unroll
+                for (int g = 0; g < VG; g++) {
+                    hr[k * VG + g] = a[g];
+                    hi[k * VG + g] = b[g];
+                    x2 = a[g] * a[g];
+                    y2 = b[g] * b[g];
+                    t = a[g] * b[g];
+                    b[g] = (g & 1 ? t * two : t + t) + ci[g];
+                    a[g] = x2 - y2 + cr[g];
+                }
+            }
+        }
+        clock += RK;
+#pragma unroll
+        for (int g = 0; g < VG; g++) {
+            x2 = a[g] * a[g];
+            y2 = b[g] * b[g];
+            /* Lanes out of R or NaN now, or (careful blocks) out at some step. */
+            out[g] = ~(ok[g] & (x2 + y2 <= r2));
+            any_out |= out[g];
+            zr[g] = a[g];
+            zi[g] = b[g];
+        }
+        full = clock >= min_due;
+        if (!ANY_SET(any_out) && !full)
+            continue;
+
+        /* Settle the lanes flagged by the check and (full) those whose n reached max_iter, a
+         * group at a time; unrolled, so that each group's vectors stay in registers. */
+        if (full) {
+            min_due = ULONG_MAX;
+            gmask = (1u << VG) - 1;
+        } else {
+#pragma unroll
+            for (int g = 0; g < VG; g++)
+                gmask |= (uint)(ANY_SET(out[g]) != 0) << g;
+        }
+#pragma unroll
+        for (int g = 0; g < VG; g++) {
+            VMASK inside = (VMASK)(-1), first = (VMASK)(0);
+            uint lanes_due = 0;
+
+            if (!(gmask >> g & 1))
+                continue;
+            /* first = the step (0..RK) of each lane's first escaped z, RK + 1 if none. */
+            for (int k = 0; k < RK; k++) {
+                inside &= hr[k * VG + g] * hr[k * VG + g] + hi[k * VG + g] * hi[k * VG + g] <= r2;
+                first -= inside;
+            }
+            inside &= zr[g] * zr[g] + zi[g] * zi[g] <= r2;
+            first -= inside;
+            gfirst = first;
+            gout = out[g];
+            VSTORE(zr[g], g, ln.zr);
+            VSTORE(zi[g], g, ln.zi);
+            for (uint e = 0; e < VW; e++) {
+                lanes_due |= (uint)(((const private MASKE *)&gout)[e] != 0) << e;
+                if (full) {
+                    if (ln.due[g * VW + e] <= clock)
+                        lanes_due |= 1u << e;
+                    else
+                        min_due = min(min_due, ln.due[g * VW + e]);
+                }
+            }
+            for (; lanes_due; lanes_due &= lanes_due - 1) {
+                uint e = 31 - clz(lanes_due & (0u - lanes_due)), l = g * VW + e, n0, n;
+                ulong k = (ulong)((const private MASKE *)&gfirst)[e];
+                REAL x = LIT(0.0), y = LIT(0.0);
+
+                n0 = (uint)(clock - RK - ln.start[l]);
+                if (n0 + k >= max_iter) {
+                    n = max_iter;
+                } else if (k > RK) {
+                    /* Unreachable: a flagged lane escapes among the z just checked. Keep the
+                     * lane running rather than write a wrong count. */
+                    min_due = min(min_due, ln.due[l]);
+                    continue;
+                } else {
+                    /* z_{n0 + k} is the saved z of step k, or the current z for k == RK. */
+                    n = n0 + (uint)k;
+                    x = k < RK ? ((const private REAL *)&hr[k * VG + g])[e] : ln.zr[l];
+                    y = k < RK ? ((const private REAL *)&hi[k * VG + g])[e] : ln.zi[l];
+                }
+                counts[ln.pos[l]] = n;
+                if (flags & FLAG_SMOOTH) {
+                    zout[2 * (size_t)ln.pos[l]] = x;
+                    zout[2 * (size_t)ln.pos[l] + 1] = y;
+                }
+                ln.alive--;
+                refill(&ln, l, clock, &v, rect_x, rect_y, rect_w, nsamples, ctl);
+                min_due = min(min_due, ln.due[l]);
+            }
+            zr[g] = VLOAD(g, ln.zr);
+            zi[g] = VLOAD(g, ln.zi);
+            cr[g] = VLOAD(g, ln.cr);
+            ci[g] = VLOAD(g, ln.ci);
+        }
+    }
+
+#pragma unroll
+    for (int g = 0; g < VG; g++) {
+        VSTORE(zr[g], g, st_zr + base);
+        VSTORE(zi[g], g, st_zi + base);
+    }
+    for (uint l = 0; l < L; l++) {
+        st_pos[base + l] = ln.pos[l];
+        st_n[base + l] = ln.pos[l] == NO_SAMPLE ? 0u : (uint)(clock - ln.start[l]);
+    }
+    st_wi[4 * w] = ln.cur;
+    st_wi[4 * w + 1] = ln.cur_end;
+    st_wi[4 * w + 3] = ln.exhausted;
+    if (ln.alive == 0) {
+        st_wi[4 * w + 2] = 1;
+        atomic_inc(&ctl[1]);
+    } else {
+        st_wi[4 * w + 2] = 0;
+    }
+}
+
+#endif /* FRACTALD_VECTOR */

@@ -1,0 +1,538 @@
+/* sched.c: the multi-device scheduler: per-device worker threads pulling row-strip tiles from the
+ * requests in flight, round-robin between requests, with re-runs of the tiles of failed devices. */
+#include "sched.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "err.h"
+#include "log.h"
+
+/* No tile is cut smaller than this (unless the band is): below it the per-tile overhead of a
+ * device (a queue round trip, a kernel launch) outweighs the work. */
+#define MIN_TILE_SAMPLES 4096u
+/* How often a waiting sched_compute looks at its caller's cancel flag. */
+#define CANCEL_POLL_MS 5
+#define DEFAULT_CALIBRATE_MS 80u
+
+/* Rows [y, y + height) of a request's rectangle, relative to its top. */
+struct strip {
+    uint32_t y, height;
+};
+
+/* One sched_compute call in flight. Everything but the constant inputs is guarded by the
+ * scheduler's lock. */
+struct request {
+    const struct render_spec *spec;
+    struct spec_rect rect;
+    uint32_t *counts;
+    float *smooth;
+    bool need_fp64;
+    /* What the tiles poll: set when the caller cancels or the request fails, so devices let go of
+     * its tiles within one engine poll. */
+    atomic_int abort;
+    double share_den;           /* sum of the effective weights of the devices that may serve it */
+    uint32_t next_row;          /* rows [0, next_row) have been handed out at least once */
+    struct strip *retry;        /* strips whose device failed, handed out before new rows */
+    size_t nretry, retry_cap;
+    uint32_t rows_done;
+    unsigned inflight;
+    bool stopped;               /* hand out nothing more: cancelled or failed */
+    int err;
+    char msg[256];
+    uint64_t iterations, used;
+    uint32_t tiles;
+    pthread_cond_t changed;     /* rows_done, inflight or stopped changed */
+    struct request *prev, *next;
+};
+
+struct worker {
+    struct sched *sched;
+    size_t index;               /* into devs->list */
+    pthread_t thread;
+    bool started;
+    int64_t tiles_run;          /* tiles this device finished, for fault injection */
+};
+
+struct sched {
+    struct devices *devs;
+    pthread_mutex_t lock;
+    pthread_cond_t work;        /* a request arrived, a tile was re-queued, or stop */
+    struct request *head, *tail;  /* requests in flight, served from the head */
+    bool stop;
+    struct worker *workers;
+    size_t nworkers;
+};
+
+static int cpu_render(void *backend, const struct render_spec *spec, const struct spec_rect *rect,
+                      uint32_t *counts, float *smooth, const atomic_int *cancel,
+                      struct engine_cpu_stats *stats, char *msg, size_t msglen)
+{
+    int err = engine_cpu_render(backend, spec, rect, counts, smooth, cancel, stats);
+
+    if (err == ERR_NOMEM)
+        snprintf(msg, msglen, "CPU engine: out of memory");
+    return err;
+}
+
+const struct device_ops sched_cpu_ops = {cpu_render};
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static uint64_t min_u64(uint64_t a, uint64_t b)
+{
+    return a < b ? a : b;
+}
+
+static uint64_t clamp_u64(uint64_t v, uint64_t lo, uint64_t hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+uint64_t sched_tile_samples(const struct device *d)
+{
+    uint64_t n, cu = d->compute_units ? d->compute_units : 1;
+
+    /* GPUs and accelerators need millions of work-items in flight to fill and amortise a launch;
+     * CPU-type devices are full with a few thousand samples per core, and smaller tiles there
+     * keep the tail of a band short. */
+    if (d->type == DEVICE_GPU || d->type == DEVICE_ACCELERATOR)
+        n = (uint64_t)1 << 22;
+    else if (strcmp(d->engine, "cpu") == 0)
+        n = clamp_u64(cu * 16384, (uint64_t)1 << 16, (uint64_t)1 << 22);
+    else
+        n = clamp_u64(cu * 32768, (uint64_t)1 << 18, (uint64_t)1 << 22);
+    if (d->max_tile_samples)
+        n = min_u64(n, d->max_tile_samples);
+    /* A tile holds a count and a smooth value (4 + 4 bytes) per sample on the device. */
+    if (d->max_memory_bytes)
+        n = min_u64(n, d->max_memory_bytes / 8);
+    if (d->max_alloc_bytes)
+        n = min_u64(n, d->max_alloc_bytes / 4);
+    return n ? n : 1;
+}
+
+static double effective_weight(const struct device *d)
+{
+    return (d->giter_per_s > 0 ? d->giter_per_s : 1.0) * (d->weight > 0 ? d->weight : 1.0);
+}
+
+static bool can_serve(const struct device *d, const struct request *r)
+{
+    return devices_usable(d) && devices_match(d, r->spec->device) && (d->fp64 || !r->need_fp64);
+}
+
+static bool has_work(const struct request *r)
+{
+    return !r->stopped && (r->nretry > 0 || r->next_row < r->rect.height);
+}
+
+/* Rows of the request a device takes at once: its tile size, but at most half its share of the
+ * request (by effective weight), so a slow device never holds the last large tile of a band. */
+static uint32_t rows_for(const struct device *d, const struct request *r)
+{
+    uint64_t total = (uint64_t)r->rect.width * r->rect.height;
+    uint64_t fair = (uint64_t)((double)total * effective_weight(d) / r->share_den / 2);
+    uint64_t samples = min_u64(sched_tile_samples(d), fair > MIN_TILE_SAMPLES ? fair : MIN_TILE_SAMPLES);
+    uint64_t rows = samples / r->rect.width;
+
+    /* A tile is at least one full row, whatever the limits say: rows are never split. */
+    return rows < 1 ? 1 : rows > r->rect.height ? r->rect.height : (uint32_t)rows;
+}
+
+static void list_append(struct sched *s, struct request *r)
+{
+    r->prev = s->tail;
+    r->next = NULL;
+    if (s->tail)
+        s->tail->next = r;
+    else
+        s->head = r;
+    s->tail = r;
+}
+
+static void list_remove(struct sched *s, struct request *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        s->head = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    else
+        s->tail = r->prev;
+    r->prev = r->next = NULL;
+}
+
+static void stop_request(struct request *r, int err, const char *msg)
+{
+    if (r->stopped)
+        return;
+    r->stopped = true;
+    r->err = err;
+    snprintf(r->msg, sizeof(r->msg), "%s", msg);
+    atomic_store(&r->abort, 1);
+    pthread_cond_broadcast(&r->changed);
+}
+
+/* Takes the next tile for device `index`: the first request from the head of the list it may
+ * serve, retried strips before new rows. The request then goes to the tail, so requests take
+ * turns (round-robin) whichever device asks. Called with the lock held; NULL when none. */
+static struct request *take_tile(struct sched *s, size_t index, struct strip *out)
+{
+    const struct device *d = &s->devs->list[index];
+
+    for (struct request *r = s->head; r; r = r->next) {
+        uint32_t rows;
+        if (!has_work(r) || !can_serve(d, r))
+            continue;
+        rows = rows_for(d, r);
+        if (r->nretry > 0) {
+            struct strip *st = &r->retry[r->nretry - 1];
+            out->y = st->y;
+            out->height = rows < st->height ? rows : st->height;
+            st->y += out->height;
+            st->height -= out->height;
+            if (st->height == 0)
+                r->nretry--;
+        } else {
+            out->y = r->next_row;
+            out->height = rows < r->rect.height - r->next_row ? rows : r->rect.height - r->next_row;
+            r->next_row += out->height;
+        }
+        r->inflight++;
+        list_remove(s, r);
+        list_append(s, r);
+        return r;
+    }
+    return NULL;
+}
+
+/* After device `index` failed: every request that still has rows to hand out and no device left
+ * to take them fails with ERR_DEVICE. Called with the lock held. */
+static void fail_orphans(struct sched *s, size_t index)
+{
+    const struct device *failed = &s->devs->list[index];
+
+    for (struct request *r = s->head; r; r = r->next) {
+        bool served = false;
+        char msg[256];
+        if (!has_work(r))
+            continue;
+        for (size_t i = 0; i < s->devs->count && !served; i++)
+            served = can_serve(&s->devs->list[i], r);
+        if (served)
+            continue;
+        snprintf(msg, sizeof(msg), "device %.60s failed (%.120s) and no other device can take the work",
+                 failed->id, failed->failed_reason);
+        stop_request(r, ERR_DEVICE, msg);
+    }
+}
+
+/* Marks a device failed with its reason, once. Called with the lock held. */
+static void mark_failed(struct device *d, const char *reason)
+{
+    if (atomic_load(&d->failed))
+        return;
+    snprintf(d->failed_reason, sizeof(d->failed_reason), "%s", reason[0] ? reason : "device error");
+    atomic_store(&d->failed, true);
+    log_at(LOG_WARN, "device %s failed: %s; its work goes to the other devices", d->id, d->failed_reason);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct sched *s = w->sched;
+    struct device *d = &s->devs->list[w->index];
+
+    pthread_mutex_lock(&s->lock);
+    while (!s->stop && !atomic_load(&d->failed)) {
+        struct strip tile;
+        struct request *r = take_tile(s, w->index, &tile);
+        struct engine_cpu_stats st = {0, 0};
+        struct spec_rect rect;
+        char msg[256] = "";
+        size_t offset;
+        double t0;
+        int err;
+
+        if (!r) {
+            pthread_cond_wait(&s->work, &s->lock);
+            continue;
+        }
+        pthread_mutex_unlock(&s->lock);
+
+        rect = (struct spec_rect){r->rect.x, r->rect.y + tile.y, r->rect.width, tile.height};
+        offset = (size_t)tile.y * r->rect.width;
+        t0 = now_ms();
+        if (d->fault_after >= 0 && w->tiles_run >= d->fault_after) {
+            snprintf(msg, sizeof(msg), "fault injected after %lld tiles", (long long)w->tiles_run);
+            err = ERR_DEVICE;
+        } else {
+            err = d->ops->render(d->backend, r->spec, &rect, r->counts ? r->counts + offset : NULL,
+                                 r->smooth ? r->smooth + offset : NULL, &r->abort, &st, msg, sizeof(msg));
+        }
+        atomic_fetch_add(&d->busy_us, (uint64_t)((now_ms() - t0) * 1e3));
+
+        pthread_mutex_lock(&s->lock);
+        r->inflight--;
+        if (err == 0) {
+            w->tiles_run++;
+            r->rows_done += tile.height;
+            r->iterations += st.iterations;
+            r->tiles++;
+            if (w->index < 64)
+                r->used |= (uint64_t)1 << w->index;
+            atomic_fetch_add(&d->tiles_done, 1);
+            atomic_fetch_add(&d->iterations_done, st.iterations);
+        } else if (err == ERR_DEVICE) {
+            /* The strip goes back to the request, ahead of new rows, for another device; the
+             * retry list has room for one strip per device, and a device fails only once. */
+            r->retry[r->nretry++] = tile;
+            mark_failed(d, msg);
+            fail_orphans(s, w->index);
+            pthread_cond_broadcast(&s->work);
+        } else if (err == ERR_CANCELLED && atomic_load(&r->abort)) {
+            /* The request was stopped already (cancelled or failed): nothing to record. */
+        } else {
+            char line[256];
+            snprintf(line, sizeof(line), "device %.64s: %.180s", d->id, msg[0] ? msg : err_name(err));
+            stop_request(r, err, line);
+        }
+        pthread_cond_broadcast(&r->changed);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* Measures a device's throughput on a Mandelbrot overview in fp32 (a mix of fast-escaping and
+ * interior samples, like real work), doubling the grid until a run takes a fair part of the
+ * budget, and keeps the best rate, since the first run pays for warm-up (thread start, first
+ * launch). Returns 0, or ERR_DEVICE (etc.) with the reason in msg. */
+static int calibrate(struct device *d, unsigned budget_ms, char *msg, size_t msglen)
+{
+    struct render_spec spec;
+    uint32_t side = 64, *counts = NULL;
+    double start = now_ms(), best = 0;
+    int err = 0;
+
+    memset(&spec, 0, sizeof(spec));
+    spec.fractal = SPEC_MANDELBROT;
+    spec.center_re = -0.5;
+    spec.view_width = 3;
+    spec.max_iter = 256;
+    spec.escape_radius = 2;
+    spec.precision = SPEC_FP32;
+    spec.format = SPEC_RAW_U32;
+    spec.supersample = 1;
+    counts = malloc((size_t)1024 * 1024 * sizeof(*counts));
+    if (!counts) {
+        snprintf(msg, msglen, "out of memory");
+        err = ERR_NOMEM;
+        goto done;
+    }
+    for (;;) {
+        struct engine_cpu_stats st = {0, 0};
+        struct spec_rect rect = {0, 0, side, side};
+        double t0 = now_ms(), t;
+        spec.width = spec.height = side;
+        spec.region = rect;
+        if ((err = d->ops->render(d->backend, &spec, &rect, counts, NULL, NULL, &st, msg, msglen)) < 0)
+            goto done;
+        t = now_ms() - t0;
+        if (t > 0 && st.iterations / (t * 1e6) > best)
+            best = st.iterations / (t * 1e6);
+        if (now_ms() - start > budget_ms / 2.0)
+            break;
+        /* Grow while a run is short next to the budget, so timer and launch overheads fade. */
+        if (t < budget_ms / 8.0 && side < 1024)
+            side *= 2;
+    }
+    d->giter_per_s = best;
+
+done:
+    free(counts);
+    return err;
+}
+
+int sched_new(sched **out, struct devices *devs, const struct sched_options *opts, char *msg,
+              size_t msglen)
+{
+    struct sched_options defaults = SCHED_OPTIONS_INIT;
+    struct sched *s = NULL;
+    size_t usable = 0;
+    int err = 0;
+
+    *out = NULL;
+    if (!opts)
+        opts = &defaults;
+    for (size_t i = 0; i < devs->count; i++) {
+        struct device *d = &devs->list[i];
+        char reason[256] = "";
+        int cerr;
+        if (!devices_usable(d) || !opts->calibrate || d->giter_per_s > 0)
+            continue;
+        if ((cerr = calibrate(d, opts->calibrate_ms ? opts->calibrate_ms : DEFAULT_CALIBRATE_MS, reason,
+                              sizeof(reason))) < 0) {
+            char line[300];
+            snprintf(line, sizeof(line), "calibration: %s", reason[0] ? reason : err_name(cerr));
+            mark_failed(d, line);
+            continue;
+        }
+        log_at(LOG_INFO, "device %s: %.3f Giter/s (calibration)", d->id, d->giter_per_s);
+    }
+    for (size_t i = 0; i < devs->count; i++)
+        usable += devices_usable(&devs->list[i]);
+    if (usable == 0) {
+        snprintf(msg, msglen, "no usable device: every device is disabled or failed (see --list-devices)");
+        return ERR_PRECONDITION;
+    }
+
+    if (!(s = calloc(1, sizeof(*s))) || !(s->workers = calloc(usable, sizeof(*s->workers)))) {
+        snprintf(msg, msglen, "out of memory");
+        err = ERR_NOMEM;
+        goto done;
+    }
+    s->devs = devs;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->work, NULL);
+    for (size_t i = 0; i < devs->count; i++) {
+        struct worker *w;
+        if (!devices_usable(&devs->list[i]))
+            continue;
+        w = &s->workers[s->nworkers];
+        w->sched = s;
+        w->index = i;
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            snprintf(msg, msglen, "cannot start a worker thread for device %s", devs->list[i].id);
+            err = ERR_NOMEM;
+            goto done;
+        }
+        w->started = true;
+        s->nworkers++;
+    }
+    *out = s;
+    s = NULL;
+
+done:
+    sched_free(s);
+    return err;
+}
+
+void sched_free(sched *s)
+{
+    if (!s)
+        return;
+    if (s->workers) {
+        pthread_mutex_lock(&s->lock);
+        s->stop = true;
+        pthread_cond_broadcast(&s->work);
+        pthread_mutex_unlock(&s->lock);
+        for (size_t i = 0; i < s->nworkers; i++)
+            if (s->workers[i].started)
+                pthread_join(s->workers[i].thread, NULL);
+        pthread_cond_destroy(&s->work);
+        pthread_mutex_destroy(&s->lock);
+    }
+    free(s->workers);
+    free(s);
+}
+
+/* Why no device can take a request: ERR_DEVICE if a device would have but failed, else
+ * ERR_PRECONDITION. Called with the lock held. */
+static int unservable(const struct sched *s, const struct request *r, char *msg, size_t msglen)
+{
+    for (size_t i = 0; i < s->devs->count; i++) {
+        const struct device *d = &s->devs->list[i];
+        if (d->enabled && atomic_load(&d->failed) && devices_match(d, r->spec->device) &&
+            (d->fp64 || !r->need_fp64)) {
+            snprintf(msg, msglen, "every device that could take this work has failed (%.60s: %.120s)", d->id,
+                     d->failed_reason);
+            return ERR_DEVICE;
+        }
+    }
+    snprintf(msg, msglen, "no enabled, working%s device matches device \"%.64s\"",
+             r->need_fp64 ? " fp64" : "", r->spec->device);
+    return ERR_PRECONDITION;
+}
+
+int sched_compute(void *ctx, const struct render_spec *spec, const struct spec_rect *rect,
+                  uint32_t *counts, float *smooth, const atomic_int *cancel,
+                  struct engine_cpu_stats *stats)
+{
+    struct sched_call *call = ctx;
+    struct sched *s = call->sched;
+    struct request r;
+    int err = 0;
+
+    call->msg[0] = '\0';
+    memset(&r, 0, sizeof(r));
+    r.spec = spec;
+    r.rect = *rect;
+    r.counts = counts;
+    r.smooth = smooth;
+    r.need_fp64 = spec->precision == SPEC_FP64;
+    atomic_init(&r.abort, 0);
+    if (stats)
+        *stats = (struct engine_cpu_stats){0, 0};
+    if (rect->width == 0 || rect->height == 0)
+        return 0;
+    /* Room for one re-queued strip per device: each device fails at most once. */
+    r.retry_cap = s->devs->count;
+    if (!(r.retry = calloc(r.retry_cap, sizeof(*r.retry)))) {
+        snprintf(call->msg, sizeof(call->msg), "out of memory");
+        return ERR_NOMEM;
+    }
+    pthread_cond_init(&r.changed, NULL);
+
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < s->devs->count; i++)
+        if (can_serve(&s->devs->list[i], &r))
+            r.share_den += effective_weight(&s->devs->list[i]);
+    if (r.share_den == 0) {
+        err = unservable(s, &r, call->msg, sizeof(call->msg));
+        pthread_mutex_unlock(&s->lock);
+        goto done;
+    }
+    list_append(s, &r);
+    pthread_cond_broadcast(&s->work);
+    while (r.rows_done < r.rect.height && !(r.stopped && r.inflight == 0)) {
+        struct timespec until;
+        if (cancel && atomic_load(cancel) && !r.stopped)
+            stop_request(&r, ERR_CANCELLED, "render cancelled");
+        /* Timed, because nothing signals the caller's cancel flag: it is polled. */
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += CANCEL_POLL_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&r.changed, &s->lock, &until);
+    }
+    list_remove(s, &r);
+    /* A request whose every row is done succeeded, even if a cancel arrived at the last moment. */
+    if (r.rows_done < r.rect.height) {
+        err = r.err ? r.err : ERR_INTERNAL;
+        snprintf(call->msg, sizeof(call->msg), "%s", r.msg);
+    }
+    pthread_mutex_unlock(&s->lock);
+    call->devices_used |= r.used;
+    if (stats) {
+        stats->iterations = r.iterations;
+        stats->tiles = r.tiles;
+    }
+
+done:
+    pthread_cond_destroy(&r.changed);
+    free(r.retry);
+    return err;
+}
