@@ -1,0 +1,146 @@
+/* bench_server.c: the whole server's compute path (the scheduler over every usable device) against
+ * each device alone, in one run, on workloads A, B and C of BENCHMARKS.md at 1920x1080, fp32 and
+ * fp64, in Giter/s (sum of escape counts per second), counts and smooth values as a PNG needs.
+ * Usage: bench_server [REPS]   (devices as fractald finds them; FRACTALD_DEVICES applies) */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "devconf.h"
+#include "devices.h"
+#include "engine_cpu.h"
+#include "err.h"
+#include "sched.h"
+
+#define MAX_REPS 9
+
+struct workload {
+    const char *name;
+    double c_re, c_im, center_re, center_im, view_width;
+    uint32_t max_iter;
+};
+
+static const struct workload workloads[] = {
+    {"A", -0.8, 0.156, 0.0, 0.0, 3.0, 1000},
+    {"B", -0.8, 0.156, 0.17304, 0.23854, 0.0005, 10000},
+    {"C", -0.12, 0.75, 0.0, 0.0, 3.0, 10000},
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median Giter/s of `reps` renders of the full frame through the scheduler, restricted to
+ * `selector` ("" = every device). Returns a negative number if the render fails. */
+static double measure(sched *s, struct render_spec *spec, const char *selector, int reps, uint32_t *counts,
+                      float *smooth)
+{
+    struct spec_rect rect = {0, 0, spec->width, spec->height};
+    double rates[MAX_REPS];
+
+    snprintf(spec->device, sizeof(spec->device), "%s", selector);
+    for (int r = -1; r < reps; r++) {
+        struct sched_call call = {s, 0, ""};
+        struct engine_cpu_stats st = {0};
+        double t0 = now_s();
+        int err = sched_compute(&call, spec, &rect, counts, smooth, NULL, &st);
+        double t = now_s() - t0;
+        if (err < 0) {
+            fprintf(stderr, "bench_server: %s on %s: %s\n", err_name(err), selector[0] ? selector : "all",
+                    call.msg);
+            return -1;
+        }
+        if (r >= 0) /* the first render is a warm-up */
+            rates[r] = (double)st.iterations / t / 1e9;
+    }
+    qsort(rates, (size_t)reps, sizeof(rates[0]), cmp_double);
+    return rates[reps / 2];
+}
+
+int main(int argc, char **argv)
+{
+    static struct devconf conf;
+    struct config cfg;
+    struct devices devs = {0};
+    struct sched_options so = SCHED_OPTIONS_INIT;
+    engine_cpu *cpu = NULL;
+    sched *s = NULL;
+    uint32_t *counts = malloc(1920 * 1080 * sizeof(*counts));
+    float *smooth = malloc(1920 * 1080 * sizeof(*smooth));
+    int reps = argc > 1 ? atoi(argv[1]) : 3, status = 1;
+    char msg[512];
+
+    if (reps < 1 || reps > MAX_REPS || !counts || !smooth) {
+        fprintf(stderr, "usage: bench_server [REPS 1..%d]\n", MAX_REPS);
+        return 2;
+    }
+    config_defaults(&cfg);
+    if (devconf_from_config(&conf, &cfg, msg, sizeof(msg)) < 0 || engine_cpu_new(&cpu, 0) < 0 ||
+        devconf_discover(&devs, &conf, cpu, msg, sizeof(msg)) < 0 || sched_new(&s, &devs, &so, msg, sizeof(msg)) < 0) {
+        fprintf(stderr, "bench_server: %s\n", msg);
+        goto done;
+    }
+    printf("devices (calibrated Giter/s):\n");
+    for (size_t i = 0; i < devs.count; i++)
+        printf("  %-42s %s %6.2f\n", devs.list[i].id, devices_usable(&devs.list[i]) ? "used  " : "unused",
+               devs.list[i].giter_per_s);
+    printf("\n%-3s %-5s", "wl", "prec");
+    for (size_t i = 0; i < devs.count; i++)
+        if (devices_usable(&devs.list[i]))
+            printf(" %12.12s", devs.list[i].id);
+    printf(" %12s %10s\n", "all devices", "all/best");
+    for (size_t w = 0; w < sizeof(workloads) / sizeof(workloads[0]); w++)
+        for (int p = SPEC_FP32; p <= SPEC_FP64; p++) {
+            const struct workload *wl = &workloads[w];
+            struct render_spec spec;
+            double best = 0, all;
+            memset(&spec, 0, sizeof(spec));
+            spec.fractal = SPEC_JULIA;
+            spec.c_re = wl->c_re;
+            spec.c_im = wl->c_im;
+            spec.center_re = wl->center_re;
+            spec.center_im = wl->center_im;
+            spec.view_width = wl->view_width;
+            spec.width = 1920;
+            spec.height = 1080;
+            spec.region = (struct spec_rect){0, 0, 1920, 1080};
+            spec.max_iter = wl->max_iter;
+            spec.escape_radius = 2.0;
+            spec.precision = (enum spec_precision)p;
+            spec.supersample = 1;
+            printf("%-3s %-5s", wl->name, p == SPEC_FP32 ? "fp32" : "fp64");
+            for (size_t i = 0; i < devs.count; i++) {
+                double r;
+                if (!devices_usable(&devs.list[i]))
+                    continue;
+                r = measure(s, &spec, devs.list[i].id, reps, counts, smooth);
+                printf(" %12.2f", r);
+                if (r > best)
+                    best = r;
+            }
+            all = measure(s, &spec, "", reps, counts, smooth);
+            printf(" %12.2f %9.2fx\n", all, best > 0 ? all / best : 0);
+            fflush(stdout);
+        }
+    printf("\nGiter/s, median of %d renders of 1920x1080 after a warm-up, counts and smooth values, through "
+           "the scheduler (a device alone: the request's device selector)\n", reps);
+    status = 0;
+done:
+    sched_free(s);
+    devices_dispose(&devs);
+    engine_cpu_free(cpu);
+    free(counts);
+    free(smooth);
+    return status;
+}
