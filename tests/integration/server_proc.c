@@ -47,7 +47,8 @@ int server_proc_start(struct server_proc *out, const char *fractald_path, const 
     while (len < sizeof(line) - 1) {
         struct pollfd pfd = {fds[0], POLLIN, 0};
         ssize_t n;
-        if (poll(&pfd, 1, 30000) <= 0)
+        /* A cold start compiles the OpenCL kernels first: seconds, more under sanitizers. */
+        if (poll(&pfd, 1, 90000) <= 0)
             break;
         n = read(fds[0], line + len, 1);
         if (n <= 0 || line[len] == '\n')

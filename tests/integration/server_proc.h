@@ -13,7 +13,7 @@ struct server_proc {
 };
 
 /* Starts `fractald_path --listen 127.0.0.1:0 --log-level warn` plus `extra_args` (NULL-terminated,
- * may be NULL) and waits up to 30 s for its ready line. Returns 0 or -1. */
+ * may be NULL) and waits up to 90 s for its ready line. Returns 0 or -1. */
 int server_proc_start(struct server_proc *out, const char *fractald_path, const char *const *extra_args);
 
 /* SIGTERM, then SIGKILL after 15 s; removes the spool after a clean exit. Returns the exit status

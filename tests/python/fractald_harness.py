@@ -35,7 +35,8 @@ class Server:
     own job spool in a temporary directory (removed by stop()) unless `spool` names one to keep,
     e.g. to restart a server on the same journal."""
 
-    def __init__(self, *args, spool=None, ready_timeout=30.0):
+    # A cold start compiles the OpenCL kernels (seconds; more under sanitizers) before listening.
+    def __init__(self, *args, spool=None, ready_timeout=90.0):
         self.own_spool = spool is None
         self.spool = tempfile.mkdtemp(prefix="fractald-spool-") if spool is None else spool
         cmd = [FRACTALD, "--listen", "127.0.0.1:0", "--log-level", "warn", "--spool-dir", self.spool, *args]
