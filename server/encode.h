@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "spec.h"
+#include "workpool.h"
 
 typedef struct encoder encoder;
 
@@ -34,12 +35,18 @@ int encoder_new(encoder **out, enum spec_format format, uint32_t width, uint32_t
 /* Appends `rows` rows. Pixel layout by format: SPEC_PNG 3 bytes RGB; SPEC_PNG16 one native-endian
  * uint16; SPEC_RAW_U32 one native uint32 (escape count); SPEC_RAW_F32 one float (smooth value).
  * Rows are tightly packed. Raw formats are written little-endian whatever the host.
- * When it returns, every byte encoded so far has gone to the sink (zlib may still hold back up
- * to one 32 KiB block of PNG image data); memory stays bounded whatever the image size.
+ * When it returns, every byte encoded so far has gone to the sink (the rows of an incomplete PNG
+ * segment, at most 128 KiB of image data, wait for the rest of their segment); memory stays
+ * bounded whatever the image size and band size.
  * Returns 0, the sink's error, ERR_INVALID (more rows than the image has, or after
  * encoder_finish; nothing is written) or ERR_INTERNAL. After the sink's error or ERR_INTERNAL
  * the encoder is dead: every later call returns that error again. */
 int encoder_write_rows(encoder *enc, const void *pixels, uint32_t rows);
+
+/* Sets the pool whose threads deflate the PNG image data, in segments cut at fixed rows (the
+ * default is workpool_shared(); NULL deflates on the calling thread alone). The bytes do not
+ * depend on it. Call before the first encoder_write_rows; the raw formats ignore it. */
+void encoder_set_pool(encoder *enc, workpool *pool);
 
 /* Ends the image (all rows must have been written) and flushes the last bytes to the sink.
  * Returns 0, the sink's error, ERR_INVALID (rows missing; more may still be written) or

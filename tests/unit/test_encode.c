@@ -437,6 +437,92 @@ static void test_sink_failure(void **state)
     free(pixels);
 }
 
+/* Encodes like encode_all, deflating on `pool`. */
+static void encode_pool(struct mem_sink *sink, enum spec_format format, uint32_t w, uint32_t h,
+                        const void *pixels, uint32_t band, workpool *pool)
+{
+    encoder *enc = NULL;
+    size_t row_bytes = w * bytes_per_pixel(format);
+
+    memset(sink, 0, sizeof(*sink));
+    assert_int_equal(encoder_new(&enc, format, w, h, "{}", mem_sink_write, sink), 0);
+    encoder_set_pool(enc, pool);
+    for (uint32_t y = 0; y < h; y += band) {
+        uint32_t n = h - y < band ? h - y : band;
+
+        assert_int_equal(encoder_write_rows(enc, (const uint8_t *)pixels + y * row_bytes, n), 0);
+    }
+    assert_int_equal(encoder_finish(enc), 0);
+    encoder_free(enc);
+}
+
+/* An image of many deflate segments (more than one parallel pass), with the repeats and ramps of
+ * a rendered fractal so the segments use their preset dictionaries: it decodes to the exact
+ * pixels, and the bytes are the same whatever the threads and however the rows are fed. */
+static void test_png_segments_parallel(void **state)
+{
+    const enum spec_format formats[2] = {SPEC_PNG, SPEC_PNG16};
+    const uint32_t w = 200, h = 2000;
+    const uint32_t bands[5] = {1, 7, 219, 300, 2000};
+    const unsigned helpers[3] = {0, 1, 3};
+    uint8_t *pixels = malloc((size_t)w * h * 3);
+
+    (void)state;
+    assert_non_null(pixels);
+    for (int f = 0; f < 2; f++) {
+        size_t bpp = bytes_per_pixel(formats[f]);
+        struct mem_sink ref, sink;
+        struct decoded d;
+
+        for (uint32_t y = 0; y < h; y++) {
+            for (uint32_t x = 0; x < w; x++) {
+                uint32_t v = ((x / 3) * (y / 5) + (x ^ y) % 7) * 2654435761u >> 20;
+
+                for (size_t b = 0; b < bpp; b++)
+                    pixels[((size_t)y * w + x) * bpp + b] = (uint8_t)(v >> (4 * b));
+            }
+        }
+        encode_pool(&ref, formats[f], w, h, pixels, 16, NULL);
+        assert_int_equal(decode_png(&d, ref.data, ref.len), 0);
+        assert_int_equal(d.width, w);
+        assert_int_equal(d.height, h);
+        if (formats[f] == SPEC_PNG) {
+            assert_memory_equal(d.pixels, pixels, (size_t)w * h * 3);
+        } else {
+            const uint16_t *grey = (const uint16_t *)pixels;
+            for (size_t i = 0; i < (size_t)w * h; i++) {
+                assert_int_equal(d.pixels[2 * i], grey[i] >> 8);
+                assert_int_equal(d.pixels[2 * i + 1], grey[i] & 0xff);
+            }
+        }
+        decoded_dispose(&d);
+        /* More than one IDAT: the data really went out in segments. */
+        uint8_t *idat = memmem(ref.data, ref.len, "IDAT", 4);
+        assert_non_null(idat);
+        assert_non_null(memmem(idat + 4, ref.len - (size_t)(idat + 4 - ref.data), "IDAT", 4));
+
+        for (int t = 0; t < 3; t++) {
+            workpool *pool = NULL;
+
+            assert_int_equal(workpool_new(&pool, helpers[t]), 0);
+            for (int b = 0; b < 5; b++) {
+                encode_pool(&sink, formats[f], w, h, pixels, bands[b], pool);
+                assert_int_equal(sink.len, ref.len);
+                assert_memory_equal(sink.data, ref.data, ref.len);
+                mem_sink_dispose(&sink);
+            }
+            workpool_free(pool);
+        }
+        /* The default pool too. */
+        encode_all(&sink, formats[f], w, h, pixels, 333, "{}");
+        assert_int_equal(sink.len, ref.len);
+        assert_memory_equal(sink.data, ref.data, ref.len);
+        mem_sink_dispose(&sink);
+        mem_sink_dispose(&ref);
+    }
+    free(pixels);
+}
+
 /* A big image goes out in many sink calls as rows arrive, not all at the end. */
 static void test_streams_as_rows_arrive(void **state)
 {
@@ -472,6 +558,7 @@ int test_encode_run(void)
         cmocka_unit_test(test_new_invalid),
         cmocka_unit_test(test_sink_failure),
         cmocka_unit_test(test_streams_as_rows_arrive),
+        cmocka_unit_test(test_png_segments_parallel),
     };
     return cmocka_run_group_tests_name("encode", tests, NULL, NULL);
 }
