@@ -42,6 +42,8 @@ void config_defaults(struct config *out)
     out->job_disk_budget = (uint64_t)1 << 30;
     out->max_jobs = 10000;
     out->io_workers = 2;
+    out->stream_write_timeout_ms = 30000;
+    out->max_watchers = 1024;
     out->log_level = LOG_INFO;
     out->limits.max_side = 65536;
     /* 2^28 samples: 16384 x 16384 pixels, or 2048 x 2048 at supersample 8. */
@@ -74,6 +76,8 @@ static void print_usage(const struct config *d)
            "  --job-disk-budget N      bytes of job results kept at most (default %llu)\n"
            "  --max-jobs N             jobs held in any state (default %u)\n"
            "  --io-workers N           threads for job submission and result streaming (default %u)\n"
+           "  --stream-write-timeout-ms N  cancel a stream whose reader takes nothing for this long (default %u)\n"
+           "  --max-watchers N         Health.Watch streams open at once (default %u)\n"
            "  --log-level LEVEL        debug, info, warn, error or off (default info)\n"
            "  --list-devices           print the devices fractald would use, and exit\n"
            "  --config FILE            device-selection config, an INI file (README: Choosing devices)\n"
@@ -86,7 +90,7 @@ static void print_usage(const struct config *d)
            (unsigned long long)d->limits.max_samples, d->limits.max_iter, d->limits.max_cost,
            d->limits.max_message_bytes, d->limits.max_request_bytes, d->max_inflight_cost, d->grace_ms,
            d->spool_dir, (unsigned long long)d->job_retention_ms, (unsigned long long)d->job_disk_budget,
-           d->max_jobs, d->io_workers);
+           d->max_jobs, d->io_workers, d->stream_write_timeout_ms, d->max_watchers);
 }
 
 /* Parses an unsigned integer in [lo, hi], all of `text`, into *out; else writes the message. */
@@ -125,7 +129,7 @@ int config_parse_args(struct config *cfg, int argc, char **argv, char *msg, size
 {
     enum { O_LISTEN = 256, O_THREADS, O_WORKERS, O_QUEUE, O_MAX_SIDE, O_MAX_SAMPLES, O_MAX_ITER,
            O_MAX_COST, O_MAX_INFLIGHT, O_MAX_MESSAGE, O_MAX_REQUEST, O_GRACE, O_LOG_LEVEL, O_LIST, O_HELP,
-           O_VERSION, O_SPOOL, O_RETENTION, O_DISK_BUDGET, O_MAX_JOBS, O_IO_WORKERS, O_CONFIG, O_DEVICES, O_CPU_ENGINE, O_CACHE_DIR };
+           O_VERSION, O_SPOOL, O_RETENTION, O_DISK_BUDGET, O_MAX_JOBS, O_IO_WORKERS, O_WRITE_TIMEOUT, O_MAX_WATCHERS, O_CONFIG, O_DEVICES, O_CPU_ENGINE, O_CACHE_DIR };
     static const struct option options[] = {
         {"listen", required_argument, NULL, O_LISTEN},
         {"threads", required_argument, NULL, O_THREADS},
@@ -146,6 +150,8 @@ int config_parse_args(struct config *cfg, int argc, char **argv, char *msg, size
         {"job-disk-budget", required_argument, NULL, O_DISK_BUDGET},
         {"max-jobs", required_argument, NULL, O_MAX_JOBS},
         {"io-workers", required_argument, NULL, O_IO_WORKERS},
+        {"stream-write-timeout-ms", required_argument, NULL, O_WRITE_TIMEOUT},
+        {"max-watchers", required_argument, NULL, O_MAX_WATCHERS},
         {"config", required_argument, NULL, O_CONFIG},
         {"devices", required_argument, NULL, O_DEVICES},
         {"cpu-engine", required_argument, NULL, O_CPU_ENGINE},
@@ -262,6 +268,16 @@ int config_parse_args(struct config *cfg, int argc, char **argv, char *msg, size
                 return err;
             cfg->io_workers = (unsigned)v;
             break;
+        case O_WRITE_TIMEOUT:
+            if ((err = parse_u64(&v, "--stream-write-timeout-ms", optarg, 100, 3600000, msg, msglen)) < 0)
+                return err;
+            cfg->stream_write_timeout_ms = (unsigned)v;
+            break;
+        case O_MAX_WATCHERS:
+            if ((err = parse_u64(&v, "--max-watchers", optarg, 0, 1000000, msg, msglen)) < 0)
+                return err;
+            cfg->max_watchers = (unsigned)v;
+            break;
         /* Device-selection values are checked by devconf, which names the flag in its messages. */
         case O_CONFIG:
             cfg->config_file = optarg;
@@ -288,6 +304,12 @@ int config_parse_args(struct config *cfg, int argc, char **argv, char *msg, size
             snprintf(msg, msglen, "unknown option '%s' (see fractald --help)", flag);
             return ERR_INVALID;
         }
+    }
+    /* Jobs run on all render workers but one, which stays free for interactive renders. */
+    if (cfg->spool_dir[0] && cfg->render_workers < 2) {
+        snprintf(msg, msglen, "--workers must be at least 2 when jobs are enabled (one stays free for "
+                 "interactive renders), got %u; or disable jobs with --spool-dir \"\"", cfg->render_workers);
+        return ERR_INVALID;
     }
     if (optind < argc) {
         snprintf(msg, msglen, "unexpected argument '%s' (see fractald --help)", argv[optind]);

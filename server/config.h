@@ -29,6 +29,9 @@ struct config {
     uint64_t job_disk_budget;   /* bytes of job results the spool may hold */
     uint32_t max_jobs;          /* jobs held in any state */
     unsigned io_workers;        /* threads for job submission, cancellation and result streaming */
+    unsigned stream_write_timeout_ms; /* a stream whose reader takes no message for this long is
+                                       * cancelled, so stalled readers cannot hold workers */
+    unsigned max_watchers;      /* Health.Watch streams open at once */
     int log_level;
     int list_devices;           /* print the devices and exit */
     /* Device selection (devconf.h); each points into argv, NULL when the flag was not given. */

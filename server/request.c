@@ -301,7 +301,9 @@ int request_to_spec(struct render_spec *out, int *device_index, const Fractal__V
     return 0;
 }
 
-int request_json_from_spec(char **out, const struct render_spec *s)
+/* Builds the resolved request of `s` on the stack and hands it to fn. Returns fn's result. */
+static int with_resolved_request(const struct render_spec *s,
+                                 int (*fn)(const Fractal__V1__RenderRequest *req, void *ctx), void *ctx)
 {
     Fractal__V1__RenderRequest req = FRACTAL__V1__RENDER_REQUEST__INIT;
     Fractal__V1__Julia julia = FRACTAL__V1__JULIA__INIT;
@@ -375,6 +377,42 @@ int request_json_from_spec(char **out, const struct render_spec *s)
     col.reverse = s->coloring.reverse;
     req.coloring = &col;
 
+    return fn(&req, ctx);
+}
+
+static int to_json(const Fractal__V1__RenderRequest *req, void *ctx)
+{
     /* pjson's codes share the values of err.h's, so they pass up unchanged. */
-    return pjson_encode(out, &req.base);
+    return pjson_encode(ctx, &req->base);
+}
+
+int request_json_from_spec(char **out, const struct render_spec *s)
+{
+    return with_resolved_request(s, to_json, out);
+}
+
+struct packed {
+    uint8_t *data;
+    size_t len;
+};
+
+static int to_bytes(const Fractal__V1__RenderRequest *req, void *ctx)
+{
+    struct packed *p = ctx;
+
+    p->len = protobuf_c_message_get_packed_size(&req->base);
+    if (!(p->data = malloc(p->len ? p->len : 1)))
+        return ERR_NOMEM;
+    protobuf_c_message_pack(&req->base, p->data);
+    return 0;
+}
+
+int request_pack_from_spec(uint8_t **out, size_t *len, const struct render_spec *s)
+{
+    struct packed p = {NULL, 0};
+    int err = with_resolved_request(s, to_bytes, &p);
+
+    *out = p.data;
+    *len = p.len;
+    return err;
 }

@@ -37,6 +37,11 @@ int request_to_spec(struct render_spec *out, int *device_index, const Fractal__V
  * ERR_INVALID for a string field that is not UTF-8 (validation never lets one through). */
 int request_json_from_spec(char **out, const struct render_spec *spec);
 
+/* The same resolved request as packed protobuf bytes (what the job store keeps: small, and free
+ * of whatever unknown fields the client sent). Returns 0 with a malloc'd buffer in *out and its
+ * size in *len (caller frees), or ERR_NOMEM. */
+int request_pack_from_spec(uint8_t **out, size_t *len, const struct render_spec *spec);
+
 /* Pixel spacing below which a precision cannot resolve the view (see request.c). Exposed for tests. */
 double request_min_spacing(enum spec_precision precision, double magnitude);
 

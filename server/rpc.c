@@ -2,6 +2,7 @@
  * never blocks), reply and stream primitives, the render worker pool, start and graceful stop. */
 #include "rpc.h"
 
+#include <errno.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
@@ -70,6 +71,18 @@ ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_b
     return m;
 }
 
+/* Condition variables here time out on the monotonic clock, so a wall-clock jump neither
+ * stretches nor cuts a grace period or a write timeout. */
+static void init_monotonic_cond(pthread_cond_t *cond)
+{
+    pthread_condattr_t attr;
+
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(cond, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
 static struct call *call_new(rpc_server *srv, enum method_id method)
 {
     struct call *c = calloc(1, sizeof(*c));
@@ -84,7 +97,7 @@ static struct call *call_new(rpc_server *srv, enum method_id method)
     atomic_init(&c->refs, 1);
     atomic_init(&c->cancelled, 0);
     pthread_mutex_init(&c->lock, NULL);
-    pthread_cond_init(&c->write_done, NULL);
+    init_monotonic_cond(&c->write_done);
     grpc_metadata_array_init(&c->req_md);
     grpc_call_details_init(&c->details);
     atomic_fetch_add(&srv->live_calls, 1);
@@ -133,9 +146,12 @@ static int post_request(rpc_server *srv, enum method_id method)
                                                 &c->deadline, &c->req_md, &c->payload, srv->cq, srv->cq,
                                                 &c->tag_new);
     if (e != GRPC_CALL_OK) {
-        log_at(LOG_ERROR, "rpc: cannot post a request for %s: %s",
+        log_at(LOG_ERROR, "rpc: cannot post a request for %s: %s; retrying",
                method == M_UNKNOWN ? "unknown methods" : rpc_methods[method].path, grpc_call_error_to_string(e));
         call_release(c);
+        /* Without a posted request, calls of this method would wait for their deadline
+         * (GRPC_NOTES pitfall 2): the tick posts it again. */
+        atomic_fetch_add(&srv->repost[method], 1);
         return ERR_INTERNAL;
     }
     return 0;
@@ -160,6 +176,34 @@ static int start_batch(struct call *c, const grpc_op *ops, size_t n, struct tag 
     return 0;
 }
 
+/* Waits (c->lock held) until no write is in flight. A reader that takes nothing for the stream
+ * write timeout has its call cancelled, which completes the stuck write: no worker waits on a
+ * stalled client for longer than that. */
+static void wait_write_done(struct call *c)
+{
+    unsigned timeout_ms = c->srv->cfg->stream_write_timeout_ms;
+    struct timespec until;
+    bool cancelled = false;
+
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    while (c->write_pending) {
+        if (pthread_cond_timedwait(&c->write_done, &c->lock, &until) != ETIMEDOUT || cancelled)
+            continue;
+        cancelled = true;
+        log_at(LOG_WARN, "rpc %s: the client took nothing for %u ms; cancelling the stream",
+               c->method == M_UNKNOWN ? "unknown" : rpc_methods[c->method].name, timeout_ms);
+        atomic_store(&c->cancelled, 1);
+        grpc_call_cancel_with_status(c->call, GRPC_STATUS_DEADLINE_EXCEEDED,
+                                     "stream stalled: the client read nothing within the write timeout", NULL);
+    }
+}
+
 void rpc_finish(struct call *c, int err, const char *message, grpc_byte_buffer *reply, unsigned retry_after_ms)
 {
     grpc_op ops[3];
@@ -168,8 +212,7 @@ void rpc_finish(struct call *c, int err, const char *message, grpc_byte_buffer *
 
     memset(ops, 0, sizeof(ops));
     pthread_mutex_lock(&c->lock);
-    while (c->write_pending)
-        pthread_cond_wait(&c->write_done, &c->lock);
+    wait_write_done(c);
     if (!c->initial_md_sent) {
         ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
         c->initial_md_sent = true;
@@ -246,8 +289,7 @@ int rpc_stream_send(struct call *c, const ProtobufCMessage *m)
     int err;
 
     pthread_mutex_lock(&c->lock);
-    while (c->write_pending)
-        pthread_cond_wait(&c->write_done, &c->lock);
+    wait_write_done(c);
     err = start_write(c, m);
     pthread_mutex_unlock(&c->lock);
     return err;
@@ -440,14 +482,18 @@ static void run_one_job(rpc_server *srv, unsigned slot, unsigned hint_seq)
         if (err != ERR_NOT_FOUND && err != ERR_UNAVAILABLE)
             log_at(LOG_ERROR, "jobs: cannot take the next job: %s", msg);
         pthread_mutex_lock(&srv->lock);
-        /* Nothing queued (or the store stopped): sleep until a submission says otherwise. */
-        if (srv->jobs_hint_seq == hint_seq)
+        /* Nothing queued (or the store stopped): sleep until a submission says otherwise. A
+         * failed commit leaves the hint, so the job is tried again. */
+        if (srv->jobs_hint_seq == hint_seq && (err == ERR_NOT_FOUND || err == ERR_UNAVAILABLE))
             srv->jobs_hint = 0;
         pthread_mutex_unlock(&srv->lock);
         return;
     }
     pthread_mutex_lock(&srv->lock);
     srv->job_cancel[slot] = work.cancel;
+    /* The drain may have cancelled the running jobs while this one was being taken. */
+    if (srv->cancel_jobs)
+        atomic_store(work.cancel, 1);
     pthread_mutex_unlock(&srv->lock);
     rpc_jobs_run(srv, &work, slot);
     pthread_mutex_lock(&srv->lock);
@@ -525,7 +571,15 @@ void rpc_server_tick(rpc_server *srv)
 {
     struct timespec now;
 
-    if (!srv || !srv->jobs)
+    if (!srv)
+        return;
+    for (int m = 0; m <= M_UNKNOWN; m++)
+        while (!atomic_load(&srv->shutting_down) && atomic_load(&srv->repost[m]) > 0) {
+            atomic_fetch_sub(&srv->repost[m], 1);
+            if (post_request(srv, (enum method_id)m) < 0)
+                break;
+        }
+    if (!srv->jobs)
         return;
     clock_gettime(CLOCK_REALTIME, &now);
     if (jobs_expire(srv->jobs, (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000) < 0)
@@ -598,8 +652,8 @@ int rpc_server_start(rpc_server **out, int *port, const struct rpc_deps *deps, c
 {
     const struct config *cfg = deps->cfg;
     rpc_server *srv = calloc(1, sizeof(*srv));
-    grpc_arg args[3];
-    grpc_channel_args channel_args = {3, args};
+    grpc_arg args[4];
+    grpc_channel_args channel_args = {4, args};
     grpc_server_credentials *creds;
     int err = ERR_INTERNAL;
 
@@ -616,7 +670,7 @@ int rpc_server_start(rpc_server **out, int *port, const struct rpc_deps *deps, c
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->renders.ready, NULL);
     pthread_cond_init(&srv->io.ready, NULL);
-    pthread_cond_init(&srv->state_changed, NULL);
+    init_monotonic_cond(&srv->state_changed);
     srv->tag_shutdown = (struct tag){TAG_SHUTDOWN, NULL};
     grpc_init();
 
@@ -631,6 +685,10 @@ int rpc_server_start(rpc_server **out, int *port, const struct rpc_deps *deps, c
     args[2].type = GRPC_ARG_INTEGER;
     args[2].key = GRPC_ARG_ALLOW_REUSEPORT;
     args[2].value.integer = 0;
+    /* Bounds what one connection can hold open at once (streams, watchers). */
+    args[3].type = GRPC_ARG_INTEGER;
+    args[3].key = GRPC_ARG_MAX_CONCURRENT_STREAMS;
+    args[3].value.integer = 256;
     srv->server = grpc_server_create(&channel_args, NULL);
     srv->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
@@ -659,6 +717,7 @@ int rpc_server_start(rpc_server **out, int *port, const struct rpc_deps *deps, c
     srv->workers = calloc(srv->nworkers + srv->nio_workers, sizeof(*srv->workers));
     srv->job_cancel = calloc(srv->max_job_runners, sizeof(*srv->job_cancel));
     if (!srv->workers || !srv->job_cancel) {
+        srv->nworkers = srv->nio_workers = 0;
         err = ERR_NOMEM;
         snprintf(msg, msglen, "out of memory");
         goto fail_started;
@@ -713,7 +772,7 @@ static void wait_until(rpc_server *srv, int *flag_done, atomic_int *count_zero, 
 {
     struct timespec until;
 
-    clock_gettime(CLOCK_REALTIME, &until);
+    clock_gettime(CLOCK_MONOTONIC, &until);
     until.tv_sec += timeout_ms / 1000;
     until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
     if (until.tv_nsec >= 1000000000L) {
@@ -732,7 +791,7 @@ static void wait_changed(rpc_server *srv, unsigned timeout_ms)
 {
     struct timespec until;
 
-    clock_gettime(CLOCK_REALTIME, &until);
+    clock_gettime(CLOCK_MONOTONIC, &until);
     until.tv_nsec += (long)timeout_ms * 1000000L;
     until.tv_sec += until.tv_nsec / 1000000000L;
     until.tv_nsec %= 1000000000L;
@@ -745,6 +804,7 @@ static void wait_changed(rpc_server *srv, unsigned timeout_ms)
 static void cancel_running_jobs(rpc_server *srv)
 {
     pthread_mutex_lock(&srv->lock);
+    srv->cancel_jobs = true;
     for (unsigned k = 0; k < srv->max_job_runners; k++)
         if (srv->job_cancel && srv->job_cancel[k])
             atomic_store(srv->job_cancel[k], 1);

@@ -71,8 +71,24 @@ void rpc_health_watch(struct call *c)
                                           : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
     protobuf_c_message_free_unpacked(&req->base, NULL);
     pthread_mutex_lock(&srv->lock);
+    if (srv->watchers_closed) {
+        /* Shutdown has told the watchers already: this one hears NOT_SERVING and ends too. */
+        pthread_mutex_unlock(&srv->lock);
+        resp.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+        rpc_stream_send_nowait(c, &resp.base);
+        rpc_log_call(c, ERR_UNAVAILABLE, "server is shutting down", NULL);
+        rpc_finish_when_idle(c, ERR_UNAVAILABLE, "server is shutting down");
+        return;
+    }
+    if (srv->nwatchers >= srv->cfg->max_watchers) {
+        pthread_mutex_unlock(&srv->lock);
+        rpc_log_call(c, ERR_EXHAUSTED, "too many Health.Watch streams open", NULL);
+        rpc_finish(c, ERR_EXHAUSTED, "too many Health.Watch streams open; use Health.Check", NULL, 0);
+        return;
+    }
     c->next = srv->watchers;
     srv->watchers = c;
+    srv->nwatchers++;
     pthread_mutex_unlock(&srv->lock);
     /* The first write of a call: nothing can be in flight yet. */
     rpc_stream_send_nowait(c, &resp.base);
@@ -87,6 +103,7 @@ static bool take_watcher(rpc_server *srv, struct call *c)
     for (struct call **p = &srv->watchers; *p; p = &(*p)->next)
         if (*p == c) {
             *p = c->next;
+            srv->nwatchers--;
             found = true;
             break;
         }
@@ -110,16 +127,19 @@ void rpc_health_shutdown(rpc_server *srv)
     pthread_mutex_lock(&srv->lock);
     list = srv->watchers;
     srv->watchers = NULL;
+    srv->nwatchers = 0;
+    srv->watchers_closed = true;
     pthread_mutex_unlock(&srv->lock);
     resp.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
     while (list) {
         struct call *c = list;
         list = c->next;
-        /* Runs on the stopping thread, which may wait for the write; a watcher that is gone just
-         * fails the send. Every watcher hears NOT_SERVING, then the stream ends UNAVAILABLE so
-         * its client reconnects elsewhere. */
-        rpc_stream_send(c, &resp.base);
+        /* Never waits: a watcher that does not read (a zero flow-control window) must not hold
+         * the shutdown. It hears NOT_SERVING unless its previous write is still in flight, and
+         * the stream then ends UNAVAILABLE either way, so its client reconnects elsewhere. A
+         * write stuck for good is completed by cancel_all_calls at the end of the grace period. */
+        rpc_stream_send_nowait(c, &resp.base);
         rpc_log_call(c, ERR_UNAVAILABLE, "server is shutting down", NULL);
-        rpc_finish(c, ERR_UNAVAILABLE, "server is shutting down", NULL, 0);
+        rpc_finish_when_idle(c, ERR_UNAVAILABLE, "server is shutting down");
     }
 }

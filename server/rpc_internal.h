@@ -138,6 +138,10 @@ struct rpc_server {
     atomic_int **job_cancel;
     struct tag tag_shutdown;
     struct call *watchers;              /* Health.Watch streams, under lock */
+    unsigned nwatchers;
+    bool watchers_closed;               /* shutdown told the watchers: new ones are not listed */
+    bool cancel_jobs;                   /* the drain's grace is over: running jobs must stop */
+    atomic_int repost[M_COUNT + 1];     /* request posts that failed, retried by the tick */
 
     /* Requests answered, by method and gRPC status code. */
     atomic_uint_least64_t answered[M_COUNT + 1][17];
@@ -166,8 +170,9 @@ void rpc_finish(struct call *c, int err, const char *message, grpc_byte_buffer *
 void rpc_finish_when_idle(struct call *c, int err, const char *message);
 
 /* Sends one message of a server stream, waiting first for the previous one to complete (this is
- * the back-pressure: a slow reader holds only its own worker). Worker threads only.
- * Returns 0, or ERR_CANCELLED once the call is cancelled or a write failed. */
+ * the back-pressure: a slow reader holds only its own worker, and for at most
+ * --stream-write-timeout-ms: a reader that takes nothing for that long has its call cancelled).
+ * Worker threads only. Returns 0, or ERR_CANCELLED once the call is cancelled or a write failed. */
 int rpc_stream_send(struct call *c, const ProtobufCMessage *m);
 
 /* As rpc_stream_send, but never waits: returns ERR_EXHAUSTED if a write is still in flight.

@@ -140,22 +140,23 @@ static void queue_io_or_refuse(struct call *c, void (*run)(struct call *c))
 
 static void do_submit(struct call *c)
 {
-    grpc_byte_buffer_reader reader;
-    grpc_slice bytes;
+    uint8_t *bytes = NULL;
+    size_t len = 0;
     char msg[256], id[JOBS_ID_SIZE];
     int err;
 
-    if (!grpc_byte_buffer_reader_init(&reader, c->payload)) {
-        rpc_log_call(c, ERR_INVALID, "unreadable request", NULL);
-        rpc_finish(c, ERR_INVALID, "unreadable request", NULL, 0);
+    /* The store keeps the resolved request, not the client's bytes: it is small whatever the
+     * client padded its message with (unknown fields), and it renders the same image even if the
+     * server's defaults change before the job runs. */
+    if ((err = request_pack_from_spec(&bytes, &len, &c->spec)) < 0) {
+        rpc_log_call(c, err, "out of memory", NULL);
+        rpc_finish(c, err, "out of memory", NULL, 0);
         return;
     }
-    bytes = grpc_byte_buffer_reader_readall(&reader);
-    grpc_byte_buffer_reader_destroy(&reader);
     /* Journaled and committed before the reply: once the client holds an id, the job survives
      * a crash. */
-    err = jobs_submit(c->srv->jobs, GRPC_SLICE_START_PTR(bytes), GRPC_SLICE_LENGTH(bytes), id, msg, sizeof(msg));
-    grpc_slice_unref(bytes);
+    err = jobs_submit(c->srv->jobs, bytes, len, id, msg, sizeof(msg));
+    free(bytes);
     if (err < 0) {
         rpc_log_call(c, err, msg, c->summary);
         rpc_finish(c, err, msg, NULL, err == ERR_EXHAUSTED ? 1000 : 0);
@@ -226,7 +227,8 @@ void rpc_jobs_cancel(struct call *c)
     queue_io_or_refuse(c, do_cancel);
 }
 
-void rpc_jobs_list(struct call *c)
+/* ListJobs runs on an I/O worker: a thousand jobs with their requests take a while to pack. */
+static void do_list(struct call *c)
 {
     Fractal__V1__ListJobsRequest *req;
     Fractal__V1__ListJobsResponse resp = FRACTAL__V1__LIST_JOBS_RESPONSE__INIT;
@@ -237,8 +239,6 @@ void rpc_jobs_list(struct call *c)
     unsigned state;
     int err;
 
-    if (refuse_without_jobs(c))
-        return;
     req = (Fractal__V1__ListJobsRequest *)rpc_unpack(&fractal__v1__list_jobs_request__descriptor, c->payload);
     if (!req) {
         rpc_log_call(c, ERR_INVALID, "request is not a valid fractal.v1.ListJobsRequest", NULL);
@@ -275,6 +275,13 @@ done:
     free(ptrs);
     free(msgs);
     jobs_info_free_array(infos, count);
+}
+
+void rpc_jobs_list(struct call *c)
+{
+    if (refuse_without_jobs(c))
+        return;
+    queue_io_or_refuse(c, do_list);
 }
 
 /* ---- FetchJobResult ---- */

@@ -52,7 +52,9 @@ class JobFlowTests(JobCase):
         self.assertEqual(len(job.id), 26)
         self.assertIn(job.state, (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING))
         self.assertGreater(job.created_unix_ms, 0)
-        self.assertEqual(job.request, req)
+        # The job keeps the resolved request: every default written out, the same image.
+        self.assertEqual((job.request.width, job.request.height, job.request.max_iter), (500, 300, 400))
+        self.assertEqual(job.request.julia.c.re, -0.8)
         done = wait_job(self.stub, job.id)
         self.assertEqual(done.state, pb.JOB_STATE_SUCCEEDED, done.error_message)
         self.assertEqual((done.width, done.height, done.content_type), (500, 300, "image/png"))
@@ -193,6 +195,27 @@ class DurabilityTests(unittest.TestCase):
                 self.assertEqual(server.stop(), 0)
         finally:
             shutil.rmtree(spool, ignore_errors=True)
+
+    def test_one_worker_with_jobs_is_refused(self):
+        import subprocess
+        proc = subprocess.run([h.FRACTALD, "--workers", "1", "--spool-dir", "/tmp/nonexistent-spool"],
+                              capture_output=True, text=True, timeout=30)
+        self.assertEqual(proc.returncode, 2)
+        self.assertIn("--workers must be at least 2 when jobs are enabled", proc.stderr)
+
+    def test_unknown_fields_are_not_stored(self):
+        server = h.Server()
+        try:
+            with grpc.insecure_channel(server.target) as ch:
+                # Field 999 (bytes) is unknown to fractal.v1.RenderRequest: 60 kB of padding.
+                padded = pb.RenderRequest(width=8, height=8).SerializeToString() + b"\xba\x3e" + \
+                    bytes([0xe0, 0xd4, 0x03]) + b"x" * 60000
+                submit = ch.unary_unary("/fractal.v1.Renderer/SubmitJob", response_deserializer=pb.Job.FromString)
+                job = submit(padded, timeout=10)
+                self.assertLess(job.request.ByteSize(), 4096)
+                self.assertEqual(job.request.width, 8)
+        finally:
+            self.assertEqual(server.stop(), 0)
 
     def test_jobs_disabled(self):
         server = h.Server("--spool-dir", "")

@@ -298,7 +298,7 @@ class BadInputTests(RenderTestCase):
 
 class CancelTests(RenderTestCase):
     # One render worker: the follow-up render can only run once the long one has let go.
-    server_args = ("--workers", "1")
+    server_args = ("--workers", "1", "--spool-dir", "")
 
     def test_deadline_stops_a_long_render(self):
         # c = -0.12+0.75i is inside the Mandelbrot set, so nearly every pixel of this view is interior

@@ -7,6 +7,7 @@ import time
 import unittest
 
 import fractald_harness as h
+from stalled_client import StalledConnection
 
 import grpc
 from fractal.v1 import fractal_pb2 as pb
@@ -160,7 +161,7 @@ class HealthAndStatsTests(ServerCase):
 
 class AdmissionTests(ServerCase):
     # One worker, one waiting place: the third concurrent render is refused at once.
-    server_args = ("--workers", "1", "--queue", "1")
+    server_args = ("--workers", "1", "--queue", "1", "--spool-dir", "")
 
     def test_full_queue_is_refused_with_a_retry_hint(self):
         slow = pb.RenderRequest(julia=SLOW_JULIA, width=4096, height=4096, max_iter=2000, view=pb.View(width=0.5))
@@ -203,6 +204,57 @@ class AdmissionTests(ServerCase):
                     self.assertEqual(stub.Render(pb.RenderRequest(width=8, height=8), timeout=10).width, 8)
                 finally:
                     running.cancel()
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+
+class HostileReaderTests(unittest.TestCase):
+    """Readers that never take the server's data (HTTP/2 window 0), from the code review."""
+
+    def test_stalled_streams_do_not_hold_the_workers(self):
+        server = h.Server("--workers", "2", "--spool-dir", "", "--stream-write-timeout-ms", "500")
+        conn = StalledConnection(server.port)
+        try:
+            req = pb.RenderRequest(width=64, height=64).SerializeToString()
+            for _ in range(4):  # more than the workers, no deadline
+                conn.call("/fractal.v1.Renderer/RenderStream", req)
+            time.sleep(0.3)
+            with grpc.insecure_channel(server.target) as ch:
+                start = time.monotonic()
+                self.assertEqual(pb_grpc.RendererStub(ch).Render(pb.RenderRequest(width=16, height=16),
+                                                                 timeout=20).width, 16)
+                self.assertLess(time.monotonic() - start, 10.0)
+        finally:
+            conn.close()
+            self.assertEqual(server.stop(), 0)
+
+    def test_sigterm_is_not_held_by_a_watcher_that_never_reads(self):
+        server = h.Server("--grace-ms", "1000")
+        conn = StalledConnection(server.port)
+        try:
+            conn.call("/grpc.health.v1.Health/Watch", health_pb2.HealthCheckRequest().SerializeToString())
+            time.sleep(0.3)
+            start = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            self.assertEqual(server.proc.wait(15), 0)
+            self.assertLess(time.monotonic() - start, 5.0)
+        finally:
+            conn.close()
+            server.stop()
+
+    def test_watchers_are_capped(self):
+        server = h.Server("--max-watchers", "2")
+        try:
+            with grpc.insecure_channel(server.target) as ch:
+                health = health_pb2_grpc.HealthStub(ch)
+                watches = [health.Watch(health_pb2.HealthCheckRequest(), timeout=30) for _ in range(2)]
+                for w in watches:
+                    self.assertEqual(next(w).status, health_pb2.HealthCheckResponse.SERVING)
+                with self.assertRaises(grpc.RpcError) as cm:
+                    next(health.Watch(health_pb2.HealthCheckRequest(), timeout=30))
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+                for w in watches:
+                    w.cancel()
         finally:
             self.assertEqual(server.stop(), 0)
 
