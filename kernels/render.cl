@@ -25,7 +25,6 @@
  * zout[2p], zout[2p+1] receive the final z of sample p (FLAG_SMOOTH): the host computes the
  * smooth value from it with escape.h's esc_smooth, as the CPU engine does, so smooth values are
  * bit-identical across engines (a device's log/log2 may differ from libm's by an ulp).
- * `two` is 2, passed at run time: a literal 2 would let the compiler turn t * 2 back into t + t.
  */
 
 #ifdef FRACTALD_F64
@@ -57,8 +56,7 @@
         REAL c_im, REAL r2max, REAL log_r, uint max_iter, uint rect_x, uint rect_y,             \
         uint rect_w, uint nsamples, uint nwork, uint budget, uint init, uint flags,             \
         global REAL *st_zr, global REAL *st_zi, global uint *st_n, global uint *st_pos,         \
-        global uint *st_wi, volatile global uint *ctl, global uint *counts, global REAL *zout,    \
-        REAL two
+        global uint *st_wi, volatile global uint *ctl, global uint *counts, global REAL *zout
 
 /* The per-render constants, from the host's values (already rounded to REAL there, exactly as
  * esc_view_init computes them on the CPU: the division in the mapping never runs here, so the
@@ -180,10 +178,52 @@ kernel void render_scalar(KERNEL_ARGS)
 #define VSTORE CAT(vstore, VW)
 #define L (VW * VG)
 
-/* Nonzero when any lane of a mask is set. (OR-folding the halves instead measured slower on
- * PoCL.) */
-#define ANY_SET(m) any(m)
-#define CHUNK 16u
+/* Samples claimed from ctl[0] at a time: CHUNK_MAX (each claim is an atomic on a line all
+ * work-items share, and a division to find the sample's row) when every work-item still gets
+ * CHUNK_SHARE claims or more, else CHUNK_MIN, so that small rectangles spread over every
+ * work-item. */
+#define CHUNK_MIN 16u
+#define CHUNK_MAX 256u
+#define CHUNK_SHARE 8u
+
+#if RK % 8 != 0
+#error "RK must be a multiple of 8 (first_out counts in segments of 8 steps)"
+#endif
+
+/* Bit e of LANE_MASK(m) is set when lane e of the mask m is: an AND and an OR-fold of the
+ * halves, no branch (PoCL 3.1 compiles any() to a chain of branches, one per pair of lanes). */
+#if VW == 2
+#define LANE_BITS ((VMASK)(1, 2))
+#elif VW == 4
+#define LANE_BITS ((VMASK)(1, 2, 4, 8))
+#elif VW == 8
+#define LANE_BITS ((VMASK)(1, 2, 4, 8, 16, 32, 64, 128))
+#else
+#define LANE_BITS                                                                              \
+    ((VMASK)(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768))
+#endif
+#define LANE_MASK(m) fold_or((m) & LANE_BITS)
+
+/* The OR of all lanes of m. */
+static inline uint fold_or(VMASK m)
+{
+#if VW == 16
+    CAT(MASKE, 8) m8 = m.lo | m.hi;
+#elif VW == 8
+    CAT(MASKE, 8) m8 = m;
+#endif
+#if VW >= 8
+    CAT(MASKE, 4) m4 = m8.lo | m8.hi;
+#elif VW == 4
+    CAT(MASKE, 4) m4 = m;
+#endif
+#if VW >= 4
+    CAT(MASKE, 2) m2 = m4.lo | m4.hi;
+#else
+    CAT(MASKE, 2) m2 = m;
+#endif
+    return (uint)(m2.x | m2.y);
+}
 
 /* The lanes of one work-item, in private memory where a lane can be indexed at run time; the
  * hot loop works on vector copies in registers and comes back here only to settle and refill. */
@@ -196,16 +236,19 @@ typedef struct {
     uint exhausted, alive;
 } lanes;
 
-/* Gives lane l the next sample: from the work-item's chunk, claiming a new chunk from ctl[0]
- * when it is used up; parks the lane (z = c = 0 never escapes) once every sample is claimed. */
-static void refill(lanes *ln, uint l, ulong clock, const VIEW *v, uint rect_x, uint rect_y,
-                   uint rect_w, uint nsamples, volatile global uint *ctl)
+/* Gives lane l the next sample: from the work-item's chunk, claiming a new chunk of `chunk`
+ * samples from ctl[0] when it is used up; parks the lane (z = c = 0 never escapes) once every
+ * sample is claimed. Inlined: a call would make the compiler save every vector register around
+ * it. */
+static inline __attribute__((always_inline)) void
+refill(lanes *ln, uint l, ulong clock, const VIEW *v, uint rect_x, uint rect_y, uint rect_w,
+       uint nsamples, uint chunk, volatile global uint *ctl)
 {
     if (ln->cur == ln->cur_end && !ln->exhausted) {
-        uint c0 = atomic_add(&ctl[0], CHUNK);
+        uint c0 = atomic_add(&ctl[0], chunk);
         if (c0 < nsamples) {
             ln->cur = c0;
-            ln->cur_end = nsamples - c0 > CHUNK ? c0 + CHUNK : nsamples;
+            ln->cur_end = nsamples - c0 > chunk ? c0 + chunk : nsamples;
             ln->col = c0 % rect_w;
             ln->row = c0 / rect_w;
         } else {
@@ -241,15 +284,44 @@ static void refill(lanes *ln, uint l, ulong clock, const VIEW *v, uint rect_x, u
     }
 }
 
+/* The step (0..RK) of a lane's first escaped z in a block, RK + 1 if none: pr and pi point to
+ * the lane's z saved at step 0 (step k lies k * VG * VW elements further), zr, zi is its z after
+ * the block. For safe blocks only: there an orbit once outside R stays outside, so the steps
+ * inside form a prefix and counting them finds its end; first the whole segments of 8 steps
+ * (by their last step), then the steps of the next segment, without branches. */
+static inline uint first_out(const private REAL *pr, const private REAL *pi, REAL zr, REAL zi,
+                             REAL r2)
+{
+    const uint stride = VG * VW;
+    uint seg = 0, k = 0;
+
+    if (zr * zr + zi * zi <= r2)
+        return RK + 1;
+#pragma unroll
+    for (uint j = 0; j < RK / 8; j++) {
+        REAL x = pr[(8 * j + 7) * stride], y = pi[(8 * j + 7) * stride];
+        seg += x * x + y * y <= r2;
+    }
+    if (seg == RK / 8)
+        return RK;
+    pr += 8 * seg * stride;
+    pi += 8 * seg * stride;
+#pragma unroll
+    for (uint o = 0; o < 8; o++) {
+        REAL x = pr[o * stride], y = pi[o * stride];
+        k += x * x + y * y <= r2;
+    }
+    return 8 * seg + k;
+}
+
 /*
  * render_vector: each work-item keeps L = VW * VG orbits in flight as VG vectors of VW lanes
- * and claims samples in chunks of CHUNK from ctl[0], so the load balances itself. It runs
- * blocks of RK steps with no branch, saving every z of the block, then checks the block's last z.
- * A lane that escaped (or reached max_iter) inside the block is settled by applying escape.h's
- * check to its saved z values in order (vector-wide, a group at a time), which gives exactly the
- * scalar count and final z; the lane then takes the next sample at once (lane refill). The
- * vector step is ESC_STEP's operation order (t + t written t * 2 in odd groups: the same value,
- * and it balances the multiply and add units). Checking only the last z is exact when an escaped
+ * and claims samples in chunks from ctl[0], so the load balances itself. It runs blocks of RK
+ * steps with no branch (unrolled, so that the compiler keeps every orbit's z in registers),
+ * saving every z of the block, then checks the block's last z. The lanes that escaped (or
+ * reached max_iter) inside the block are settled from their saved z, which gives exactly the
+ * scalar count and final z of escape.h, and take the next sample at once (lane refill). The
+ * vector step is ESC_STEP's operation order. Checking only the last z is exact when an escaped
  * orbit cannot come back inside R (|c| <= R^2 - R, decided by the host for the whole
  * rectangle); otherwise (FLAG_CAREFUL) every step's check is accumulated.
  * This is server/engine_cpu.c's lane machine, in OpenCL C.
@@ -259,11 +331,15 @@ static void refill(lanes *ln, uint l, ulong clock, const VIEW *v, uint rect_x, u
 kernel void render_vector(KERNEL_ARGS)
 {
     const uint w = get_global_id(0), base = w * L;
+    /* (Written as a choice of two constants: computing it with a division or clamp() made
+     * PoCL 3.1 generate a kernel 25 % slower on workload B, for no visible reason.) */
+    const uint chunk = nsamples > nwork * (CHUNK_SHARE * CHUNK_MAX) ? CHUNK_MAX : CHUNK_MIN;
     const REAL r2 = r2max;
     VIEW v;
     lanes ln;
     VREAL hr[RK * VG], hi[RK * VG];   /* z at the start of each step of the block, by [k][g] */
-    VMASK gfirst, gout;               /* in memory, so a lane can be read at run time */
+    VMASK gfirst;                     /* in memory, so a lane can be read at run time */
+    uint gbits[VG];                   /* lanes to settle, a bit per lane, by group */
     VREAL zr[VG], zi[VG], cr[VG], ci[VG];
     /* The block clock starts at 2^32 so that start = clock - n never wraps below 0. */
     ulong clock = (ulong)1 << 32, min_due = ULONG_MAX;
@@ -277,7 +353,7 @@ kernel void render_vector(KERNEL_ARGS)
         ln.cur = ln.cur_end = ln.col = ln.row = 0;
         ln.exhausted = 0;
         for (uint l = 0; l < L; l++)
-            refill(&ln, l, clock, &v, rect_x, rect_y, rect_w, nsamples, ctl);
+            refill(&ln, l, clock, &v, rect_x, rect_y, rect_w, nsamples, chunk, ctl);
     } else {
         ln.cur = st_wi[4 * w];
         ln.cur_end = st_wi[4 * w + 1];
@@ -315,7 +391,7 @@ kernel void render_vector(KERNEL_ARGS)
     while (ln.alive > 0 && blocks < budget) {
         VREAL a[VG], b[VG], x2, y2, t;
         VMASK ok[VG], out[VG], any_out = (VMASK)(0);
-        uint gmask = 0, full;
+        uint full;
 
         blocks++;
 #pragma unroll
@@ -334,11 +410,13 @@ kernel void render_vector(KERNEL_ARGS)
                     y2 = b[g] * b[g];
                     ok[g] &= x2 + y2 <= r2;
                     t = a[g] * b[g];
-                    b[g] = (g & 1 ? t * two : t + t) + ci[g];
+                    b[g] = t + t + ci[g];
                     a[g] = x2 - y2 + cr[g];
                 }
             }
         } else {
+            /* Unrolled: with the loop, PoCL's register allocation kept some z in memory. */
+#pragma unroll
             for (int k = 0; k < RK; k++) {
 #pragma unroll
                 for (int g = 0; g < VG; g++) {
@@ -347,7 +425,7 @@ kernel void render_vector(KERNEL_ARGS)
                     x2 = a[g] * a[g];
                     y2 = b[g] * b[g];
                     t = a[g] * b[g];
-                    b[g] = (g & 1 ? t * two : t + t) + ci[g];
+                    b[g] = t + t + ci[g];
                     a[g] = x2 - y2 + cr[g];
                 }
             }
@@ -364,49 +442,54 @@ kernel void render_vector(KERNEL_ARGS)
             zi[g] = b[g];
         }
         full = clock >= min_due;
-        if (!ANY_SET(any_out) && !full)
+        if (!fold_or(any_out) && !full)
             continue;
 
-        /* Settle the lanes flagged by the check and (full) those whose n reached max_iter, a
-         * group at a time; unrolled, so that each group's vectors stay in registers. */
-        if (full) {
-            min_due = ULONG_MAX;
-            gmask = (1u << VG) - 1;
-        } else {
-#pragma unroll
-            for (int g = 0; g < VG; g++)
-                gmask |= (uint)(ANY_SET(out[g]) != 0) << g;
-        }
+        /* Settle the lanes flagged by the check and (full) those whose n reached max_iter: the
+         * vectors go to the lane arrays, one loop settles and refills the lanes a group at a
+         * time (one copy of that code, not one per group), and the vectors come back. */
 #pragma unroll
         for (int g = 0; g < VG; g++) {
-            VMASK inside = (VMASK)(-1), first = (VMASK)(0);
-            uint lanes_due = 0;
-
-            if (!(gmask >> g & 1))
-                continue;
-            /* first = the step (0..RK) of each lane's first escaped z, RK + 1 if none. */
-            for (int k = 0; k < RK; k++) {
-                inside &= hr[k * VG + g] * hr[k * VG + g] + hi[k * VG + g] * hi[k * VG + g] <= r2;
-                first -= inside;
-            }
-            inside &= zr[g] * zr[g] + zi[g] * zi[g] <= r2;
-            first -= inside;
-            gfirst = first;
-            gout = out[g];
             VSTORE(zr[g], g, ln.zr);
             VSTORE(zi[g], g, ln.zi);
-            for (uint e = 0; e < VW; e++) {
-                lanes_due |= (uint)(((const private MASKE *)&gout)[e] != 0) << e;
-                if (full) {
-                    if (ln.due[g * VW + e] <= clock)
-                        lanes_due |= 1u << e;
-                    else
-                        min_due = min(min_due, ln.due[g * VW + e]);
+            gbits[g] = LANE_MASK(out[g]);
+        }
+        if (full) {
+            min_due = ULONG_MAX;
+            for (uint l = 0; l < L; l++) {
+                if (ln.due[l] <= clock)
+                    gbits[l / VW] |= 1u << (l % VW);
+                else
+                    min_due = min(min_due, ln.due[l]);
+            }
+        }
+#pragma nounroll
+        for (uint g = 0; g < VG; g++) {
+            uint lanes_due = gbits[g];
+
+            if (!lanes_due)
+                continue;
+            if (flags & FLAG_CAREFUL) {
+                /* gfirst = the step (0..RK) of each lane's first escaped z, RK + 1 if none. */
+                VMASK inside = (VMASK)(-1), first = (VMASK)(0);
+                VREAL x = VLOAD(g, ln.zr), y = VLOAD(g, ln.zi);
+
+                for (int k = 0; k < RK; k++) {
+                    inside &= hr[k * VG + g] * hr[k * VG + g] + hi[k * VG + g] * hi[k * VG + g] <=
+                              r2;
+                    first -= inside;
                 }
+                inside &= x * x + y * y <= r2;
+                first -= inside;
+                gfirst = first;
             }
             for (; lanes_due; lanes_due &= lanes_due - 1) {
                 uint e = 31 - clz(lanes_due & (0u - lanes_due)), l = g * VW + e, n0, n;
-                ulong k = (ulong)((const private MASKE *)&gfirst)[e];
+                ulong k = flags & FLAG_CAREFUL
+                              ? (ulong)((const private MASKE *)&gfirst)[e]
+                              : first_out((const private REAL *)hr + g * VW + e,
+                                          (const private REAL *)hi + g * VW + e, ln.zr[l],
+                                          ln.zi[l], r2);
                 REAL x = LIT(0.0), y = LIT(0.0);
 
                 n0 = (uint)(clock - RK - ln.start[l]);
@@ -429,9 +512,12 @@ kernel void render_vector(KERNEL_ARGS)
                     zout[2 * (size_t)ln.pos[l] + 1] = y;
                 }
                 ln.alive--;
-                refill(&ln, l, clock, &v, rect_x, rect_y, rect_w, nsamples, ctl);
+                refill(&ln, l, clock, &v, rect_x, rect_y, rect_w, nsamples, chunk, ctl);
                 min_due = min(min_due, ln.due[l]);
             }
+        }
+#pragma unroll
+        for (int g = 0; g < VG; g++) {
             zr[g] = VLOAD(g, ln.zr);
             zi[g] = VLOAD(g, ln.zi);
             cr[g] = VLOAD(g, ln.cr);

@@ -23,15 +23,16 @@
 #define CL_PLATFORM_NOT_FOUND_KHR -1001
 #endif
 
-/* Iterations between escape checks in the VECTOR kernel (escape.h's replay settles the exact
- * count); 16 as in the CPU engine. */
-#define ECL_BLOCK 16
+/* Iterations between escape checks in the VECTOR kernel (the settle finds the exact count among
+ * the saved z); a multiple of 8. On PoCL/AVX2 32 measured 5-10 % faster than 16 on workload B
+ * (half the checks; the settle counts the steps inside rather than rescanning them), 8 slower. */
+#define ECL_BLOCK 32
 
 /* Vectors per work-item in the VECTOR kernel: enough independent chains to hide the latency of
- * one step. On PoCL/AVX2 (16 registers) 5 measured best for float8 and double4 on workload B;
- * 6 spills and loses 20 %, 4 is 5-10 % slower. */
-#define ECL_GROUPS_F32 5
-#define ECL_GROUPS_F64 5
+ * one step (about 9 cycles: multiply, subtract, add). On PoCL/AVX2 with the block unrolled, 7
+ * measured best for float8 and double4 on workload B, 6 within a few %, 5 and 4 5-15 % slower. */
+#define ECL_GROUPS_F32 7
+#define ECL_GROUPS_F64 7
 
 /* Work-items per compute unit: VECTOR claims samples dynamically, so a few per unit balance the
  * load; SCALAR wants enough to fill a GPU's schedulers (2048 resident per multiprocessor). */
@@ -61,7 +62,7 @@ enum {
     ARG_FRACTAL, ARG_CENTER_RE, ARG_CENTER_IM, ARG_S, ARG_HALF_W, ARG_HALF_H, ARG_C_RE, ARG_C_IM,
     ARG_R2MAX, ARG_LOG_R, ARG_MAX_ITER, ARG_RECT_X, ARG_RECT_Y, ARG_RECT_W, ARG_NSAMPLES,
     ARG_NWORK, ARG_BUDGET, ARG_INIT, ARG_FLAGS, ARG_ST_ZR, ARG_ST_ZI, ARG_ST_N, ARG_ST_POS,
-    ARG_ST_WI, ARG_CTL, ARG_COUNTS, ARG_ZOUT, ARG_TWO
+    ARG_ST_WI, ARG_CTL, ARG_COUNTS, ARG_ZOUT
 };
 
 #define FLAG_CAREFUL 1u
@@ -698,7 +699,6 @@ static int render_band(struct engine_cl *e, const struct launch_params *lp,
     CL_CHECK(clSetKernelArg(k, ARG_CTL, sizeof(cl_mem), &e->ctl));
     CL_CHECK(clSetKernelArg(k, ARG_COUNTS, sizeof(cl_mem), &e->counts));
     CL_CHECK(clSetKernelArg(k, ARG_ZOUT, sizeof(cl_mem), &e->zout));
-    CL_CHECK(set_real(k, ARG_TWO, prec, 2.0));
     CL_CHECK(clEnqueueWriteBuffer(e->queue, e->ctl, CL_TRUE, 0, sizeof(zero), zero, 0, NULL, NULL));
 
     for (;;) {
