@@ -443,7 +443,7 @@ static int split(const char *s, char sep, char *buf, size_t cap, char **parts, s
 
 static int parse_complex(const char *s, fractal_complex *out)
 {
-    char buf[256], *parts[2];
+    char buf[256], *parts[2] = {NULL, NULL};
 
     if (split(s, ',', buf, sizeof buf, parts, 2) < 0 || parse_double(parts[0], &out->re) < 0 ||
         parse_double(parts[1], &out->im) < 0)
@@ -453,7 +453,7 @@ static int parse_complex(const char *s, fractal_complex *out)
 
 static int parse_size(const char *s, uint32_t *w, uint32_t *h)
 {
-    char buf[64], *parts[2];
+    char buf[64], *parts[2] = {NULL, NULL};
 
     if (split(s, 'x', buf, sizeof buf, parts, 2) < 0 || parse_u32(parts[0], w) < 0 ||
         parse_u32(parts[1], h) < 0)
@@ -463,7 +463,7 @@ static int parse_size(const char *s, uint32_t *w, uint32_t *h)
 
 static int parse_region(const char *s, fractal_region *out)
 {
-    char buf[128], *parts[4];
+    char buf[128], *parts[4] = {NULL, NULL, NULL, NULL};
 
     if (split(s, ',', buf, sizeof buf, parts, 4) < 0 || parse_u32(parts[0], &out->x) < 0 ||
         parse_u32(parts[1], &out->y) < 0 || parse_u32(parts[2], &out->width) < 0 ||
@@ -517,7 +517,7 @@ static int parse_stops(const char *s, fractal_render_options *opts)
     for (;;) {
         const char *comma = strchr(p, ',');
         size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        char item[128], buf[128], *parts[2];
+        char item[128], buf[128], *parts[2] = {NULL, NULL};
 
         if (n == FRACTAL_STOPS_MAX)
             return usage_error("--stops: more than %d stops", FRACTAL_STOPS_MAX);

@@ -243,7 +243,7 @@ static void mark_failed(struct device *d, const char *reason)
 {
     if (atomic_load(&d->failed))
         return;
-    snprintf(d->failed_reason, sizeof(d->failed_reason), "%s", reason[0] ? reason : "device error");
+    snprintf(d->failed_reason, sizeof(d->failed_reason), "%.250s", reason[0] ? reason : "device error");
     atomic_store(&d->failed, true);
     log_at(LOG_WARN, "device %s failed: %s; its work goes to the other devices", d->id, d->failed_reason);
 }
