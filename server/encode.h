@@ -38,7 +38,7 @@ int encoder_new(encoder **out, enum spec_format format, uint32_t width, uint32_t
  * When it returns, every byte encoded so far has gone to the sink (the rows of an incomplete PNG
  * segment, at most 128 KiB of image data, wait for the rest of their segment); memory stays
  * bounded whatever the image size and band size.
- * Returns 0, the sink's error, ERR_INVALID (more rows than the image has, or after
+ * Returns 0, the sink's error, ERR_NOMEM, ERR_INVALID (more rows than the image has, or after
  * encoder_finish; nothing is written) or ERR_INTERNAL. After the sink's error or ERR_INTERNAL
  * the encoder is dead: every later call returns that error again. */
 int encoder_write_rows(encoder *enc, const void *pixels, uint32_t rows);
@@ -49,7 +49,7 @@ int encoder_write_rows(encoder *enc, const void *pixels, uint32_t rows);
 void encoder_set_pool(encoder *enc, workpool *pool);
 
 /* Ends the image (all rows must have been written) and flushes the last bytes to the sink.
- * Returns 0, the sink's error, ERR_INVALID (rows missing; more may still be written) or
+ * Returns 0, the sink's error, ERR_NOMEM, ERR_INVALID (rows missing; more may still be written) or
  * ERR_INTERNAL. A second call after success returns 0 and writes nothing. */
 int encoder_finish(encoder *enc);
 

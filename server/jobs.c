@@ -1795,7 +1795,9 @@ int jobs_reader_open(jobs_reader **out, jobs_store *s, const char *id, char *msg
     pthread_mutex_unlock(&s->lock);
     if (err < 0)
         return err;
-    if (!(r = calloc(1, sizeof(*r))) || !(path = result_path(s, id))) {
+    if ((r = calloc(1, sizeof(*r))))
+        r->fd = -1; /* not 0: the cleanup below must never close stdin */
+    if (!r || !(path = result_path(s, id))) {
         err = ERR_NOMEM;
         set_msg(msg, msglen, "out of memory opening a result");
         goto done;

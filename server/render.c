@@ -147,8 +147,10 @@ int render_run(struct render_stats *out, const struct render_io *io, const struc
         out->samples += (uint64_t)rect.width * rect.height;
         if (spec->format == SPEC_PNG || spec->format == SPEC_PNG16)
             color_band(spec, smooth, rect.width, rows, pixels);
-        if ((err = encoder_write_rows(enc, pixels, rows)) < 0)
+        if ((err = encoder_write_rows(enc, pixels, rows)) < 0) {
+            snprintf(msg, msglen, "encoding failed: %s", err_name(err));
             goto done;
+        }
         out->encode_ms += render_now_ms() - t1;
         done += rows;
         if (io->progress)
@@ -156,7 +158,8 @@ int render_run(struct render_stats *out, const struct render_io *io, const struc
     }
     {
         double t = render_now_ms();
-        err = encoder_finish(enc);
+        if ((err = encoder_finish(enc)) < 0)
+            snprintf(msg, msglen, "encoding failed: %s", err_name(err));
         out->encode_ms += render_now_ms() - t;
     }
 

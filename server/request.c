@@ -49,16 +49,30 @@ static int check_rgb(const char *field, const Fractal__V1__Color *c, struct spec
     return 0;
 }
 
-/* Custom stops: 1..SPEC_MAX_STOPS-2 of them with positions in [0, 1], non-decreasing. The palette
- * is extended flat to 0 and 1 so that lookups never leave it. */
+/* Custom stops: positions in [0, 1], non-decreasing. The palette is extended flat to 0 and 1 so
+ * that lookups never leave it, and the count is checked after that extension: the resolved
+ * request written into PNGs and the job store lists the extended stops, and must validate again. */
 static int load_stops(struct spec_coloring *out, const Fractal__V1__Coloring *c, char *msg, size_t msglen)
 {
     uint32_t n = 0;
     int err;
 
-    if (c->n_stops > SPEC_MAX_STOPS - 2)
-        FAIL(ERR_INVALID, "coloring.stops must have 1..%d entries, got %zu", SPEC_MAX_STOPS - 2,
-             c->n_stops);
+    if (c->n_stops > SPEC_MAX_STOPS)
+        FAIL(ERR_INVALID, "coloring.stops must have 1..%d entries, got %zu", SPEC_MAX_STOPS, c->n_stops);
+    for (size_t i = 0; i < c->n_stops; i++) {
+        double pos = c->stops[i]->position, prev = i ? c->stops[i - 1]->position : 0.0;
+        if (!(pos >= 0.0 && pos <= 1.0))
+            FAIL(ERR_INVALID, "coloring.stops[%zu].position must be 0..1, got %g", i, pos);
+        if (pos < prev)
+            FAIL(ERR_INVALID, "coloring.stops[%zu].position must not be below the previous stop's %g, got %g",
+                 i, prev, pos);
+    }
+    {
+        size_t total = c->n_stops + (c->stops[0]->position > 0.0) + (c->stops[c->n_stops - 1]->position < 1.0);
+        if (total > SPEC_MAX_STOPS)
+            FAIL(ERR_INVALID, "coloring.stops must have at most %d entries counting the ones added at "
+                 "positions 0 and 1, got %zu", SPEC_MAX_STOPS, total);
+    }
     for (size_t i = 0; i < c->n_stops; i++) {
         const Fractal__V1__ColorStop *s = c->stops[i];
         char field[64];

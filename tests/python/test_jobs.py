@@ -67,6 +67,16 @@ class JobFlowTests(JobCase):
         # Fetching twice gives the same bytes.
         self.assertEqual(fetch(self.stub, job.id)[0], data)
 
+    def test_job_with_the_most_custom_stops_runs(self):
+        # 254 stops inside (0, 1) become 256 once extended to 0 and 1: the stored (resolved)
+        # request must validate again when the job runs.
+        stops = [pb.ColorStop(position=0.1 + 0.8 * k / 253, color=pb.Color(r=k)) for k in range(254)]
+        req = pb.RenderRequest(width=40, height=30, coloring=pb.Coloring(stops=stops))
+        job = wait_job(self.stub, self.stub.SubmitJob(req, timeout=10).id)
+        self.assertEqual(job.state, pb.JOB_STATE_SUCCEEDED, job.error_message)
+        self.assertEqual(len(job.request.coloring.stops), 256)
+        self.assertEqual(fetch(self.stub, job.id)[0], self.stub.Render(req, timeout=30).data)
+
     def test_bad_job_requests(self):
         with self.assertRaises(grpc.RpcError) as cm:
             self.stub.SubmitJob(pb.RenderRequest(width=0), timeout=10)

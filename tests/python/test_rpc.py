@@ -252,6 +252,9 @@ BAD_INPUT = [(name, req, INVALID, fragment) for name, req, fragment in _nan_rows
         stops=[pb.ColorStop(position=0, color=pb.Color(r=256))])), INVALID, "coloring.stops[0].color"),
     ("too many stops", pb.RenderRequest(coloring=pb.Coloring(
         stops=[pb.ColorStop(position=0)] * 300)), INVALID, "coloring.stops"),
+    ("too many stops once extended to 0 and 1", pb.RenderRequest(coloring=pb.Coloring(
+        stops=[pb.ColorStop(position=0.1 + 0.8 * k / 254) for k in range(255)])), INVALID,
+     "counting the ones added at positions 0 and 1, got 257"),
     ("interior colour 300", pb.RenderRequest(coloring=pb.Coloring(interior=pb.Color(b=300))), INVALID,
      "coloring.interior"),
     ("offset above 1", pb.RenderRequest(coloring=pb.Coloring(offset=2)), INVALID, "coloring.offset"),
