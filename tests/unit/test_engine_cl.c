@@ -16,6 +16,7 @@
 #include "engine_cl.h"
 #include "engine_cpu.h"
 #include "err.h"
+#include "spec_helpers.h"
 
 extern char **environ;
 
@@ -127,36 +128,6 @@ static size_t usable(int v, engine_cl **out, size_t max)
         skip();
     }
     return n;
-}
-
-static struct render_spec make_spec(enum spec_fractal fractal, double c_re, double c_im,
-                                    double center_re, double center_im, double view_width,
-                                    uint32_t w, uint32_t h, uint32_t max_iter, double radius,
-                                    enum spec_precision precision, uint32_t supersample)
-{
-    struct render_spec s;
-
-    memset(&s, 0, sizeof(s));
-    s.fractal = fractal;
-    s.c_re = c_re;
-    s.c_im = c_im;
-    s.center_re = center_re;
-    s.center_im = center_im;
-    s.view_width = view_width;
-    s.width = w;
-    s.height = h;
-    s.region = (struct spec_rect){0, 0, w, h};
-    s.max_iter = max_iter;
-    s.escape_radius = radius;
-    s.precision = precision;
-    s.format = SPEC_RAW_F32;
-    s.supersample = supersample;
-    return s;
-}
-
-static struct spec_rect grid_of(const struct render_spec *s)
-{
-    return (struct spec_rect){0, 0, s->width * s->supersample, s->height * s->supersample};
 }
 
 /* Renders r on a device and on the CPU engine and compares them sample by sample within the

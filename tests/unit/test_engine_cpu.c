@@ -9,38 +9,8 @@
 #include "unit.h"
 #include "engine_cpu.h"
 #include "err.h"
+#include "spec_helpers.h"
 #include "escape.h"
-
-static struct render_spec make_spec(enum spec_fractal fractal, double c_re, double c_im,
-                                    double center_re, double center_im, double view_width,
-                                    uint32_t w, uint32_t h, uint32_t max_iter, double radius,
-                                    enum spec_precision precision, uint32_t supersample)
-{
-    struct render_spec s;
-
-    memset(&s, 0, sizeof(s));
-    s.fractal = fractal;
-    s.c_re = c_re;
-    s.c_im = c_im;
-    s.center_re = center_re;
-    s.center_im = center_im;
-    s.view_width = view_width;
-    s.width = w;
-    s.height = h;
-    s.region = (struct spec_rect){0, 0, w, h};
-    s.max_iter = max_iter;
-    s.escape_radius = radius;
-    s.precision = precision;
-    s.format = SPEC_RAW_F32;
-    s.supersample = supersample;
-    return s;
-}
-
-/* The whole sample grid of a spec, as a rectangle. */
-static struct spec_rect grid_of(const struct render_spec *s)
-{
-    return (struct spec_rect){0, 0, s->width * s->supersample, s->height * s->supersample};
-}
 
 /* escape.h's scalar reference over a rectangle of the sample grid; returns the count sum. */
 static uint64_t ref_render(const struct render_spec *s, const struct spec_rect *r,
