@@ -1,7 +1,8 @@
 /* bench_server.c: the whole server's compute path (the scheduler over every usable device) against
  * each device alone, in one run, on workloads A, B and C of BENCHMARKS.md at 1920x1080, fp32 and
  * fp64, in Giter/s (sum of escape counts per second), counts and smooth values as a PNG needs.
- * Usage: bench_server [REPS]   (devices as fractald finds them; FRACTALD_DEVICES applies) */
+ * Usage: bench_server [REPS]   (devices as fractald finds them; FRACTALD_DEVICES applies;
+ * BENCH_COLOCATED_NICE=0 runs CPU-type devices at equal priority, as `share_cpu = equal`) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,31 +42,32 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Median Giter/s of `reps` renders of the full frame through the scheduler, restricted to
- * `selector` ("" = every device). Returns a negative number if the render fails. */
-static double measure(sched *s, struct render_spec *spec, const char *selector, int reps, uint32_t *counts,
-                      float *smooth)
+/* Giter/s of one render of the full frame through the scheduler, restricted to `selector`
+ * ("" = every device). Returns a negative number if the render fails. */
+static double measure_once(sched *s, struct render_spec *spec, const char *selector, uint32_t *counts,
+                           float *smooth)
 {
     struct spec_rect rect = {0, 0, spec->width, spec->height};
-    double rates[MAX_REPS];
+    struct sched_call call = {s, 0, ""};
+    struct engine_cpu_stats st = {0};
+    double t0, t;
+    int err;
 
     snprintf(spec->device, sizeof(spec->device), "%s", selector);
-    for (int r = -1; r < reps; r++) {
-        struct sched_call call = {s, 0, ""};
-        struct engine_cpu_stats st = {0};
-        double t0 = now_s();
-        int err = sched_compute(&call, spec, &rect, counts, smooth, NULL, &st);
-        double t = now_s() - t0;
-        if (err < 0) {
-            fprintf(stderr, "bench_server: %s on %s: %s\n", err_name(err), selector[0] ? selector : "all",
-                    call.msg);
-            return -1;
-        }
-        if (r >= 0) /* the first render is a warm-up */
-            rates[r] = (double)st.iterations / t / 1e9;
+    t0 = now_s();
+    err = sched_compute(&call, spec, &rect, counts, smooth, NULL, &st);
+    t = now_s() - t0;
+    if (err < 0) {
+        fprintf(stderr, "bench_server: %s on %s: %s\n", err_name(err), selector[0] ? selector : "all", call.msg);
+        return -1;
     }
-    qsort(rates, (size_t)reps, sizeof(rates[0]), cmp_double);
-    return rates[reps / 2];
+    return (double)st.iterations / t / 1e9;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(v[0]), cmp_double);
+    return v[n / 2];
 }
 
 int main(int argc, char **argv)
@@ -79,6 +81,7 @@ int main(int argc, char **argv)
     uint32_t *counts = malloc(1920 * 1080 * sizeof(*counts));
     float *smooth = malloc(1920 * 1080 * sizeof(*smooth));
     int reps = argc > 1 ? atoi(argv[1]) : 3, status = 1;
+    double (*rates)[MAX_REPS] = NULL;    /* per device, then all devices: one rate per round */
     char msg[512];
 
     if (reps < 1 || reps > MAX_REPS || !counts || !smooth) {
@@ -86,9 +89,16 @@ int main(int argc, char **argv)
         return 2;
     }
     config_defaults(&cfg);
+    /* BENCH_COLOCATED_NICE=0 measures the devices at equal priority (share_cpu = equal). */
+    if (getenv("BENCH_COLOCATED_NICE"))
+        so.colocated_nice = atoi(getenv("BENCH_COLOCATED_NICE"));
     if (devconf_from_config(&conf, &cfg, msg, sizeof(msg)) < 0 || engine_cpu_new(&cpu, 0) < 0 ||
         devconf_discover(&devs, &conf, cpu, msg, sizeof(msg)) < 0 || sched_new(&s, &devs, &so, msg, sizeof(msg)) < 0) {
         fprintf(stderr, "bench_server: %s\n", msg);
+        goto done;
+    }
+    if (!(rates = calloc(devs.count + 1, sizeof(*rates)))) {
+        fprintf(stderr, "bench_server: out of memory\n");
         goto done;
     }
     printf("devices (calibrated Giter/s):\n");
@@ -120,26 +130,41 @@ int main(int argc, char **argv)
             spec.precision = (enum spec_precision)p;
             spec.supersample = 1;
             printf("%-3s %-5s", wl->name, p == SPEC_FP32 ? "fp32" : "fp64");
+            /* Rounds of one render per configuration (each device alone, then all of them),
+             * round after round, so that a slow spell of this shared host weighs on every
+             * column alike rather than on whichever ran during it. Round 0 is a warm-up. */
+            for (int r = -1; r < reps; r++)
+                for (size_t i = 0; i <= devs.count; i++) {
+                    double v;
+                    if (i < devs.count && !devices_usable(&devs.list[i]))
+                        continue;
+                    v = measure_once(s, &spec, i < devs.count ? devs.list[i].id : "", counts, smooth);
+                    if (v < 0)
+                        goto done;
+                    if (r >= 0)
+                        rates[i][r] = v;
+                }
             for (size_t i = 0; i < devs.count; i++) {
                 double r;
                 if (!devices_usable(&devs.list[i]))
                     continue;
-                r = measure(s, &spec, devs.list[i].id, reps, counts, smooth);
+                r = median(rates[i], reps);
                 printf(" %12.2f", r);
                 if (r > best)
                     best = r;
             }
-            all = measure(s, &spec, "", reps, counts, smooth);
+            all = median(rates[devs.count], reps);
             printf(" %12.2f %9.2fx\n", all, best > 0 ? all / best : 0);
             fflush(stdout);
         }
-    printf("\nGiter/s, median of %d renders of 1920x1080 after a warm-up, counts and smooth values, through "
+    printf("\nGiter/s, median of %d interleaved rounds of 1920x1080 renders after a warm-up round, counts and smooth values, through "
            "the scheduler (a device alone: the request's device selector)\n", reps);
     status = 0;
 done:
     sched_free(s);
     devices_dispose(&devs);
     engine_cpu_free(cpu);
+    free(rates);
     free(counts);
     free(smooth);
     return status;

@@ -1642,6 +1642,8 @@ static void print_devices_table(const fractal_device_list *list)
         else if (d->status[0] && strcmp(d->status, "ok") != 0)
             snprintf(state, sizeof state, "%s%s%s", d->status, d->status_reason[0] ? ": " : "",
                      d->status_reason);
+        else if (!strncmp(d->status_reason, "spare cycles", 12))
+            snprintf(state, sizeof state, "ok (spare cycles)");
         else
             snprintf(state, sizeof state, "ok");
         printf("%-*s  %-5s  %-6s  %-4s  %4u  %9s  %8.2f  %-24s  %s\n", (int)id_w, d->id,

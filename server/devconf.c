@@ -34,6 +34,7 @@ void devconf_defaults(struct devconf *out)
     out->cpu_engine = true;
     snprintf(out->cpu_engine_origin, sizeof(out->cpu_engine_origin), "default");
     out->calibrate = true;
+    out->share_cpu_priority = true;
     out->opencl = true;
     out->max_launch_ms = 50;
     out->fault_after = -1;
@@ -233,6 +234,14 @@ int devconf_set(struct devconf *conf, const char *origin, const char *key, const
         return parse_bool(&conf->opencl, origin, key, value, msg, msglen);
     if (!strcmp(key, "calibrate"))
         return parse_bool(&conf->calibrate, origin, key, value, msg, msglen);
+    if (!strcmp(key, "share_cpu")) {
+        if (strcmp(value, "priority") && strcmp(value, "equal")) {
+            snprintf(msg, msglen, "%s: share_cpu must be 'priority' or 'equal', got '%s'", origin, value);
+            return ERR_INVALID;
+        }
+        conf->share_cpu_priority = !strcmp(value, "priority");
+        return 0;
+    }
     if (!strcmp(key, "cache_dir")) {
         if (strlen(value) >= sizeof(conf->cache_dir)) {
             snprintf(msg, msglen, "%s: cache_dir is longer than %zu bytes", origin, sizeof(conf->cache_dir) - 1);
@@ -270,8 +279,8 @@ int devconf_set(struct devconf *conf, const char *origin, const char *key, const
         return 0;
     }
     snprintf(msg, msglen,
-             "%s: unknown key '%s' (keys: include, exclude, cpu_engine, opencl, calibrate, fault_inject, "
-             "cache_dir, max_launch_ms)", origin, key);
+             "%s: unknown key '%s' (keys: include, exclude, cpu_engine, opencl, calibrate, share_cpu, "
+             "fault_inject, cache_dir, max_launch_ms)", origin, key);
     return ERR_INVALID;
 }
 
@@ -666,7 +675,12 @@ static int cl_render(void *backend, const struct render_spec *spec, const struct
     return engine_cl_render(backend, spec, rect, counts, smooth, cancel, stats, msg, msglen);
 }
 
-static const struct device_ops cl_ops = {cl_render};
+static size_t cl_lower_priority(void *backend, int nice)
+{
+    return engine_cl_lower_priority(backend, nice);
+}
+
+static const struct device_ops cl_ops = {cl_render, cl_lower_priority};
 
 struct cl_owner {
     engine_cl **engines;

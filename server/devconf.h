@@ -61,6 +61,10 @@ struct devconf {
     bool cpu_engine;                   /* default on */
     char cpu_engine_origin[DEVCONF_ORIGIN_MAX];
     bool calibrate;                    /* default on */
+    /* share_cpu: how CPU-type devices (the CPU engine, an OpenCL CPU device) share the host's
+     * cores. true ("priority", default): the slower ones run on spare cycles (sched.c,
+     * share_host_cpu); false ("equal"): all at the same priority. */
+    bool share_cpu_priority;
     char cache_dir[1024];              /* "" = no program cache */
     unsigned max_launch_ms;            /* default 50 */
     bool opencl;                       /* default on; off skips OpenCL discovery altogether */

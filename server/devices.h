@@ -1,4 +1,4 @@
-/* devices.h: the registry of compute devices fractald knows (today the built-in CPU engine), what
+/* devices.h: the registry of compute devices fractald knows (the built-in CPU engine and OpenCL), what
  * ListDevices reports about each, and how a request's `device` selector picks among them. */
 #ifndef FRACTALD_DEVICES_H
 #define FRACTALD_DEVICES_H
@@ -26,6 +26,9 @@ struct device_ops {
     int (*render)(void *backend, const struct render_spec *spec, const struct spec_rect *rect,
                   uint32_t *counts, float *smooth, const atomic_int *cancel,
                   struct engine_cpu_stats *stats, char *msg, size_t msglen);
+    /* Optional: lowers the priority of the threads the backend runs on its own (an OpenCL CPU
+     * runtime's workers) to `nice`; returns how many it changed. NULL: it runs none. */
+    size_t (*lower_priority)(void *backend, int nice);
 };
 
 struct device {
@@ -45,6 +48,9 @@ struct device {
     atomic_bool failed;
     char failed_reason[256];
     double giter_per_s;         /* measured throughput, 0 if not measured */
+    /* Set by the scheduler for a CPU-type device that shares the host's cores with a faster one:
+     * its threads run at low priority, on the cycles the faster device leaves. */
+    bool spare_cycles;
     atomic_uint_least64_t tiles_done;
     atomic_uint_least64_t iterations_done;
     atomic_uint_least64_t busy_us;  /* time spent computing tiles, microseconds */

@@ -18,6 +18,7 @@
 #include "devices.h"
 #include "err.h"
 #include "escape.h"
+#include "host_threads.h"
 
 #ifndef CL_PLATFORM_NOT_FOUND_KHR
 #define CL_PLATFORM_NOT_FOUND_KHR -1001
@@ -90,6 +91,13 @@ struct engine_cl {
     size_t zhost_cap;
     double rate[2];                 /* budget units x active work-items per ms, once measured */
     uint64_t launches, fault_at;    /* fault_at: launch number that fails; 0 = never */
+    /* Threads that appeared while this device's platform listed and prepared its devices: the
+     * runtime's own workers (PoCL starts its CPU device's threads in clGetDeviceIDs). Shared by
+     * the platform's engines; runtime_threads_owner frees it. */
+    pid_t *runtime_threads;
+    size_t nruntime_threads;
+    bool runtime_threads_owner;
+    bool platform_cpu_only;         /* every device of the platform is CPU-type */
 };
 
 /* ---- errors ---- */
@@ -940,7 +948,32 @@ static void engine_free(struct engine_cl *e)
         clReleaseContext(e->context);
     free(e->scratch);
     free(e->zhost);
+    if (e->runtime_threads_owner)
+        free(e->runtime_threads);
     free(e);
+}
+
+/* Records, in the `count` engines of one platform, the threads that started since `before` was
+ * taken (the platform's runtime threads) and whether the platform is CPU-only. Without memory the
+ * engines simply record none. */
+static void note_runtime_threads(struct engine_cl **engines, size_t count, const pid_t *before,
+                                 size_t nbefore)
+{
+    pid_t *now = NULL;
+    size_t nnow = 0;
+    bool cpu_only = true;
+
+    if (count == 0 || host_threads_list(&now, &nnow) < 0)
+        return;
+    nnow = host_threads_new_since(before, nbefore, now, nnow);
+    for (size_t i = 0; i < count; i++)
+        cpu_only = cpu_only && engines[i]->info.type == DEVICE_CPU;
+    for (size_t i = 0; i < count; i++) {
+        engines[i]->runtime_threads = now;
+        engines[i]->nruntime_threads = nnow;
+        engines[i]->runtime_threads_owner = i == 0;
+        engines[i]->platform_cpu_only = cpu_only;
+    }
 }
 
 int engine_cl_discover(engine_cl ***out, size_t *count, const struct engine_cl_options *opts,
@@ -951,7 +984,8 @@ int engine_cl_discover(engine_cl ***out, size_t *count, const struct engine_cl_o
     cl_device_id *devices = NULL;
     struct engine_cl **list = NULL;
     cl_uint nplat = 0;
-    size_t n = 0, nfailed = 0;
+    size_t n = 0, nfailed = 0, nthreads_before = 0;
+    pid_t *threads_before = NULL;
     cl_int rc;
     int err = 0;
 
@@ -983,7 +1017,12 @@ int engine_cl_discover(engine_cl ***out, size_t *count, const struct engine_cl_o
     for (cl_uint p = 0; p < nplat; p++) {
         cl_uint ndev = 0;
         struct engine_cl **grown;
+        size_t first = n;
 
+        free(threads_before);
+        threads_before = NULL;
+        if (host_threads_list(&threads_before, &nthreads_before) < 0)
+            nthreads_before = 0;
         /* A platform with no device (or one that fails to list them) is skipped. */
         if (clGetDeviceIDs(platforms[p], CL_DEVICE_TYPE_ALL, 0, NULL, &ndev) != CL_SUCCESS ||
             ndev == 0)
@@ -1020,6 +1059,8 @@ int engine_cl_discover(engine_cl ***out, size_t *count, const struct engine_cl_o
             prepare(e, opts);
             nfailed += e->failed != 0;
         }
+        if (threads_before)
+            note_runtime_threads(list + first, n - first, threads_before, nthreads_before);
     }
     snprintf(msg, msglen, "%zu OpenCL device%s on %u platform%s", n, n == 1 ? "" : "s",
              (unsigned)nplat, nplat == 1 ? "" : "s");
@@ -1033,6 +1074,7 @@ int engine_cl_discover(engine_cl ***out, size_t *count, const struct engine_cl_o
 done:
     if (list)
         engine_cl_free_all(list, n);
+    free(threads_before);
     free(devices);
     free(platforms);
     return err;
@@ -1060,4 +1102,11 @@ const char *engine_cl_failure(const engine_cl *engine)
 void engine_cl_inject_fault(engine_cl *engine, uint64_t after_launches)
 {
     engine->fault_at = after_launches ? engine->launches + after_launches + 1 : 0;
+}
+
+size_t engine_cl_lower_priority(engine_cl *engine, int nice)
+{
+    if (!engine->platform_cpu_only)
+        return 0;
+    return host_threads_lower_priority(engine->runtime_threads, engine->nruntime_threads, nice);
 }

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "engine_cpu.h"
 #include "spec.h"
@@ -49,6 +50,8 @@ struct engine_cl_info {
  * *out receives an array of *count engines (free with engine_cl_free_all); a device whose
  * preparation failed is still listed, with engine_cl_failure() saying why (the build log for a
  * failed build). No ICD or no platform is not an error: *count = 0 and msg says so.
+ * Threads that start while a platform prepares its devices are taken for that runtime's own (for
+ * engine_cl_lower_priority): call this while no other thread of the process starts threads.
  * Returns 0, or ERR_NOMEM. Never prints. */
 int engine_cl_discover(engine_cl ***out, size_t *count, const struct engine_cl_options *opts,
                        char *msg, size_t msglen);
@@ -72,6 +75,14 @@ const char *engine_cl_failure(const engine_cl *engine);
 int engine_cl_render(engine_cl *engine, const struct render_spec *spec, const struct spec_rect *rect,
                      uint32_t *counts, float *smooth, const atomic_int *cancel,
                      struct engine_cpu_stats *stats, char *msg, size_t msglen);
+
+/* Lowers to `nice` (0..19) the priority of the threads the device's OpenCL runtime started at
+ * discovery, when every device of its platform is CPU-type (they then compete with the CPU engine
+ * for the same cores; a platform that also drives a GPU is left alone, since starving its threads
+ * would idle the GPU). Returns how many threads were changed: 0 for other platforms, or for a
+ * runtime that starts its threads later (those inherit the priority of the thread that drives the
+ * engine, which the caller can lower too). */
+size_t engine_cl_lower_priority(engine_cl *engine, int nice);
 
 /* Test hook: after `after_launches` more kernel launches (0 = off) every launch of this engine
  * fails as CL_OUT_OF_RESOURCES would, so callers can exercise their handling of ERR_DEVICE. */

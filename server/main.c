@@ -68,6 +68,7 @@ int main(int argc, char **argv)
     {
         struct sched_options so = SCHED_OPTIONS_INIT;
         so.calibrate = dconf.calibrate;
+        so.colocated_nice = dconf.share_cpu_priority ? SCHED_DEFAULT_COLOCATED_NICE : 0;
         if ((err = sched_new(&scheduler, &devs, &so, msg, sizeof(msg))) < 0) {
             fprintf(stderr, "fractald: %s\n", msg);
             goto done;

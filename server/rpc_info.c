@@ -34,8 +34,12 @@ void rpc_list_devices(struct call *c)
         m->memory_bytes = d->memory_bytes;
         m->enabled = d->enabled;
         m->disabled_reason = d->disabled_reason;
-        m->status = d->failed ? "failed" : "ok";
-        m->status_reason = d->failed_reason;
+        m->status = atomic_load(&d->failed) ? "failed" : "ok";
+        /* A working spare-cycles device says so: its low share of the work is by design. */
+        m->status_reason = atomic_load(&d->failed) ? d->failed_reason
+                           : d->spare_cycles ? "spare cycles: shares the host's cores with a faster CPU-type "
+                                               "device and runs at low priority (share_cpu = priority)"
+                                             : "";
         m->giter_per_s = d->giter_per_s;
         m->tiles_done = atomic_load(&d->tiles_done);
         m->iterations_done = atomic_load(&d->iterations_done);

@@ -10,11 +10,15 @@
 #include <time.h>
 
 #include "err.h"
+#include "host_threads.h"
 #include "log.h"
 
 /* No tile is cut smaller than this (unless the band is): below it the per-tile overhead of a
  * device (a queue round trip, a kernel launch) outweighs the work. */
 #define MIN_TILE_SAMPLES 4096u
+/* Largest tile of a spare-cycles device (share_host_cpu): PoCL's VECTOR kernel keeps about 900
+ * samples in flight on 2 cores, so this still fills it while bounding the tail it can leave. */
+#define SPARE_TILE_SAMPLES 16384u
 /* How often a waiting sched_compute looks at its caller's cancel flag. */
 #define CANCEL_POLL_MS 5
 #define DEFAULT_CALIBRATE_MS 80u
@@ -36,6 +40,7 @@ struct request {
      * its tiles within one engine poll. */
     atomic_int abort;
     double share_den;           /* sum of the effective weights of the devices that may serve it */
+    bool host_primary;          /* a CPU-type device that is not spare-cycles may serve it */
     uint32_t next_row;          /* rows [0, next_row) have been handed out at least once */
     struct strip *retry;        /* strips whose device failed, handed out before new rows */
     size_t nretry, retry_cap;
@@ -56,6 +61,20 @@ struct worker {
     pthread_t thread;
     bool started;
     int64_t tiles_run;          /* tiles this device finished, for fault injection */
+    /* A spare-cycles device's tile of a request that a primary device also serves is computed from
+     * private copies of the spec and into private outputs, so that when the request has nothing
+     * else left, a primary device can take the tile over (take_tile) and the request need not wait
+     * for a device that may be starved of cycles. Guarded by the lock, but for the copies, which
+     * only this worker touches. */
+    struct request *holding;    /* the request whose tile it computes privately; NULL if none */
+    struct strip held;
+    bool stolen;                /* a primary device took the tile over: drop the result */
+    atomic_int tile_abort;      /* what the engine polls for such a tile */
+    struct render_spec spec;
+    uint32_t *counts;
+    float *smooth;
+    size_t cap;                 /* samples counts and smooth hold */
+    bool want_counts, want_smooth;  /* which outputs the request asked for */
 };
 
 struct sched {
@@ -66,6 +85,7 @@ struct sched {
     bool stop;
     struct worker *workers;
     size_t nworkers;
+    int colocated_nice;
 };
 
 static int cpu_render(void *backend, const struct render_spec *spec, const struct spec_rect *rect,
@@ -79,7 +99,7 @@ static int cpu_render(void *backend, const struct render_spec *spec, const struc
     return err;
 }
 
-const struct device_ops sched_cpu_ops = {cpu_render};
+const struct device_ops sched_cpu_ops = {cpu_render, NULL};
 
 static double now_ms(void)
 {
@@ -136,15 +156,23 @@ static bool has_work(const struct request *r)
     return !r->stopped && (r->nretry > 0 || r->next_row < r->rect.height);
 }
 
-/* Rows of the request a device takes at once: its tile size, but at most half its share of the
- * request (by effective weight), so a slow device never holds the last large tile of a band. */
+/* Rows of the request a device takes at once (guided self-scheduling): its tile size, but at most
+ * half its share (by effective weight) of the rows not yet handed out, and no less than
+ * MIN_TILE_SAMPLES. Tiles thus shrink as the request nears its end, so whichever device takes the
+ * last ones, the others wait at most a small tile for it: with shares of the whole request
+ * instead, a slow device could hold a last tile of an eighth of the frame while a fast one idled. */
 static uint32_t rows_for(const struct device *d, const struct request *r)
 {
-    uint64_t total = (uint64_t)r->rect.width * r->rect.height;
-    uint64_t fair = (uint64_t)((double)total * effective_weight(d) / r->share_den / 2);
+    uint64_t left = (uint64_t)r->rect.width * (r->rect.height - r->next_row);
+    uint64_t fair = (uint64_t)((double)left * effective_weight(d) / r->share_den / 2);
     uint64_t samples = min_u64(sched_tile_samples(d), fair > MIN_TILE_SAMPLES ? fair : MIN_TILE_SAMPLES);
-    uint64_t rows = samples / r->rect.width;
+    uint64_t rows;
 
+    /* A spare-cycles device progresses only while the faster one idles, so whatever it holds may
+     * be left to it alone at the end of the request: keep that small. */
+    if (d->spare_cycles && r->host_primary)
+        samples = min_u64(samples, SPARE_TILE_SAMPLES);
+    rows = samples / r->rect.width;
     /* A tile is at least one full row, whatever the limits say: rows are never split. */
     return rows < 1 ? 1 : rows > r->rect.height ? r->rect.height : (uint32_t)rows;
 }
@@ -173,7 +201,7 @@ static void list_remove(struct sched *s, struct request *r)
     r->prev = r->next = NULL;
 }
 
-static void stop_request(struct request *r, int err, const char *msg)
+static void stop_request(struct sched *s, struct request *r, int err, const char *msg)
 {
     if (r->stopped)
         return;
@@ -181,7 +209,33 @@ static void stop_request(struct request *r, int err, const char *msg)
     r->err = err;
     snprintf(r->msg, sizeof(r->msg), "%s", msg);
     atomic_store(&r->abort, 1);
+    for (size_t k = 0; k < s->nworkers; k++)
+        if (s->workers[k].holding == r)
+            atomic_store(&s->workers[k].tile_abort, 1);
     pthread_cond_broadcast(&r->changed);
+}
+
+/* For a primary device (not spare-cycles) asking for work: a request that has no rows left to hand
+ * out but waits on a tile a spare-cycles device computes privately, which this device may serve.
+ * The tile moves to the caller (the request's inflight count with it); the spare device is told
+ * to let go and will drop its result. Finishing a request that waits only on a device which may
+ * be starved of cycles comes before new tiles of any request. Called with the lock held. */
+static struct request *steal_tile(struct sched *s, const struct device *d, struct strip *out)
+{
+    if (d->spare_cycles)
+        return NULL;
+    for (size_t k = 0; k < s->nworkers; k++) {
+        struct worker *v = &s->workers[k];
+        struct request *r = v->holding;
+        if (!r || v->stolen || r->stopped || has_work(r) || !can_serve(d, r))
+            continue;
+        v->stolen = true;
+        v->holding = NULL;
+        atomic_store(&v->tile_abort, 1);
+        *out = v->held;
+        return r;
+    }
+    return NULL;
 }
 
 /* Takes the next tile for device `index`: the first request from the head of the list it may
@@ -190,7 +244,10 @@ static void stop_request(struct request *r, int err, const char *msg)
 static struct request *take_tile(struct sched *s, size_t index, struct strip *out)
 {
     const struct device *d = &s->devs->list[index];
+    struct request *stolen = steal_tile(s, d, out);
 
+    if (stolen)
+        return stolen;
     for (struct request *r = s->head; r; r = r->next) {
         uint32_t rows;
         if (!has_work(r) || !can_serve(d, r))
@@ -234,7 +291,7 @@ static void fail_orphans(struct sched *s, size_t index)
             continue;
         snprintf(msg, sizeof(msg), "device %.60s failed (%.120s) and no other device can take the work",
                  failed->id, failed->failed_reason);
-        stop_request(r, ERR_DEVICE, msg);
+        stop_request(s, r, ERR_DEVICE, msg);
     }
 }
 
@@ -248,12 +305,44 @@ static void mark_failed(struct device *d, const char *reason)
     log_at(LOG_WARN, "device %s failed: %s; its work goes to the other devices", d->id, d->failed_reason);
 }
 
+/* Prepares a spare-cycles device's tile of request r for computing privately (struct worker):
+ * copies the spec and sizes the private outputs. Returns false, and the tile is computed in place
+ * as any other, when memory is short. Called with the lock held, just after take_tile. */
+static bool hold_privately(struct worker *w, struct request *r, const struct strip *tile)
+{
+    size_t samples = (size_t)r->rect.width * tile->height;
+
+    if (samples > w->cap) {
+        uint32_t *counts = realloc(w->counts, samples * sizeof(*counts));
+        float *smooth;
+        if (counts)
+            w->counts = counts;
+        smooth = counts ? realloc(w->smooth, samples * sizeof(*smooth)) : NULL;
+        if (!smooth)
+            return false;
+        w->smooth = smooth;
+        w->cap = samples;
+    }
+    w->spec = *r->spec;
+    w->want_counts = r->counts != NULL;
+    w->want_smooth = r->smooth != NULL;
+    w->holding = r;
+    w->held = *tile;
+    w->stolen = false;
+    atomic_store(&w->tile_abort, 0);
+    return true;
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     struct sched *s = w->sched;
     struct device *d = &s->devs->list[w->index];
 
+    /* This thread launches the device's work and computes its smooth values on the host: it is
+     * part of the device, and threads a runtime starts from it inherit its priority. */
+    if (d->spare_cycles)
+        host_thread_lower_own_priority(s->colocated_nice);
     pthread_mutex_lock(&s->lock);
     while (!s->stop && !atomic_load(&d->failed)) {
         struct strip tile;
@@ -262,6 +351,7 @@ static void *worker_main(void *arg)
         struct spec_rect rect;
         char msg[256] = "";
         size_t offset;
+        bool private;
         double t0;
         int err;
 
@@ -269,6 +359,7 @@ static void *worker_main(void *arg)
             pthread_cond_wait(&s->work, &s->lock);
             continue;
         }
+        private = d->spare_cycles && r->host_primary && hold_privately(w, r, &tile);
         pthread_mutex_unlock(&s->lock);
 
         rect = (struct spec_rect){r->rect.x, r->rect.y + tile.y, r->rect.width, tile.height};
@@ -277,6 +368,10 @@ static void *worker_main(void *arg)
         if (d->fault_after >= 0 && w->tiles_run >= d->fault_after) {
             snprintf(msg, sizeof(msg), "fault injected after %lld tiles", (long long)w->tiles_run);
             err = ERR_DEVICE;
+        } else if (private) {
+            /* From here until the lock is taken again, r may be finished by others and gone. */
+            err = d->ops->render(d->backend, &w->spec, &rect, w->want_counts ? w->counts : NULL,
+                                 w->want_smooth ? w->smooth : NULL, &w->tile_abort, &st, msg, sizeof(msg));
         } else {
             err = d->ops->render(d->backend, r->spec, &rect, r->counts ? r->counts + offset : NULL,
                                  r->smooth ? r->smooth + offset : NULL, &r->abort, &st, msg, sizeof(msg));
@@ -284,6 +379,26 @@ static void *worker_main(void *arg)
         atomic_fetch_add(&d->busy_us, (uint64_t)((now_ms() - t0) * 1e3));
 
         pthread_mutex_lock(&s->lock);
+        if (private) {
+            bool stolen = w->stolen;
+            w->holding = NULL;
+            w->stolen = false;
+            if (stolen) {
+                /* A primary device took the tile over; its count of r moved with it. */
+                if (err == ERR_DEVICE) {
+                    mark_failed(d, msg);
+                    fail_orphans(s, w->index);
+                }
+                continue;
+            }
+            if (err == 0) {
+                size_t n = (size_t)rect.width * rect.height;
+                if (r->counts)
+                    memcpy(r->counts + offset, w->counts, n * sizeof(*w->counts));
+                if (r->smooth)
+                    memcpy(r->smooth + offset, w->smooth, n * sizeof(*w->smooth));
+            }
+        }
         r->inflight--;
         if (err == 0) {
             w->tiles_run++;
@@ -306,7 +421,7 @@ static void *worker_main(void *arg)
         } else {
             char line[256];
             snprintf(line, sizeof(line), "device %.64s: %.180s", d->id, msg[0] ? msg : err_name(err));
-            stop_request(r, err, line);
+            stop_request(s, r, err, line);
         }
         pthread_cond_broadcast(&r->changed);
     }
@@ -364,6 +479,39 @@ done:
     return err;
 }
 
+/* CPU-type devices (the CPU engine, an OpenCL CPU device such as PoCL's) are all the host's
+ * cores. Run side by side at equal priority they time-share those cores, so a render on all of them
+ * goes at a blend of their speeds, below the fastest alone (30 % below on workload B on a 2-core
+ * host). So every CPU-type device measured slower than the fastest becomes a spare-cycles device: its
+ * threads run at nice `nice`, taking the cores only when the fastest leaves them idle (between its
+ * tiles, at the end of a band, or when the request is not for it). It still takes tiles of every
+ * render: they run when cycles are spare, and at full speed once the fastest device has none left.
+ * Devices of other types (GPUs) are left alone, and so is a platform that also drives a GPU. */
+static void share_host_cpu(struct devices *devs, int nice)   /* nice 0: none, all equal */
+{
+    const struct device *fastest = NULL;
+
+    for (size_t i = 0; i < devs->count; i++) {
+        const struct device *d = &devs->list[i];
+        if (devices_usable(d) && d->type == DEVICE_CPU && (!fastest || d->giter_per_s > fastest->giter_per_s))
+            fastest = d;
+    }
+    for (size_t i = 0; i < devs->count; i++) {
+        struct device *d = &devs->list[i];
+        size_t changed = 0;
+        d->spare_cycles = false;
+        /* Only a device measured slower: without calibration nothing is known to be faster. */
+        if (nice <= 0 || !fastest || !devices_usable(d) || d->type != DEVICE_CPU || !(d->giter_per_s < fastest->giter_per_s))
+            continue;
+        d->spare_cycles = true;
+        if (d->ops->lower_priority)
+            changed = d->ops->lower_priority(d->backend, nice);
+        log_at(LOG_INFO, "device %s shares the host's cores with the faster %s: it runs at nice %d, on "
+               "the cycles %s leaves (%zu runtime thread%s lowered)", d->id, fastest->id, nice, fastest->id,
+               changed, changed == 1 ? "" : "s");
+    }
+}
+
 int sched_new(sched **out, struct devices *devs, const struct sched_options *opts, char *msg,
               size_t msglen)
 {
@@ -390,6 +538,7 @@ int sched_new(sched **out, struct devices *devs, const struct sched_options *opt
         }
         log_at(LOG_INFO, "device %s: %.3f Giter/s (calibration)", d->id, d->giter_per_s);
     }
+    share_host_cpu(devs, opts->colocated_nice);
     for (size_t i = 0; i < devs->count; i++)
         usable += devices_usable(&devs->list[i]);
     if (usable == 0) {
@@ -403,6 +552,7 @@ int sched_new(sched **out, struct devices *devs, const struct sched_options *opt
         goto done;
     }
     s->devs = devs;
+    s->colocated_nice = opts->colocated_nice;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->work, NULL);
     for (size_t i = 0; i < devs->count; i++) {
@@ -437,9 +587,12 @@ void sched_free(sched *s)
         s->stop = true;
         pthread_cond_broadcast(&s->work);
         pthread_mutex_unlock(&s->lock);
-        for (size_t i = 0; i < s->nworkers; i++)
+        for (size_t i = 0; i < s->nworkers; i++) {
             if (s->workers[i].started)
                 pthread_join(s->workers[i].thread, NULL);
+            free(s->workers[i].counts);
+            free(s->workers[i].smooth);
+        }
         pthread_cond_destroy(&s->work);
         pthread_mutex_destroy(&s->lock);
     }
@@ -495,9 +648,13 @@ int sched_compute(void *ctx, const struct render_spec *spec, const struct spec_r
     pthread_cond_init(&r.changed, NULL);
 
     pthread_mutex_lock(&s->lock);
-    for (size_t i = 0; i < s->devs->count; i++)
-        if (can_serve(&s->devs->list[i], &r))
-            r.share_den += effective_weight(&s->devs->list[i]);
+    for (size_t i = 0; i < s->devs->count; i++) {
+        const struct device *d = &s->devs->list[i];
+        if (!can_serve(d, &r))
+            continue;
+        r.share_den += effective_weight(d);
+        r.host_primary = r.host_primary || (d->type == DEVICE_CPU && !d->spare_cycles);
+    }
     if (r.share_den == 0) {
         err = unservable(s, &r, call->msg, sizeof(call->msg));
         pthread_mutex_unlock(&s->lock);
@@ -508,7 +665,7 @@ int sched_compute(void *ctx, const struct render_spec *spec, const struct spec_r
     while (r.rows_done < r.rect.height && !(r.stopped && r.inflight == 0)) {
         struct timespec until;
         if (cancel && atomic_load(cancel) && !r.stopped)
-            stop_request(&r, ERR_CANCELLED, "render cancelled");
+            stop_request(s, &r, ERR_CANCELLED, "render cancelled");
         /* Timed, because nothing signals the caller's cancel flag: it is polled. */
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_nsec += CANCEL_POLL_MS * 1000000L;

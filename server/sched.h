@@ -25,8 +25,13 @@ struct sched_options {
     unsigned version;           /* SCHED_OPTIONS_VERSION */
     bool calibrate;             /* measure each usable device's giter_per_s at start (when 0) */
     unsigned calibrate_ms;      /* calibration budget per device; 0 = 80 */
+    /* Nice value (1..19) of the CPU-type devices slower than the fastest one: they share the
+     * host's cores and take only the cycles it leaves (sched.c, share_host_cpu). 0 = every
+     * device at normal priority, time-sharing the cores. */
+    int colocated_nice;
 };
-#define SCHED_OPTIONS_INIT {SCHED_OPTIONS_VERSION, true, 0}
+#define SCHED_DEFAULT_COLOCATED_NICE 19
+#define SCHED_OPTIONS_INIT {SCHED_OPTIONS_VERSION, true, 0, SCHED_DEFAULT_COLOCATED_NICE}
 
 /* Starts one worker thread per usable device of `devs` (devices_usable), after a short calibration
  * when opts->calibrate (devices that fail it are marked failed with the reason). devs, its devices

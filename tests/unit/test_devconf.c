@@ -65,8 +65,9 @@ static void bad_files_name_file_line_and_problem(void **state)
         {"[devices]\ninclude = gpu,,cpu\n", "%s:2: include: empty device rule in 'gpu,,cpu'"},
         {"[devices]\ncpu_engine = maybe\n", "%s:2: cpu_engine must be on or off, got 'maybe'"},
         {"# comment\n[devices]\nspeed = 11\n",
-         "%s:3: unknown key 'speed' (keys: include, exclude, cpu_engine, opencl, calibrate, fault_inject, "
-         "cache_dir, max_launch_ms)"},
+         "%s:3: unknown key 'speed' (keys: include, exclude, cpu_engine, opencl, calibrate, share_cpu, "
+         "fault_inject, cache_dir, max_launch_ms)"},
+        {"[devices]\nshare_cpu = fair\n", "%s:2: share_cpu must be 'priority' or 'equal', got 'fair'"},
         {"[gpu]\nweight = 2\n", "%s:2: unknown section [gpu] " SECTIONS},
         {"cpu_engine = on\n", "%s:1: key 'cpu_engine' outside any section " SECTIONS},
         {"[devices]\n\n; a comment\ninclude gpu\n", "%s:4: expected key = value or [section], got 'include gpu'"},
@@ -112,7 +113,7 @@ static void good_files_set_what_they_say(void **state)
     assert_int_equal(conf.include.count, 1);
     assert_int_equal(conf.include.rules[0].kind, DEVCONF_ALL);
     assert_int_equal(conf.exclude.count, 0);
-    assert_true(conf.cpu_engine && conf.calibrate && conf.opencl);
+    assert_true(conf.cpu_engine && conf.calibrate && conf.opencl && conf.share_cpu_priority);
     assert_int_equal(conf.max_launch_ms, 50);
     assert_int_equal(conf.fault_after, -1);
 
@@ -123,6 +124,7 @@ static void good_files_set_what_they_say(void **state)
                           "exclude = name:*Intel*, index:1:0\n"
                           "cpu_engine = off\n"
                           "calibrate = no\n"
+                          "share_cpu = equal\n"
                           "fault_inject = cl:nvidia:nvidia-geforce-rtx-4090:1:7\n"
                           "\n"
                           "[opencl]\n"
@@ -152,6 +154,7 @@ static void good_files_set_what_they_say(void **state)
     assert_int_equal(conf.exclude.rules[1].platform, 1);
     assert_false(conf.cpu_engine);
     assert_false(conf.calibrate);
+    assert_false(conf.share_cpu_priority);
     assert_string_equal(conf.fault_device, "cl:nvidia:nvidia-geforce-rtx-4090:1");
     assert_int_equal(conf.fault_after, 7);
     assert_string_equal(conf.cache_dir, "/var/cache/fractald");

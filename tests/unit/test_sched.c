@@ -37,7 +37,7 @@ static int failing_render(void *backend, const struct render_spec *spec, const s
     snprintf(msg, msglen, "CL_DEVICE_NOT_AVAILABLE (fake device lost)");
     return ERR_DEVICE;
 }
-static const struct device_ops failing_ops = {failing_render};
+static const struct device_ops failing_ops = {failing_render, NULL};
 
 /* A CPU-engine backend that counts the fp64 specs it is given. */
 static atomic_int fp64_calls;
@@ -49,7 +49,25 @@ static int counting_render(void *backend, const struct render_spec *spec, const 
         atomic_fetch_add(&fp64_calls, 1);
     return sched_cpu_ops.render(backend, spec, rect, counts, smooth, cancel, stats, msg, msglen);
 }
-static const struct device_ops counting_ops = {counting_render};
+static const struct device_ops counting_ops = {counting_render, NULL};
+
+/* A CPU-type device starved of cycles: it holds each tile for up to 5 s (or until told to let go)
+ * before computing it on the CPU engine that is its backend. */
+static atomic_int starved_calls;
+static int starved_render(void *backend, const struct render_spec *spec, const struct spec_rect *rect,
+                          uint32_t *counts, float *smooth, const atomic_int *cancel,
+                          struct engine_cpu_stats *stats, char *msg, size_t msglen)
+{
+    atomic_fetch_add(&starved_calls, 1);
+    for (int ms = 0; ms < 5000; ms++) {
+        struct timespec t = {0, 1000000};
+        if (cancel && atomic_load(cancel))
+            return ERR_CANCELLED;
+        nanosleep(&t, NULL);
+    }
+    return sched_cpu_ops.render(backend, spec, rect, counts, smooth, cancel, stats, msg, msglen);
+}
+static const struct device_ops starved_ops = {starved_render, NULL};
 
 static int setup(void **state)
 {
@@ -491,6 +509,49 @@ static void calibration_is_short_and_measures_each_device(void **state)
     devices_dispose(&devs);
 }
 
+/* Two CPU-type devices measured at different speeds share the host's cores: the slower one runs on
+ * spare cycles, and a tile it holds while the request has nothing else left is taken over by the
+ * faster device, so the render neither waits for it nor changes. */
+static void a_starved_spare_cycles_device_never_holds_a_render_up(void **state)
+{
+    struct devices devs = {0};
+    struct sched_options o = SCHED_OPTIONS_INIT;
+    struct engine_cpu_stats st;
+    char msg[256] = "";
+    sched *s = NULL;
+    double t0;
+
+    (void)state;
+    add_dev(&devs, "fast", DEVICE_CPU, true, &sched_cpu_ops, engines[0])->giter_per_s = 2.0;
+    add_dev(&devs, "starved", DEVICE_CPU, true, &starved_ops, engines[1])->giter_per_s = 1.0;
+    add_dev(&devs, "gpu", DEVICE_GPU, true, &sched_cpu_ops, engines[2])->giter_per_s = 0.5;
+    o.calibrate = false;
+    assert_int_equal(o.colocated_nice, SCHED_DEFAULT_COLOCATED_NICE);
+    assert_int_equal(sched_new(&s, &devs, &o, msg, sizeof(msg)), 0);
+    assert_false(devs.list[0].spare_cycles);
+    assert_true(devs.list[1].spare_cycles);
+    assert_false(devs.list[2].spare_cycles);     /* not the host's cores */
+    atomic_store(&starved_calls, 0);
+    for (int k = 0; k < 3; k++) {
+        struct render_spec spec = julia(k == 0 ? 256 : 640, k == 0 ? 256 : 480, 300, k == 2 ? SPEC_FP64 : SPEC_FP32);
+        t0 = now_ms();
+        assert_int_equal(render_and_compare(s, &spec, &st, NULL), 0);
+        print_message("%ux%u: %.1f ms\n", spec.width, spec.height, now_ms() - t0);
+        assert_true(now_ms() - t0 < 2500);
+    }
+    assert_true(atomic_load(&starved_calls) > 0);
+    assert_int_equal(atomic_load(&devs.list[1].tiles_done), 0);
+    assert_false(atomic_load(&devs.list[1].failed));
+    sched_free(s);
+
+    /* colocated_nice = 0: equal priorities, nobody is a spare-cycles device. */
+    o.colocated_nice = 0;
+    assert_int_equal(sched_new(&s, &devs, &o, msg, sizeof(msg)), 0);
+    assert_false(devs.list[1].spare_cycles);
+    sched_free(s);
+    devices_dispose(&devs);
+}
+
 static void no_usable_device_is_refused_at_start(void **state)
 {
     struct devices devs = {0};
@@ -520,6 +581,7 @@ int test_sched_run(void)
         cmocka_unit_test(concurrent_requests_share_a_device),
         cmocka_unit_test(calibration_is_short_and_measures_each_device),
         cmocka_unit_test(no_usable_device_is_refused_at_start),
+        cmocka_unit_test(a_starved_spare_cycles_device_never_holds_a_render_up),
     };
     return cmocka_run_group_tests_name("sched", tests, setup, teardown);
 }
@@ -595,6 +657,10 @@ static void render_close_to_cpu(sched *s, const struct render_spec *spec, uint64
 static void two_pocl_devices_and_the_cpu_engine_share_one_render(void **state)
 {
     struct sched_options o = SCHED_OPTIONS_INIT;
+    /* Equal priorities: with the default, the slower PoCL devices run only on cycles the CPU
+     * engine leaves, and on a busy host may finish no tile of a render (their tiles are taken
+     * over); what is tested here is that tiles of every device land in the right place. */
+    o.colocated_nice = 0;
     struct render_spec spec = julia(1600, 1200, 400, SPEC_FP64);
     char msg[256] = "";
     uint64_t used = 0;
