@@ -5,11 +5,15 @@
   - cancel latency: from a client cancel of a render costing hours to the server idle again
     (GetStats.running == 0), median and max over 20 cancels;
   - unary Render latency p50/p99 for 256x256 tiles of workload A at max_iter 256 (workload T),
-    beside the engine-only time the server reports for the same tiles (stats.compute_ms);
+    beside the engine-only time the server reports for the same tiles (stats.compute_ms), from
+    this Python client and, when it is built, from the C client bench/bench_tiles (libfractal),
+    whose own cost is far smaller;
   - health p99 while every render worker is busy.
-Usage: bench_service.py [FRACTALD_BIN]  (needs FRACTAL_PY_GEN with the generated stubs)."""
+Usage: bench_service.py [FRACTALD_BIN]  (needs FRACTAL_PY_GEN with the generated stubs; the C
+client is FRACTAL_BENCH_TILES, else bench/bench_tiles in the build tree of FRACTALD_BIN)."""
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -75,6 +79,27 @@ def tile_latency(stub, n=200):
     return total, compute
 
 
+def bench_tiles_path():
+    """The C tile client: FRACTAL_BENCH_TILES, else build/bench/bench_tiles beside build/server/."""
+    exe = os.environ.get("FRACTAL_BENCH_TILES")
+    if not exe:
+        server_bin = os.path.abspath(os.environ.get("FRACTALD_BIN", "fractald"))
+        exe = os.path.join(os.path.dirname(os.path.dirname(server_bin)), "bench", "bench_tiles")
+    return exe if os.access(exe, os.X_OK) else None
+
+
+def c_tile_latency(target, n=200):
+    """The tile sequence of tile_latency from bench_tiles (libfractal, one channel for every call).
+    Returns its key=value figures (p50_ms, p99_ms, compute_p50_ms, overhead_pct), or None when it
+    is not built."""
+    exe = bench_tiles_path()
+    if exe is None:
+        return None
+    out = subprocess.run([exe, target, str(n)], capture_output=True, text=True, timeout=300, check=True)
+    last = out.stdout.strip().splitlines()[-1].split()
+    return {k: float(v) for k, v in (f.split("=") for f in last[1:])}
+
+
 def health_under_load(channel, stub, workers, n=500):
     stop = threading.Event()
 
@@ -115,9 +140,17 @@ def main():
                   % (len(lat), statistics.median(lat), max(lat)))
             total, compute = tile_latency(stub)
             p50, p99, c50 = pct(total, 50), pct(total, 99), statistics.median(compute)
-            print("unary 256x256 tiles of A, max_iter 256: p50 %.2f ms, p99 %.2f ms; engine-only p50 %.2f ms; "
-                  "RPC+queue+colour+encode add %.2f ms at p50 (%.0f%% of end to end)"
+            print("unary 256x256 tiles of A, max_iter 256, Python client: p50 %.2f ms, p99 %.2f ms; engine-only "
+                  "p50 %.2f ms; RPC+queue+colour+encode add %.2f ms at p50 (%.0f%% of end to end)"
                   % (p50, p99, c50, p50 - c50, 100.0 * (p50 - c50) / p50))
+            c = c_tile_latency(server.target)
+            if c is None:
+                print("unary 256x256 tiles of A, C client: bench_tiles not built (cmake --build build --target bench_tiles)")
+            else:
+                print("unary 256x256 tiles of A, max_iter 256, C client:      p50 %.2f ms, p99 %.2f ms; engine-only "
+                      "p50 %.2f ms; RPC+queue+colour+encode add %.2f ms at p50 (%.0f%% of end to end)"
+                      % (c["p50_ms"], c["p99_ms"], c["compute_p50_ms"], c["p50_ms"] - c["compute_p50_ms"],
+                         c["overhead_pct"]))
             lat = health_under_load(ch, stub, workers)
             print("health under full load (%d render workers busy): p50 %.2f ms, p99 %.2f ms"
                   % (workers, pct(lat, 50), pct(lat, 99)))

@@ -342,14 +342,19 @@ static void arm_close(struct call *c)
 
 void rpc_log_call(struct call *c, int err, const char *message, const char *extra)
 {
-    char *peer = grpc_call_get_peer(c->call);
     const char *name = c->method == M_UNKNOWN ? "unknown" : rpc_methods[c->method].name;
     int code = (int)rpc_status_of(err);
+    int level = err == 0 ? LOG_INFO : LOG_WARN;
     bool has_msg = message && *message;
+    char *peer;
 
     if (code >= 0 && code <= 16)
         atomic_fetch_add(&c->srv->answered[c->method][code], 1);
-    log_at(err == 0 ? LOG_INFO : LOG_WARN, "rpc %s peer=%s status=%d%s%s%s%s%s%s ms=%.2f", name,
+    /* The peer string is allocated: not for a line that is not written. */
+    if (level < log_min_level)
+        return;
+    peer = grpc_call_get_peer(c->call);
+    log_at(level, "rpc %s peer=%s status=%d%s%s%s%s%s%s ms=%.2f", name,
            peer ? peer : "?", code, c->job_id[0] ? " job=" : "", c->job_id, has_msg ? " error=\"" : "",
            has_msg ? message : "", has_msg ? "\"" : "", extra ? extra : "", render_now_ms() - c->t_accept);
     gpr_free(peer);

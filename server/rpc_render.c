@@ -159,9 +159,10 @@ static void run_render(struct call *c)
         resp.stats = &stats;
         resp.format = (Fractal__V1__Format)c->spec.format;
         reply = rpc_pack(&resp.base);
-        snprintf(extra, sizeof(extra), "%s devices=%zu queue_ms=%.2f compute_ms=%.2f encode_ms=%.2f bytes=%zu iter=%llu",
-                 c->summary, stats.n_devices, queue_ms, st.compute_ms, st.encode_ms, buf.len,
-                 (unsigned long long)st.iterations);
+        if (LOG_INFO >= log_min_level) /* the line is only written at info */
+            snprintf(extra, sizeof(extra), "%s devices=%zu queue_ms=%.2f compute_ms=%.2f encode_ms=%.2f bytes=%zu iter=%llu",
+                     c->summary, stats.n_devices, queue_ms, st.compute_ms, st.encode_ms, buf.len,
+                     (unsigned long long)st.iterations);
     }
 done:
     rpc_log_call(c, err, msg, extra);

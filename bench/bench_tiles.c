@@ -1,0 +1,118 @@
+/* bench_tiles.c: unary Render latency of 256x256 tiles of workload A at max_iter 256 (workload T of
+ * BENCHMARKS.md) from libfractal, beside the engine-only time the server reports for each tile
+ * (stats.compute_ms): the tile figure of bench_service.py without the Python client's own cost.
+ * Usage: bench_tiles TARGET [N]   (TARGET "127.0.0.1:PORT" of a running fractald; N measured calls,
+ * default 200, after 20 warm-up ones). Prints one human line and one "bench_tiles ..." key=value
+ * line that bench_service.py reads. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "fractal/fractal.h"
+
+#define WARMUP 20
+#define TILE 256
+
+static double now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return (x > y) - (x < y);
+}
+
+/* The p-th percentile as bench_service.py's pct() takes it: the sorted value at the rounded rank. */
+static double pct(double *v, size_t n, double p)
+{
+    size_t k = (size_t)(p / 100.0 * (double)(n - 1) + 0.5);
+
+    qsort(v, n, sizeof(*v), cmp_double);
+    return v[k < n ? k : n - 1];
+}
+
+/* The median as Python's statistics.median takes it (the mean of the middle two for even n). */
+static double median(double *v, size_t n)
+{
+    qsort(v, n, sizeof(*v), cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+int main(int argc, char **argv)
+{
+    fractal_render_options opts = FRACTAL_RENDER_OPTIONS_INIT;
+    fractal_client *client = NULL;
+    double *total = NULL, *compute = NULL;
+    size_t n = 200, ntiles = 0;
+    uint32_t tiles[64][2];
+    int err, rc = 1;
+
+    if (argc < 2 || argc > 3 || (argc == 3 && (n = strtoul(argv[2], NULL, 10)) == 0)) {
+        fprintf(stderr, "usage: bench_tiles TARGET [N]\n");
+        return 2;
+    }
+    /* The tile sequence of bench_service.py: row-major over the full tiles of a 1920x1080 frame
+     * whose origins are below 1920 - 256 and 1080 - 256 (28 tiles), cycled. */
+    for (uint32_t y = 0; y < 1080 - TILE; y += TILE)
+        for (uint32_t x = 0; x < 1920 - TILE; x += TILE) {
+            tiles[ntiles][0] = x;
+            tiles[ntiles][1] = y;
+            ntiles++;
+        }
+    if (!(total = calloc(n, sizeof(*total))) || !(compute = calloc(n, sizeof(*compute)))) {
+        fprintf(stderr, "bench_tiles: out of memory\n");
+        goto done;
+    }
+    /* One handle, so one channel and one connection for every call, as a tile client would keep. */
+    if ((err = fractal_client_new(&client, argv[1], NULL)) < 0) {
+        fprintf(stderr, "bench_tiles: %s\n", fractal_strerror(err));
+        goto done;
+    }
+    opts.width = 1920;
+    opts.height = 1080;
+    opts.view_width = 3.0;
+    opts.max_iter = 256;
+    opts.has_region = 1;
+    opts.region.width = TILE;
+    opts.region.height = TILE;
+    for (size_t k = 0; k < n + WARMUP; k++) {
+        fractal_image *image = NULL;
+        double t0;
+
+        opts.region.x = tiles[k % ntiles][0];
+        opts.region.y = tiles[k % ntiles][1];
+        t0 = now_ms();
+        if ((err = fractal_render(&image, client, &opts)) < 0) {
+            fprintf(stderr, "bench_tiles: %s\n", fractal_client_last_error(client));
+            goto done;
+        }
+        if (k >= WARMUP) {
+            total[k - WARMUP] = now_ms() - t0;
+            compute[k - WARMUP] = image->stats.compute_ms;
+        }
+        fractal_image_free(image);
+    }
+    {
+        double p50 = pct(total, n, 50), p99 = pct(total, n, 99), c50 = median(compute, n);
+
+        printf("unary 256x256 tiles of A, max_iter 256, C client (libfractal), %zu calls: p50 %.2f ms, "
+               "p99 %.2f ms; engine-only p50 %.2f ms; RPC+queue+colour+encode add %.2f ms at p50 "
+               "(%.0f%% of end to end)\n",
+               n, p50, p99, c50, p50 - c50, 100.0 * (p50 - c50) / p50);
+        printf("bench_tiles calls=%zu p50_ms=%.3f p99_ms=%.3f compute_p50_ms=%.3f overhead_pct=%.1f\n", n,
+               p50, p99, c50, 100.0 * (p50 - c50) / p50);
+    }
+    rc = 0;
+done:
+    fractal_client_free(client);
+    free(total);
+    free(compute);
+    return rc;
+}
