@@ -360,16 +360,18 @@ static void *worker_main(void *arg)
             continue;
         }
         private = d->spare_cycles && r->host_primary && hold_privately(w, r, &tile);
-        pthread_mutex_unlock(&s->lock);
-
+        /* Under the lock: once it is let go of, a privately held tile's request may be finished by
+         * another device and gone. */
         rect = (struct spec_rect){r->rect.x, r->rect.y + tile.y, r->rect.width, tile.height};
         offset = (size_t)tile.y * r->rect.width;
+        pthread_mutex_unlock(&s->lock);
+
         t0 = now_ms();
         if (d->fault_after >= 0 && w->tiles_run >= d->fault_after) {
             snprintf(msg, sizeof(msg), "fault injected after %lld tiles", (long long)w->tiles_run);
             err = ERR_DEVICE;
         } else if (private) {
-            /* From here until the lock is taken again, r may be finished by others and gone. */
+            /* Until the lock is taken again, r may be gone: only the worker's copies are used. */
             err = d->ops->render(d->backend, &w->spec, &rect, w->want_counts ? w->counts : NULL,
                                  w->want_smooth ? w->smooth : NULL, &w->tile_abort, &st, msg, sizeof(msg));
         } else {

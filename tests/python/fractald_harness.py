@@ -64,6 +64,11 @@ class Server:
                 self.proc.wait()
         if self.proc in _live:
             _live.remove(self.proc)
+        # A server that did not exit cleanly says why on stderr (a sanitizer report, an abort):
+        # show its end, or a CI failure says only "exit code 1".
+        if self.proc.returncode != 0 and self.proc.stderr:
+            sys.stderr.write("fractald exited with %d; the end of its stderr:\n%s\n"
+                             % (self.proc.returncode, self.proc.stderr.read()[-20000:]))
         for f in (self.proc.stdout, self.proc.stderr):
             if f:
                 f.close()
