@@ -11,6 +11,7 @@
 
 #include "engine_cl.h"
 #include "err.h"
+#include "bench_stats.h"
 
 #define MAX_REPS 15
 
@@ -30,13 +31,6 @@ static const struct workload workloads[] = {
 
 static const char *const variant_names[] = {"auto", "vector", "scalar", "naive"};
 
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
@@ -53,18 +47,7 @@ static void remove_tree(const char *dir)
         nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
 
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* The workload's view on a w x h grid (the same complex rectangle at any size). */
 static void spec_fill(struct render_spec *spec, const struct workload *w, enum spec_precision p,
@@ -101,15 +84,15 @@ static int run(engine_cl *e, const struct render_spec *spec, uint32_t *counts, f
                                 sizeof(msg))) < 0)
         goto fail;
     for (int r = 0; r < reps; r++) {
-        double t0 = now_s(), dt;
+        double t0 = bench_now_s(), dt;
         if ((err = engine_cl_render(e, spec, &spec->region, counts, smooth, NULL, &st, msg,
                                     sizeof(msg))) < 0)
             goto fail;
-        dt = now_s() - t0;
+        dt = bench_now_s() - t0;
         rate[r] = (double)st.iterations / dt * 1e-9;
     }
     *sum = st.iterations;
-    *gips = median(rate, reps);
+    *gips = bench_median(rate, reps);
     return 0;
 
 fail:
@@ -124,14 +107,14 @@ static int discover(engine_cl ***list, size_t *n, enum engine_cl_variant variant
 {
     struct engine_cl_options o = ENGINE_CL_OPTIONS_INIT;
     char msg[256];
-    double t0 = now_s();
+    double t0 = bench_now_s();
     int err;
 
     o.cache_dir = cache_dir;
     o.variant = variant;
     if ((err = engine_cl_discover(list, n, &o, msg, sizeof(msg))) < 0)
         return err;
-    printf("%-28s %7.0f ms  (%s)\n", label, (now_s() - t0) * 1e3, msg);
+    printf("%-28s %7.0f ms  (%s)\n", label, (bench_now_s() - t0) * 1e3, msg);
     for (size_t i = 0; i < *n; i++) {
         const struct engine_cl_info *info = engine_cl_get_info((*list)[i]);
         printf("  [%zu] %-40s %s, %7.0f ms%s%s\n", i, info->name, variant_names[info->variant],
@@ -152,7 +135,7 @@ int main(int argc, char **argv)
     uint32_t *counts = NULL;
     float *smooth = NULL;
     int reps = 3, err = 0, bad = 0;
-    double t_start = now_s();
+    double t_start = bench_now_s();
 
     if (argc > 1)
         reps = atoi(argv[1]);
@@ -232,7 +215,7 @@ int main(int argc, char **argv)
            "picks, counts only;\n+smooth = counts and smooth values; naive = one sample per "
            "work-item, counts only, on the same\nview at 1920x1080 (A) or 480x270 (B, C); "
            "ratio = auto / naive. Total %.1f s.\n",
-           reps, now_s() - t_start);
+           reps, bench_now_s() - t_start);
 
 done:
     if (err < 0)

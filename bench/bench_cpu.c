@@ -10,6 +10,7 @@
 #include "engine_cpu.h"
 #include "err.h"
 #include "escape.h"
+#include "bench_stats.h"
 
 #define MAX_REPS 15
 
@@ -26,26 +27,8 @@ static const struct workload workloads[] = {
     {"B", -0.8, 0.156, 0.17304, 0.23854, 0.0005, 10000, 2346960036ull, 2348272443ull, 8},
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static void spec_fill(struct render_spec *spec, const struct workload *w, enum spec_precision p)
 {
@@ -71,7 +54,7 @@ static void spec_fill(struct render_spec *spec, const struct workload *w, enum s
 static uint64_t scalar_run(const struct render_spec *spec, uint32_t step, double *secs)
 {
     uint64_t sum = 0;
-    double t0 = now_s();
+    double t0 = bench_now_s();
 
     if (spec->precision == SPEC_FP32) {
         esc_view_f32 v;
@@ -94,7 +77,7 @@ static uint64_t scalar_run(const struct render_spec *spec, uint32_t step, double
                 sum += esc_sample_f64(&v, i, j, &zr, &zi);
             }
     }
-    *secs = now_s() - t0;
+    *secs = bench_now_s() - t0;
     return sum;
 }
 
@@ -109,14 +92,14 @@ static int engine_run(engine_cpu *engine, const struct render_spec *spec, uint32
     if ((err = engine_cpu_render(engine, spec, &spec->region, counts, smooth, NULL, &st)) < 0)
         return err;
     for (int r = 0; r < reps; r++) {
-        double t0 = now_s(), dt;
+        double t0 = bench_now_s(), dt;
         if ((err = engine_cpu_render(engine, spec, &spec->region, counts, smooth, NULL, &st)) < 0)
             return err;
-        dt = now_s() - t0;
+        dt = bench_now_s() - t0;
         rate[r] = (double)st.iterations / dt * 1e-9;
     }
     *sum = st.iterations;
-    *gips = median(rate, reps);
+    *gips = bench_median(rate, reps);
     return 0;
 }
 
@@ -126,7 +109,7 @@ int main(int argc, char **argv)
     uint32_t *counts = NULL;
     float *smooth = NULL;
     int reps = 5, err = 0, bad = 0;
-    double t_start = now_s();
+    double t_start = bench_now_s();
 
     if (argc > 1)
         reps = atoi(argv[1]);
@@ -141,12 +124,12 @@ int main(int argc, char **argv)
         goto done;
     }
     {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         if ((err = engine_cpu_new(&engine, 0)) < 0)
             goto done;
         printf("engine: %u threads, started in %.2f ms; %s lanes; median of %d runs after a "
                "warm-up\n",
-               engine_cpu_threads(engine), (now_s() - t0) * 1e3,
+               engine_cpu_threads(engine), (bench_now_s() - t0) * 1e3,
                getenv("FRACTALD_CPU_ISA") ? getenv("FRACTALD_CPU_ISA") : "widest", reps);
     }
     printf("%-3s %-5s %11s %11s %11s %8s  %-12s %s\n", "wl", "prec", "engine", "eng+smooth",
@@ -168,7 +151,7 @@ int main(int argc, char **argv)
                 uint64_t s = scalar_run(&spec, w->scalar_row_step, &secs);
                 rate[r] = (double)s / secs * 1e-9;
             }
-            g_scalar = median(rate, sreps);
+            g_scalar = bench_median(rate, sreps);
             ok = sum == want && sum2 == want;
             bad |= !ok;
             printf("%-3s %-5s %11.2f %11.2f %11.3f %7.1fx  %-12llu %s\n", w->name,
@@ -181,7 +164,7 @@ int main(int argc, char **argv)
     printf("Giter/s; engine = all threads, counts only; eng+smooth = counts and smooth values;\n"
            "scalar-1t = escape.h scalar loop, one thread (B: every 8th row); ratio = "
            "engine / scalar-1t. Total %.1f s.\n",
-           now_s() - t_start);
+           bench_now_s() - t_start);
 
 done:
     if (err < 0)

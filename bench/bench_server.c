@@ -14,6 +14,7 @@
 #include "engine_cpu.h"
 #include "err.h"
 #include "sched.h"
+#include "bench_stats.h"
 
 #define MAX_REPS 9
 
@@ -29,18 +30,7 @@ static const struct workload workloads[] = {
     {"C", -0.12, 0.75, 0.0, 0.0, 3.0, 10000},
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* Giter/s of one render of the full frame through the scheduler, restricted to `selector`
  * ("" = every device). Returns a negative number if the render fails. */
@@ -54,9 +44,9 @@ static double measure_once(sched *s, struct render_spec *spec, const char *selec
     int err;
 
     snprintf(spec->device, sizeof(spec->device), "%s", selector);
-    t0 = now_s();
+    t0 = bench_now_s();
     err = sched_compute(&call, spec, &rect, counts, smooth, NULL, &st);
-    t = now_s() - t0;
+    t = bench_now_s() - t0;
     if (err < 0) {
         fprintf(stderr, "bench_server: %s on %s: %s\n", err_name(err), selector[0] ? selector : "all", call.msg);
         return -1;
@@ -64,11 +54,6 @@ static double measure_once(sched *s, struct render_spec *spec, const char *selec
     return (double)st.iterations / t / 1e9;
 }
 
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(v[0]), cmp_double);
-    return v[n / 2];
-}
 
 int main(int argc, char **argv)
 {
@@ -148,12 +133,12 @@ int main(int argc, char **argv)
                 double r;
                 if (!devices_usable(&devs.list[i]))
                     continue;
-                r = median(rates[i], reps);
+                r = bench_median(rates[i], reps);
                 printf(" %12.2f", r);
                 if (r > best)
                     best = r;
             }
-            all = median(rates[devs.count], reps);
+            all = bench_median(rates[devs.count], reps);
             printf(" %12.2f %9.2fx\n", all, best > 0 ? all / best : 0);
             fflush(stdout);
         }

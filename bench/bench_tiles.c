@@ -10,40 +10,14 @@
 #include <time.h>
 
 #include "fractal/fractal.h"
+#include "bench_stats.h"
 
 #define WARMUP 20
 #define TILE 256
 
-static double now_ms(void)
-{
-    struct timespec ts;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
 
-    return (x > y) - (x < y);
-}
-
-/* The p-th percentile as bench_service.py's pct() takes it: the sorted value at the rounded rank. */
-static double pct(double *v, size_t n, double p)
-{
-    size_t k = (size_t)(p / 100.0 * (double)(n - 1) + 0.5);
-
-    qsort(v, n, sizeof(*v), cmp_double);
-    return v[k < n ? k : n - 1];
-}
-
-/* The median as Python's statistics.median takes it (the mean of the middle two for even n). */
-static double median(double *v, size_t n)
-{
-    qsort(v, n, sizeof(*v), cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 int main(int argc, char **argv)
 {
@@ -88,19 +62,19 @@ int main(int argc, char **argv)
 
         opts.region.x = tiles[k % ntiles][0];
         opts.region.y = tiles[k % ntiles][1];
-        t0 = now_ms();
+        t0 = bench_now_s() * 1e3;
         if ((err = fractal_render(&image, client, &opts)) < 0) {
             fprintf(stderr, "bench_tiles: %s\n", fractal_client_last_error(client));
             goto done;
         }
         if (k >= WARMUP) {
-            total[k - WARMUP] = now_ms() - t0;
+            total[k - WARMUP] = bench_now_s() * 1e3 - t0;
             compute[k - WARMUP] = image->stats.compute_ms;
         }
         fractal_image_free(image);
     }
     {
-        double p50 = pct(total, n, 50), p99 = pct(total, n, 99), c50 = median(compute, n);
+        double p50 = bench_pct(total, n, 50), p99 = bench_pct(total, n, 99), c50 = bench_median(compute, n);
 
         printf("unary 256x256 tiles of A, max_iter 256, C client (libfractal), %zu calls: p50 %.2f ms, "
                "p99 %.2f ms; engine-only p50 %.2f ms; RPC+queue+colour+encode add %.2f ms at p50 "

@@ -1166,11 +1166,12 @@ done:
 /* ---- jobs ------------------------------------------------------------------------------------ */
 
 /* Parses the options of a command that takes connection options, the flags of `table` (handed
- * back through *parsed) and exactly `want_pos` positional arguments. Prints help when asked
- * (*done set). Returns 0 or an exit code. */
+ * back through *parsed) and `want_pos` positional arguments: exactly that many (a job id, which
+ * may not be empty), or at most that many when `pos_optional` (their count in *n_pos_out, if not
+ * NULL). Prints help when asked (*done set). Returns 0 or an exit code. */
 static int parse_simple(int argc, char **argv, const char *name, const char *help, const opt_def *table,
                         parsed_opt *parsed, size_t *n_parsed, const char **pos, size_t want_pos,
-                        conn_opts *conn, int *done)
+                        int pos_optional, size_t *n_pos_out, conn_opts *conn, int *done)
 {
     size_t n_pos, i;
     int rc;
@@ -1191,6 +1192,10 @@ static int parse_simple(int argc, char **argv, const char *name, const char *hel
             return rc;
     if (n_pos > want_pos)
         return usage_error("unexpected argument '%s'", pos[want_pos]);
+    if (n_pos_out)
+        *n_pos_out = n_pos;
+    if (pos_optional)
+        return 0;
     if (n_pos < want_pos)
         return usage_error("missing job id");
     if (want_pos && pos[0][0] == '\0')
@@ -1305,7 +1310,7 @@ static int cmd_job(int argc, char **argv, parsed_opt *parsed, const char **pos)
     size_t n_parsed;
     int rc, err, done;
 
-    if ((rc = parse_simple(argc, argv, "job", job_help, no_opts, parsed, &n_parsed, pos, 1, &conn, &done)) != 0 ||
+    if ((rc = parse_simple(argc, argv, "job", job_help, no_opts, parsed, &n_parsed, pos, 1, 0, NULL, &conn, &done)) != 0 ||
         done)
         return rc;
     if ((rc = connect_client(&client, &conn)) != 0)
@@ -1330,7 +1335,7 @@ static int cmd_cancel(int argc, char **argv, parsed_opt *parsed, const char **po
     size_t n_parsed, i;
     int rc, err, done, quiet = 0;
 
-    if ((rc = parse_simple(argc, argv, "cancel", cancel_help, health_opts, parsed, &n_parsed, pos, 1, &conn,
+    if ((rc = parse_simple(argc, argv, "cancel", cancel_help, health_opts, parsed, &n_parsed, pos, 1, 0, NULL, &conn,
                            &done)) != 0 || done)
         return rc;
     for (i = 0; i < n_parsed; i++)
@@ -1363,7 +1368,7 @@ static int cmd_wait(int argc, char **argv, parsed_opt *parsed, const char **pos)
     uint32_t timeout_ms = 0;
     int rc, err, done, quiet = 0, stats = 0, show_bar;
 
-    if ((rc = parse_simple(argc, argv, "wait", wait_help, wait_opts, parsed, &n_parsed, pos, 1, &conn, &done)) != 0 ||
+    if ((rc = parse_simple(argc, argv, "wait", wait_help, wait_opts, parsed, &n_parsed, pos, 1, 0, NULL, &conn, &done)) != 0 ||
         done)
         return rc;
     id = pos[0];
@@ -1455,7 +1460,7 @@ static int cmd_jobs(int argc, char **argv, parsed_opt *parsed, const char **pos)
     int rc, err, done;
     char created[64], progress[32], size[32];
 
-    if ((rc = parse_simple(argc, argv, "jobs", jobs_help, jobs_opts, parsed, &n_parsed, pos, 0, &conn, &done)) != 0 ||
+    if ((rc = parse_simple(argc, argv, "jobs", jobs_help, jobs_opts, parsed, &n_parsed, pos, 0, 0, NULL, &conn, &done)) != 0 ||
         done)
         return rc;
     for (i = 0; i < n_parsed; i++) {
@@ -1508,7 +1513,7 @@ static int cmd_stats(int argc, char **argv, parsed_opt *parsed, const char **pos
     int rc, err, done;
     char size[32];
 
-    if ((rc = parse_simple(argc, argv, "stats", stats_help, no_opts, parsed, &n_parsed, pos, 0, &conn, &done)) != 0 ||
+    if ((rc = parse_simple(argc, argv, "stats", stats_help, no_opts, parsed, &n_parsed, pos, 0, 0, NULL, &conn, &done)) != 0 ||
         done)
         return rc;
     if ((rc = connect_client(&client, &conn)) != 0)
@@ -1658,26 +1663,15 @@ static int cmd_devices(int argc, char **argv, parsed_opt *parsed, const char **p
     fractal_client *client = NULL;
     fractal_device_list *list = NULL;
     conn_opts conn;
-    size_t n_parsed, n_pos, i;
-    int rc, err, json = 0;
+    size_t n_parsed, i;
+    int rc, err, done, json = 0;
 
-    command_name = "devices";
-    conn_defaults(&conn);
-    if ((rc = parse_args(argc, argv, devices_opts, NULL, parsed, &n_parsed, pos, &n_pos)) != 0)
+    if ((rc = parse_simple(argc, argv, "devices", devices_help, devices_opts, parsed, &n_parsed, pos, 0, 0, NULL,
+                           &conn, &done)) != 0 || done)
         return rc;
-    for (i = 0; i < n_parsed; i++) {
-        if (parsed[i].id == OPT_HELP) {
-            fputs(devices_help, stdout);
-            fputs(exit_codes_help, stdout);
-            return EXIT_OK;
-        }
-        if (is_conn_opt(parsed[i].id) && (rc = apply_conn_opt(&conn, &parsed[i])) != 0)
-            return rc;
+    for (i = 0; i < n_parsed; i++)
         if (parsed[i].id == OPT_JSON)
             json = 1;
-    }
-    if (n_pos > 0)
-        return usage_error("unexpected argument '%s'", pos[0]);
     if ((rc = connect_client(&client, &conn)) != 0)
         return rc;
     if ((err = fractal_list_devices(&list, client)) < 0) {
@@ -1713,26 +1707,15 @@ static int cmd_health(int argc, char **argv, parsed_opt *parsed, const char **po
     fractal_client *client = NULL;
     fractal_health_status status = FRACTAL_HEALTH_UNKNOWN;
     conn_opts conn;
-    size_t n_parsed, n_pos, i;
-    int rc, err, quiet = 0;
+    size_t n_parsed, n_pos = 0, i;
+    int rc, err, done, quiet = 0;
 
-    command_name = "health";
-    conn_defaults(&conn);
-    if ((rc = parse_args(argc, argv, health_opts, NULL, parsed, &n_parsed, pos, &n_pos)) != 0)
+    if ((rc = parse_simple(argc, argv, "health", health_help, health_opts, parsed, &n_parsed, pos, 1, 1, &n_pos,
+                           &conn, &done)) != 0 || done)
         return rc;
-    for (i = 0; i < n_parsed; i++) {
-        if (parsed[i].id == OPT_HELP) {
-            fputs(health_help, stdout);
-            fputs(exit_codes_help, stdout);
-            return EXIT_OK;
-        }
-        if (is_conn_opt(parsed[i].id) && (rc = apply_conn_opt(&conn, &parsed[i])) != 0)
-            return rc;
+    for (i = 0; i < n_parsed; i++)
         if (parsed[i].id == OPT_QUIET)
             quiet = 1;
-    }
-    if (n_pos > 1)
-        return usage_error("unexpected argument '%s'", pos[1]);
     if ((rc = connect_client(&client, &conn)) != 0)
         return rc;
     if ((err = fractal_health_check(&status, client, n_pos ? pos[0] : "")) < 0) {

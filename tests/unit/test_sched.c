@@ -108,6 +108,13 @@ static struct device *add_dev(struct devices *devs, const char *id, enum device_
     return out;
 }
 
+/* Appends the test's CPU engines as CPU-type devices "a", "b" and "c". */
+static void add_cpu_engines(struct devices *devs)
+{
+    for (int i = 0; i < NENGINES; i++)
+        add_dev(devs, (const char *[]){"a", "b", "c"}[i], DEVICE_CPU, true, &sched_cpu_ops, engines[i]);
+}
+
 static struct render_spec julia(uint32_t w, uint32_t h, uint32_t max_iter, enum spec_precision p)
 {
     struct render_spec s;
@@ -182,8 +189,7 @@ static void three_cpu_engines_give_the_single_engine_image(void **state)
     uint64_t used = 0;
 
     (void)state;
-    for (int i = 0; i < NENGINES; i++)
-        add_dev(&devs, (const char *[]){"a", "b", "c"}[i], DEVICE_CPU, true, &sched_cpu_ops, engines[i]);
+    add_cpu_engines(&devs);
     start(&s, &devs);
     {
         struct render_spec spec = julia(480, 320, 300, SPEC_FP32);
@@ -209,8 +215,7 @@ static void every_device_takes_tiles_of_one_large_render(void **state)
     uint64_t used = 0;
 
     (void)state;
-    for (int i = 0; i < NENGINES; i++)
-        add_dev(&devs, (const char *[]){"a", "b", "c"}[i], DEVICE_CPU, true, &sched_cpu_ops, engines[i]);
+    add_cpu_engines(&devs);
     start(&s, &devs);
     {
         struct render_spec spec = julia(1024, 768, 200, SPEC_FP32);
@@ -235,8 +240,7 @@ static void injected_fault_mid_render_gives_the_same_image(void **state)
     sched *s = NULL;
 
     (void)state;
-    for (int i = 0; i < NENGINES; i++)
-        add_dev(&devs, (const char *[]){"a", "b", "c"}[i], DEVICE_CPU, true, &sched_cpu_ops, engines[i]);
+    add_cpu_engines(&devs);
     /* Small tiles (16 rows), so device b surely reaches its third tile, wherever the threads run. */
     for (size_t i = 0; i < devs.count; i++)
         devs.list[i].max_tile_samples = 16 * 1024;
@@ -357,8 +361,7 @@ static void selector_restricts_devices(void **state)
     uint64_t used = 0;
 
     (void)state;
-    for (int i = 0; i < NENGINES; i++)
-        add_dev(&devs, (const char *[]){"a", "b", "c"}[i], DEVICE_CPU, true, &sched_cpu_ops, engines[i]);
+    add_cpu_engines(&devs);
     start(&s, &devs);
     {
         struct render_spec spec = julia(640, 480, 100, SPEC_FP32);
