@@ -177,7 +177,7 @@ static bool utf8_valid(const char *str)
 
 /* Writes the shortest "%.*g" form of a finite v that reads back to the same value (as a float when
  * is_float), always with '.' as the decimal point: 0.1 is "0.1", not "0.10000000000000001". */
-static void format_real(char *buf, size_t len, double v, bool is_float)
+static void format_real_uncached(char *buf, size_t len, double v, bool is_float)
 {
     /* 9 (float) and 17 (double) significant digits always read back exactly. Fewer suffice for
      * most values, down to 1 for the smallest subnormal (5e-324), so try from 1 up. */
@@ -204,6 +204,39 @@ static void format_real(char *buf, size_t len, double v, bool is_float)
             r++;
     }
     *w = '\0';
+}
+
+/* Recently formatted reals, per thread: a server writes the same resolved palette positions into
+ * every request it records (65 stops for a built-in palette), and printf/strtod made the request
+ * JSON cost ~140 us, most of a PNG tile's bookkeeping. Direct-mapped by the value's bits. */
+#define REAL_MEMO_BITS 8
+#define REAL_MEMO_SLOTS (1u << REAL_MEMO_BITS)
+#define REAL_MEMO_TEXT 32
+
+struct real_memo {
+    uint64_t bits;                      /* of the value as a double */
+    bool used, is_float;
+    char text[REAL_MEMO_TEXT];
+};
+
+static _Thread_local struct real_memo real_memo[REAL_MEMO_SLOTS];
+
+/* format_real_uncached's text for v, from the memo when it holds it. */
+static void format_real(char *buf, size_t len, double v, bool is_float)
+{
+    uint64_t bits;
+    struct real_memo *m;
+
+    memcpy(&bits, &v, sizeof bits);
+    /* Multiplicative hash of the bits: floats widened to doubles differ only in their high bits. */
+    m = &real_memo[(bits * 0x9e3779b97f4a7c15ull) >> (64 - REAL_MEMO_BITS)];
+    if (!(m->used && m->bits == bits && m->is_float == is_float)) {
+        format_real_uncached(m->text, sizeof m->text, v, is_float);
+        m->bits = bits;
+        m->is_float = is_float;
+        m->used = true;
+    }
+    snprintf(buf, len, "%s", m->text);
 }
 
 /* ---- encoding ---- */

@@ -78,8 +78,10 @@
  * calls few and large while memory stays bounded whatever the image size. */
 #define ENCODE_OUT_BUFFER (64 * 1024)
 
-/* Requests longer than this go into a compressed text chunk (zTXt, or compressed iTXt). */
+/* Requests longer than this go into a compressed text chunk (zTXt, or compressed iTXt), at this
+ * zlib level. */
 #define ENCODE_TEXT_COMPRESS_MIN 1024
+#define ENCODE_TEXT_LEVEL 2
 
 struct encoder {
     enum spec_format format;
@@ -243,6 +245,9 @@ static int png_start(encoder *enc, const char *request_json)
         return png_failed(enc);
 
     png_set_write_fn(enc->png, enc, png_on_write, png_on_flush);
+    /* The request text of a built-in palette is ~3.7 KiB of JSON, so it is compressed for every
+     * image: level 2 takes 25 us against level 6's 45 us (the default), for 90 bytes more. */
+    png_set_text_compression_level(enc->png, ENCODE_TEXT_LEVEL);
     png_set_IHDR(enc->png, enc->info, enc->width, enc->height, enc->format == SPEC_PNG16 ? 16 : 8,
                  enc->format == SPEC_PNG16 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB,
                  PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);

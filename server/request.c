@@ -405,6 +405,14 @@ int request_json_from_spec(char **out, const struct render_spec *s)
     return with_resolved_request(s, to_json, out);
 }
 
+int request_text_for_image(char **out, const struct render_spec *s)
+{
+    *out = NULL;
+    if (s->format != SPEC_PNG && s->format != SPEC_PNG16)
+        return 0;
+    return request_json_from_spec(out, s);
+}
+
 struct packed {
     uint8_t *data;
     size_t len;

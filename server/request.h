@@ -37,6 +37,11 @@ int request_to_spec(struct render_spec *out, int *device_index, const Fractal__V
  * ERR_INVALID for a string field that is not UTF-8 (validation never lets one through). */
 int request_json_from_spec(char **out, const struct render_spec *spec);
 
+/* The request text an image of spec carries: request_json_from_spec's for the PNG formats, NULL in
+ * *out for the raw formats, which have nowhere to keep it (writing the JSON costs ~80 us a
+ * request, wasted on a raw tile). Returns 0 or ERR_NOMEM. */
+int request_text_for_image(char **out, const struct render_spec *spec);
+
 /* The same resolved request as packed protobuf bytes (what the job store keeps: small, and free
  * of whatever unknown fields the client sent). Returns 0 with a malloc'd buffer in *out and its
  * size in *len (caller frees), or ERR_NOMEM. */

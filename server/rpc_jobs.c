@@ -420,7 +420,7 @@ void rpc_jobs_run(rpc_server *srv, struct jobs_work *work, unsigned slot)
     /* Validated again: the limits or devices may have changed since the job was accepted. */
     if ((err = request_to_spec(&spec, &device_index, req, &srv->cfg->limits, srv->devs, true, msg, sizeof(msg))) < 0)
         goto done;
-    if ((err = request_json_from_spec(&json, &spec)) < 0) {
+    if ((err = request_text_for_image(&json, &spec)) < 0) {
         snprintf(msg, sizeof(msg), "cannot write the request chunk: %s", err_name(err));
         goto done;
     }

@@ -131,7 +131,7 @@ static void run_render(struct call *c)
         snprintf(msg, sizeof(msg), "cancelled while queued");
         goto done;
     }
-    if ((err = request_json_from_spec(&json, &c->spec)) < 0) {
+    if ((err = request_text_for_image(&json, &c->spec)) < 0) {
         snprintf(msg, sizeof(msg), "cannot write the request chunk: %s", err_name(err));
         goto done;
     }
@@ -270,7 +270,7 @@ static void run_stream(struct call *c)
         snprintf(msg, sizeof(msg), "out of memory");
         goto done;
     }
-    if ((err = request_json_from_spec(&json, &c->spec)) < 0) {
+    if ((err = request_text_for_image(&json, &c->spec)) < 0) {
         snprintf(msg, sizeof(msg), "cannot write the request chunk: %s", err_name(err));
         goto done;
     }

@@ -138,6 +138,42 @@ static void test_exact_text(void **state)
     protobuf_c_message_free_unpacked(back, NULL);
 }
 
+/* Reals are formatted through a per-thread memo of recent values: values that share a memo
+ * slot, or that differ only in their last bits, must never get each other's text. */
+static void test_real_memo(void **state)
+{
+    Fractal__V1__Complex z = FRACTAL__V1__COMPLEX__INIT;
+    char expect[128], *json;
+    (void)state;
+
+    for (int round = 0; round < 2; round++) {
+        z.re = 0.1;
+        z.im = (double)0.1f;
+        json = encode_ok(&z.base);
+        assert_string_equal(json, "{\"re\":0.1,\"im\":0.10000000149011612}");
+        free(json);
+        z.re = nextafter(0.1, 1.0);
+        z.im = 0.1;
+        json = encode_ok(&z.base);
+        assert_string_equal(json, "{\"re\":0.10000000000000002,\"im\":0.1}");
+        free(json);
+    }
+    /* 1278 values through 256 slots, twice: every text must be the value's own. Multiples of
+     * 1/64 below 10 print their exact digits under %.17g, which are also the shortest. */
+    z.im = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = -639; i <= 639; i++) {
+            if (i == 0)
+                continue;
+            z.re = i / 64.0;
+            json = encode_ok(&z.base);
+            snprintf(expect, sizeof expect, "{\"re\":%.17g}", i / 64.0);
+            assert_string_equal(json, expect);
+            free(json);
+        }
+    }
+}
+
 static void test_render_request_round_trip(void **state)
 {
     Fractal__V1__Complex c = FRACTAL__V1__COMPLEX__INIT, center = FRACTAL__V1__COMPLEX__INIT;
@@ -455,6 +491,7 @@ int test_proto_json_run(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exact_text),
+        cmocka_unit_test(test_real_memo),
         cmocka_unit_test(test_render_request_round_trip),
         cmocka_unit_test(test_nan_infinity),
         cmocka_unit_test(test_job_int64),
