@@ -1,9 +1,11 @@
 /* bench_tiles.c: unary Render latency of 256x256 tiles of workload A at max_iter 256 (workload T of
  * BENCHMARKS.md) from libfractal, beside the engine-only time the server reports for each tile
- * (stats.compute_ms): the tile figure of bench_service.py without the Python client's own cost.
- * Usage: bench_tiles TARGET [N]   (TARGET "127.0.0.1:PORT" of a running fractald; N measured calls,
- * default 200, after 20 warm-up ones). Prints one human line and one "bench_tiles ..." key=value
- * line that bench_service.py reads. */
+ * (stats.compute_ms): the tile figure of bench_service.py without the Python client's own cost,
+ * and where the rest goes (the server's queue, colour + encode and total time, from its stats).
+ * Usage: bench_tiles TARGET [N [FORMAT]]   (TARGET "127.0.0.1:PORT" of a running fractald; N
+ * measured calls, default 200, after 20 warm-up ones; FORMAT png (default), png16, raw_u32 or
+ * raw_f32). Prints two human lines and one "bench_tiles ..." key=value line that
+ * bench_service.py reads. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,13 +25,19 @@ int main(int argc, char **argv)
 {
     fractal_render_options opts = FRACTAL_RENDER_OPTIONS_INIT;
     fractal_client *client = NULL;
-    double *total = NULL, *compute = NULL;
+    double *total = NULL, *compute = NULL, *queue = NULL, *encode = NULL, *server = NULL;
+    static const char *const format_names[] = {"png", "png16", "raw_u32", "raw_f32"};
+    int format = FRACTAL_FORMAT_PNG;
     size_t n = 200, ntiles = 0;
     uint32_t tiles[64][2];
     int err, rc = 1;
 
-    if (argc < 2 || argc > 3 || (argc == 3 && (n = strtoul(argv[2], NULL, 10)) == 0)) {
-        fprintf(stderr, "usage: bench_tiles TARGET [N]\n");
+    if (argc == 4) {
+        for (format = 0; format < 4 && strcmp(argv[3], format_names[format]) != 0; format++)
+            ;
+    }
+    if (argc < 2 || argc > 4 || (argc >= 3 && (n = strtoul(argv[2], NULL, 10)) == 0) || format == 4) {
+        fprintf(stderr, "usage: bench_tiles TARGET [N [png|png16|raw_u32|raw_f32]]\n");
         return 2;
     }
     /* The tile sequence of bench_service.py: row-major over the full tiles of a 1920x1080 frame
@@ -40,7 +48,9 @@ int main(int argc, char **argv)
             tiles[ntiles][1] = y;
             ntiles++;
         }
-    if (!(total = calloc(n, sizeof(*total))) || !(compute = calloc(n, sizeof(*compute)))) {
+    if (!(total = calloc(n, sizeof(*total))) || !(compute = calloc(n, sizeof(*compute))) ||
+        !(queue = calloc(n, sizeof(*queue))) || !(encode = calloc(n, sizeof(*encode))) ||
+        !(server = calloc(n, sizeof(*server)))) {
         fprintf(stderr, "bench_tiles: out of memory\n");
         goto done;
     }
@@ -53,6 +63,7 @@ int main(int argc, char **argv)
     opts.height = 1080;
     opts.view_width = 3.0;
     opts.max_iter = 256;
+    opts.format = (fractal_format)format;
     opts.has_region = 1;
     opts.region.width = TILE;
     opts.region.height = TILE;
@@ -70,23 +81,35 @@ int main(int argc, char **argv)
         if (k >= WARMUP) {
             total[k - WARMUP] = bench_now_s() * 1e3 - t0;
             compute[k - WARMUP] = image->stats.compute_ms;
+            queue[k - WARMUP] = image->stats.queue_ms;
+            encode[k - WARMUP] = image->stats.encode_ms;
+            server[k - WARMUP] = image->stats.total_ms;
         }
         fractal_image_free(image);
     }
     {
         double p50 = bench_pct(total, n, 50), p99 = bench_pct(total, n, 99), c50 = bench_median(compute, n);
+        double q50 = bench_median(queue, n), e50 = bench_median(encode, n), s50 = bench_median(server, n);
 
-        printf("unary 256x256 tiles of A, max_iter 256, C client (libfractal), %zu calls: p50 %.2f ms, "
+        printf("unary 256x256 %s tiles of A, max_iter 256, C client (libfractal), %zu calls: p50 %.2f ms, "
                "p99 %.2f ms; engine-only p50 %.2f ms; RPC+queue+colour+encode add %.2f ms at p50 "
                "(%.0f%% of end to end)\n",
-               n, p50, p99, c50, p50 - c50, 100.0 * (p50 - c50) / p50);
-        printf("bench_tiles calls=%zu p50_ms=%.3f p99_ms=%.3f compute_p50_ms=%.3f overhead_pct=%.1f\n", n,
-               p50, p99, c50, 100.0 * (p50 - c50) / p50);
+               format_names[format], n, p50, p99, c50, p50 - c50, 100.0 * (p50 - c50) / p50);
+        /* Medians of each phase, so they need not add up exactly to the end-to-end median. */
+        printf("  server phases (medians): queue %.2f ms, compute %.2f ms, colour+encode %.2f ms, rest of "
+               "the server %.2f ms (accept to reply %.2f ms); RPC and client %.2f ms\n",
+               q50, c50, e50, s50 - q50 - c50 - e50, s50, p50 - s50);
+        printf("bench_tiles calls=%zu p50_ms=%.3f p99_ms=%.3f compute_p50_ms=%.3f overhead_pct=%.1f "
+               "queue_p50_ms=%.3f encode_p50_ms=%.3f server_p50_ms=%.3f\n", n,
+               p50, p99, c50, 100.0 * (p50 - c50) / p50, q50, e50, s50);
     }
     rc = 0;
 done:
     fractal_client_free(client);
     free(total);
     free(compute);
+    free(queue);
+    free(encode);
+    free(server);
     return rc;
 }
