@@ -7,7 +7,8 @@
   - unary Render latency p50/p99 for 256x256 tiles of workload A at max_iter 256 (workload T),
     beside the engine-only time the server reports for the same tiles (stats.compute_ms), from
     this Python client and, when it is built, from the C client bench/bench_tiles (libfractal),
-    whose own cost is far smaller;
+    whose own cost is far smaller, with the server's phases (queue, compute, colour+encode, the
+    rest) and the same tiles as raw_f32 (no colour, no encoding: the floor of RPC and queueing);
   - health p99 while every render worker is busy.
 Usage: bench_service.py [FRACTALD_BIN]  (needs FRACTAL_PY_GEN with the generated stubs; the C
 client is FRACTAL_BENCH_TILES, else bench/bench_tiles in the build tree of FRACTALD_BIN)."""
@@ -88,14 +89,15 @@ def bench_tiles_path():
     return exe if os.access(exe, os.X_OK) else None
 
 
-def c_tile_latency(target, n=200):
-    """The tile sequence of tile_latency from bench_tiles (libfractal, one channel for every call).
-    Returns its key=value figures (p50_ms, p99_ms, compute_p50_ms, overhead_pct), or None when it
-    is not built."""
+def c_tile_latency(target, n=200, fmt="png"):
+    """The tile sequence of tile_latency from bench_tiles (libfractal, one channel for every call),
+    in format fmt. Returns its key=value figures (p50_ms, p99_ms, compute_p50_ms, overhead_pct,
+    queue_p50_ms, encode_p50_ms, server_p50_ms), or None when it is not built."""
     exe = bench_tiles_path()
     if exe is None:
         return None
-    out = subprocess.run([exe, target, str(n)], capture_output=True, text=True, timeout=300, check=True)
+    out = subprocess.run([exe, target, str(n), fmt], capture_output=True, text=True, timeout=300,
+                         check=True)
     last = out.stdout.strip().splitlines()[-1].split()
     return {k: float(v) for k, v in (f.split("=") for f in last[1:])}
 
@@ -143,14 +145,20 @@ def main():
             print("unary 256x256 tiles of A, max_iter 256, Python client: p50 %.2f ms, p99 %.2f ms; engine-only "
                   "p50 %.2f ms; RPC+queue+colour+encode add %.2f ms at p50 (%.0f%% of end to end)"
                   % (p50, p99, c50, p50 - c50, 100.0 * (p50 - c50) / p50))
-            c = c_tile_latency(server.target)
-            if c is None:
-                print("unary 256x256 tiles of A, C client: bench_tiles not built (cmake --build build --target bench_tiles)")
-            else:
-                print("unary 256x256 tiles of A, max_iter 256, C client:      p50 %.2f ms, p99 %.2f ms; engine-only "
+            for fmt in ("png", "raw_f32"):
+                c = c_tile_latency(server.target, fmt=fmt)
+                if c is None:
+                    print("unary 256x256 tiles of A, C client: bench_tiles not built (cmake --build build --target bench_tiles)")
+                    break
+                print("unary 256x256 %s tiles of A, max_iter 256, C client: p50 %.2f ms, p99 %.2f ms; engine-only "
                       "p50 %.2f ms; RPC+queue+colour+encode add %.2f ms at p50 (%.0f%% of end to end)"
-                      % (c["p50_ms"], c["p99_ms"], c["compute_p50_ms"], c["p50_ms"] - c["compute_p50_ms"],
+                      % (fmt, c["p50_ms"], c["p99_ms"], c["compute_p50_ms"], c["p50_ms"] - c["compute_p50_ms"],
                          c["overhead_pct"]))
+                print("  server phases (medians): queue %.2f ms, compute %.2f ms, colour+encode %.2f ms, rest %.2f ms; "
+                      "RPC and client %.2f ms"
+                      % (c["queue_p50_ms"], c["compute_p50_ms"], c["encode_p50_ms"],
+                         c["server_p50_ms"] - c["queue_p50_ms"] - c["compute_p50_ms"] - c["encode_p50_ms"],
+                         c["p50_ms"] - c["server_p50_ms"]))
             lat = health_under_load(ch, stub, workers)
             print("health under full load (%d render workers busy): p50 %.2f ms, p99 %.2f ms"
                   % (workers, pct(lat, 50), pct(lat, 99)))
