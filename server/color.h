@@ -18,7 +18,10 @@ int color_palette_load(struct spec_coloring *out, const char *name);
 
 /* Palette coordinate of a smooth value: t in [0, 1] for an escaped sample (mu >= 0), or a negative
  * number for an interior sample (mu < 0, or NaN). With cycle == 0: t = ln(1 + mu) / ln(1 + max_iter),
- * clamped to 1; with cycle > 0: t = frac(mu / cycle + offset). reverse turns t into 1 - t. */
+ * clamped to 1; with cycle > 0: t = frac(mu / cycle + offset). reverse turns t into 1 - t.
+ * ln is color.c's own logarithm, not libm's: correctly rounded but in rare cases (within 2^-12 ulp
+ * of a rounding boundary), and the same on every host. The row functions below colour each sample
+ * at exactly this t. */
 double color_coordinate(const struct spec_coloring *coloring, uint32_t max_iter, float mu);
 
 /* Colours `rows` output rows of `width` pixels from a block of smooth values that is
@@ -28,7 +31,9 @@ double color_coordinate(const struct spec_coloring *coloring, uint32_t max_iter,
  * holds from there on), or coloring->interior for an interior sample.
  * Each pixel is the mean of its ss x ss sample colours, rounded to nearest (halves up).
  * rgb8: 3 bytes per pixel, tightly packed rows. Both row functions keep no state: several threads
- * may colour different bands at once. */
+ * may colour different bands at once. They run an AVX2 build where the CPU has it and a baseline
+ * x86-64 build elsewhere (or with FRACTALD_CPU_ISA=base, as for the CPU engine); both write the
+ * same bytes. */
 void color_rows_rgb8(const struct spec_coloring *coloring, uint32_t max_iter, const float *smooth,
                      size_t stride, uint32_t width, uint32_t rows, uint32_t ss, uint8_t *rgb8);
 
