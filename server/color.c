@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "color.h"
+#include "cpu_isa.h"
 #include "err.h"
 #include "palettes.h"
 
@@ -852,17 +853,11 @@ COLOR_ROWS(avx2, __attribute__((target("avx2"))), 1)
 #endif
 
 /* Whether to run the AVX2 build: when the CPU has it, unless FRACTALD_CPU_ISA=base asks for the
- * baseline (as it does of the CPU engine; the tests use it to compare the two builds). */
+ * baseline (cpu_isa.h; the tests use it to compare the two builds). */
 static int use_avx2(void)
 {
 #ifdef COLOR_HAVE_AVX2
-    const char *want = getenv("FRACTALD_CPU_ISA");
-
-    /* No __builtin_cpu_init(): libgcc's constructor has run by now, and several threads call
-     * this at once. */
-    if (want && strcmp(want, "base") == 0)
-        return 0;
-    return __builtin_cpu_supports("avx2");
+    return cpu_isa_widest() >= CPU_ISA_AVX2;
 #else
     return 0;
 #endif

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cpu_isa.h"
 #include "err.h"
 #include "escape.h"
 
@@ -208,26 +209,26 @@ static double lane_safe_limit(double r, double r2max)
 
 #undef ECPU_TEMPLATE
 
-/* Picks the widest lane machines this CPU runs. FRACTALD_CPU_ISA=avx512|avx2|base asks for a
- * narrower (or the same) set, for tests and benchmarks; a set the CPU lacks is never chosen. */
+/* Picks the widest lane machines this CPU runs (cpu_isa.h: FRACTALD_CPU_ISA may ask for
+ * narrower ones). */
 static void pick_machines(struct engine_cpu *engine)
 {
-    const char *want = getenv("FRACTALD_CPU_ISA");
-
-    engine->machine_f32 = machine_f32_base;
-    engine->machine_f64 = machine_f64_base;
-    if (want && strcmp(want, "base") == 0)
-        return;
+    switch (cpu_isa_widest()) {
 #if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && !(want && strcmp(want, "avx2") == 0)) {
+    case CPU_ISA_AVX512:
         engine->machine_f32 = machine_f32_avx512;
         engine->machine_f64 = machine_f64_avx512;
-    } else if (__builtin_cpu_supports("avx2")) {
+        break;
+    case CPU_ISA_AVX2:
         engine->machine_f32 = machine_f32_avx2;
         engine->machine_f64 = machine_f64_avx2;
-    }
+        break;
 #endif
+    default:
+        engine->machine_f32 = machine_f32_base;
+        engine->machine_f64 = machine_f64_base;
+        break;
+    }
 }
 
 /* Worker thread: serves the queue round-robin, one tile claim at a time, until stopping. */
