@@ -1,4 +1,4 @@
-/* bench_color.c: the colour pass (server/color.c) against a naive per-sample colouring with libm's
+/* bench_color.c: the colour pass (server/image/color.c) against a naive per-sample colouring with libm's
  * log, measured in one run on one thread: a 256x256 tile and a whole 1920x1080 frame of workload A
  * at max_iter 256, RGB8 and grey16.
  * Usage: bench_color [REPS]   (FRACTALD_CPU_ISA=base measures the baseline build) */
@@ -19,7 +19,7 @@
 #define MAX_ITER 256
 #define MAX_REPS 1000
 
-/* ---- The naive colouring: what server/color.c did per sample before its row functions were
+/* ---- The naive colouring: what server/image/color.c did per sample before its row functions were
  * vectorised. t = log(1 + mu) / log(1 + max_iter) with libm's log, the segment found from a
  * bucket index, interpolated in double and rounded; ss = 1 only, which is all this bench runs. */
 
@@ -256,7 +256,7 @@ int main(int argc, char **argv)
             }
         }
     }
-    printf("new = color_rows_*() of server/color.c; naive = libm log per sample (the previous "
+    printf("new = color_rows_*() of server/image/color.c; naive = libm log per sample (the previous "
            "color.c); ratio = naive / new. Total %.1f s.\n",
            bench_now_s() - t_start);
 

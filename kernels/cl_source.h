@@ -1,4 +1,4 @@
-/* cl_source.h: the OpenCL program text of server/engine_cl.c, generated at build time from
+/* cl_source.h: the OpenCL program text of server/engines/engine_cl.c, generated at build time from
  * kernels/render.cl with kernels/escape.h inlined (kernels/embed.cmake). */
 #ifndef FRACTALD_CL_SOURCE_H
 #define FRACTALD_CL_SOURCE_H

@@ -1,4 +1,4 @@
-/* render.cl: the OpenCL kernels of server/engine_cl.c around the escape-time function of
+/* render.cl: the OpenCL kernels of server/engines/engine_cl.c around the escape-time function of
  * escape.h: render_vector (explicit vectors, lane refill; CPU-type devices) and render_scalar
  * (one orbit at a time per work-item; GPU-type devices, and one sample per work-item as NAIVE). */
 
@@ -324,7 +324,7 @@ static inline uint first_out(const private REAL *pr, const private REAL *pi, REA
  * vector step is ESC_STEP's operation order. Checking only the last z is exact when an escaped
  * orbit cannot come back inside R (|c| <= R^2 - R, decided by the host for the whole
  * rectangle); otherwise (FLAG_CAREFUL) every step's check is accumulated.
- * This is server/engine_cpu.c's lane machine, in OpenCL C.
+ * This is server/engines/engine_cpu.c's lane machine, in OpenCL C.
  * State per work-item: per lane z, n and sample in st_zr/zi, st_n, st_pos (L entries each);
  * st_wi[4w..4w+3] = chunk start, chunk end, finished, every sample claimed.
  */

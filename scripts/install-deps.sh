@@ -10,7 +10,7 @@ packages=(
   libpng-dev zlib1g-dev libcjson-dev                     # PNG encoder, PNG text chunks, JSON mapping
   libinih-dev                                            # device-selection config file (INI)
   ocl-icd-opencl-dev opencl-headers pocl-opencl-icd      # OpenCL loader, headers, PoCL CPU device
-  libsqlite3-dev                                         # job store journal (server/jobs.c)
+  libsqlite3-dev                                         # job store journal (server/jobs/jobs.c)
   libcmocka-dev                                          # unit-test framework
   python3 python3-grpcio python3-protobuf                # black-box tests from Python
   protobuf-compiler protobuf-compiler-grpc               # protoc + grpc_python_plugin for the test stubs

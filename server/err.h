@@ -3,7 +3,7 @@
 #define FRACTALD_ERR_H
 
 /* Failures a caller can act on. 0 is success; every error is negative. The third column is the
- * gRPC status code (google.rpc.Code) the RPC layer sends for it; rpc.c maps them in one place. */
+ * gRPC status code (google.rpc.Code) the RPC layer sends for it; rpc/rpc_call.c maps them in one place. */
 #define ERR_MAP(X)                                                         \
     X(ERR_INVALID, -1, 3, "invalid argument")                              \
     X(ERR_EXHAUSTED, -2, 8, "resource exhausted")                          \

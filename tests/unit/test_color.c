@@ -48,7 +48,7 @@ static void assert_rgb(struct spec_rgb got, int r, int g, int b)
     assert_int_equal(got.b, b);
 }
 
-/* ---- Reference: server/color.c as it was before its row functions were vectorised, kept here
+/* ---- Reference: server/image/color.c as it was before its row functions were vectorised, kept here
  * verbatim in logic (libm's log per sample, bucketed segment lookup, double interpolation) so
  * that the new rows can be compared with it byte for byte. Only the names changed (ref_). ---- */
 

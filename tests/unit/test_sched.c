@@ -47,7 +47,7 @@ static int counting_render(void *backend, const struct render_spec *spec, const 
 {
     if (spec->precision == SPEC_FP64)
         atomic_fetch_add(&fp64_calls, 1);
-    return sched_cpu_ops.render(backend, spec, rect, counts, smooth, cancel, stats, msg, msglen);
+    return devices_cpu_ops.render(backend, spec, rect, counts, smooth, cancel, stats, msg, msglen);
 }
 static const struct device_ops counting_ops = {counting_render, NULL};
 
@@ -65,7 +65,7 @@ static int starved_render(void *backend, const struct render_spec *spec, const s
             return ERR_CANCELLED;
         nanosleep(&t, NULL);
     }
-    return sched_cpu_ops.render(backend, spec, rect, counts, smooth, cancel, stats, msg, msglen);
+    return devices_cpu_ops.render(backend, spec, rect, counts, smooth, cancel, stats, msg, msglen);
 }
 static const struct device_ops starved_ops = {starved_render, NULL};
 
@@ -112,7 +112,7 @@ static struct device *add_dev(struct devices *devs, const char *id, enum device_
 static void add_cpu_engines(struct devices *devs)
 {
     for (int i = 0; i < NENGINES; i++)
-        add_dev(devs, (const char *[]){"a", "b", "c"}[i], DEVICE_CPU, true, &sched_cpu_ops, engines[i]);
+        add_dev(devs, (const char *[]){"a", "b", "c"}[i], DEVICE_CPU, true, &devices_cpu_ops, engines[i]);
 }
 
 static struct render_spec julia(uint32_t w, uint32_t h, uint32_t max_iter, enum spec_precision p)
@@ -275,7 +275,7 @@ static void failing_backend_is_marked_failed_and_its_tile_rerun(void **state)
     (void)state;
     atomic_store(&fake_calls, 0);
     add_dev(&devs, "lost", DEVICE_GPU, true, &failing_ops, NULL);
-    add_dev(&devs, "a", DEVICE_CPU, true, &sched_cpu_ops, engines[0]);
+    add_dev(&devs, "a", DEVICE_CPU, true, &devices_cpu_ops, engines[0]);
     start(&s, &devs);
     {
         struct render_spec spec = julia(640, 480, 200, SPEC_FP32);
@@ -323,7 +323,7 @@ static void fp64_work_never_goes_to_a_device_without_fp64(void **state)
     (void)state;
     atomic_store(&fp64_calls, 0);
     add_dev(&devs, "fp32only", DEVICE_CPU, false, &counting_ops, engines[0]);
-    add_dev(&devs, "fp64", DEVICE_CPU, true, &sched_cpu_ops, engines[1]);
+    add_dev(&devs, "fp64", DEVICE_CPU, true, &devices_cpu_ops, engines[1]);
     start(&s, &devs);
     {
         struct render_spec spec = julia(800, 600, 150, SPEC_FP64);
@@ -416,8 +416,8 @@ static void cancellation_is_prompt(void **state)
     double t_cancel;
 
     (void)state;
-    add_dev(&devs, "a", DEVICE_CPU, true, &sched_cpu_ops, engines[0]);
-    add_dev(&devs, "b", DEVICE_CPU, true, &sched_cpu_ops, engines[1]);
+    add_dev(&devs, "a", DEVICE_CPU, true, &devices_cpu_ops, engines[0]);
+    add_dev(&devs, "b", DEVICE_CPU, true, &devices_cpu_ops, engines[1]);
     start(&s, &devs);
     memset(&b, 0, sizeof(b));
     b.s = s;
@@ -458,7 +458,7 @@ static void concurrent_requests_share_a_device(void **state)
     sched *s = NULL;
 
     (void)state;
-    add_dev(&devs, "a", DEVICE_CPU, true, &sched_cpu_ops, engines[0]);
+    add_dev(&devs, "a", DEVICE_CPU, true, &devices_cpu_ops, engines[0]);
     start(&s, &devs);
     memset(&big, 0, sizeof(big));
     memset(&small, 0, sizeof(small));
@@ -496,8 +496,8 @@ static void calibration_is_short_and_measures_each_device(void **state)
     double t0;
 
     (void)state;
-    add_dev(&devs, "a", DEVICE_CPU, true, &sched_cpu_ops, engines[0]);
-    add_dev(&devs, "b", DEVICE_CPU, true, &sched_cpu_ops, engines[1]);
+    add_dev(&devs, "a", DEVICE_CPU, true, &devices_cpu_ops, engines[0]);
+    add_dev(&devs, "b", DEVICE_CPU, true, &devices_cpu_ops, engines[1]);
     add_dev(&devs, "lost", DEVICE_GPU, true, &failing_ops, NULL);
     t0 = now_ms();
     assert_int_equal(sched_new(&s, &devs, &o, msg, sizeof(msg)), 0);
@@ -525,9 +525,9 @@ static void a_starved_spare_cycles_device_never_holds_a_render_up(void **state)
     double t0;
 
     (void)state;
-    add_dev(&devs, "fast", DEVICE_CPU, true, &sched_cpu_ops, engines[0])->giter_per_s = 2.0;
+    add_dev(&devs, "fast", DEVICE_CPU, true, &devices_cpu_ops, engines[0])->giter_per_s = 2.0;
     add_dev(&devs, "starved", DEVICE_CPU, true, &starved_ops, engines[1])->giter_per_s = 1.0;
-    add_dev(&devs, "gpu", DEVICE_GPU, true, &sched_cpu_ops, engines[2])->giter_per_s = 0.5;
+    add_dev(&devs, "gpu", DEVICE_GPU, true, &devices_cpu_ops, engines[2])->giter_per_s = 0.5;
     o.calibrate = false;
     assert_int_equal(o.colocated_nice, SCHED_DEFAULT_COLOCATED_NICE);
     assert_int_equal(sched_new(&s, &devs, &o, msg, sizeof(msg)), 0);
@@ -562,7 +562,7 @@ static void no_usable_device_is_refused_at_start(void **state)
     sched *s = NULL;
 
     (void)state;
-    add_dev(&devs, "a", DEVICE_CPU, true, &sched_cpu_ops, engines[0]);
+    add_dev(&devs, "a", DEVICE_CPU, true, &devices_cpu_ops, engines[0]);
     devs.list[0].enabled = false;
     assert_int_equal(sched_new(&s, &devs, NULL, msg, sizeof(msg)), ERR_PRECONDITION);
     assert_null(s);

@@ -20,7 +20,7 @@ enum device_type { DEVICE_CPU = 1, DEVICE_GPU = 2, DEVICE_ACCELERATOR = 3 };
 /* How the scheduler drives a device: the engine_cpu_render contract (outputs rect->width-strided,
  * cancel polled, stats filled), plus a one-line message for ERR_DEVICE. One call at a time per
  * device. ERR_DEVICE means the device is unusable from now on; any other error belongs to the
- * request. The CPU engine's backend is sched_cpu_ops (sched.h); OpenCL devices get theirs from
+ * request. The CPU engine's backend is devices_cpu_ops (below); OpenCL devices get theirs from
  * devconf_discover. */
 struct device_ops {
     int (*render)(void *backend, const struct render_spec *spec, const struct spec_rect *rect,
@@ -73,6 +73,10 @@ struct devices {
     void *owner;
     void (*owner_free)(void *owner);
 };
+
+/* The backend for the built-in CPU engine: device->backend is the engine_cpu. Never fails with
+ * ERR_DEVICE (the CPU engine has no device to lose). */
+extern const struct device_ops devices_cpu_ops;
 
 /* Describes the built-in CPU engine with `threads` workers as the first device.
  * Returns 0 or ERR_NOMEM. Release with devices_dispose. */

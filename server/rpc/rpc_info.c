@@ -5,7 +5,8 @@
 
 #include "err.h"
 #include "fractal/v1/fractal.pb-c.h"
-#include "rpc_internal.h"
+#include "rpc_call.h"
+#include "rpc_handlers.h"
 
 void rpc_list_devices(struct call *c)
 {
@@ -75,7 +76,7 @@ void rpc_get_stats(struct call *c)
             if (count == 0)
                 continue;
             fractal__v1__method_stats__init(&method_items[n]);
-            method_items[n].method = (char *)(m == M_UNKNOWN ? "unknown" : rpc_methods[m].name);
+            method_items[n].method = (char *)(m == M_UNKNOWN ? "unknown" : rpc_method_names[m].name);
             method_items[n].code = code;
             method_items[n].count = count;
             method_ptrs[n] = &method_items[n];

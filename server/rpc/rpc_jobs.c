@@ -12,7 +12,8 @@
 #include "fractal/v1/fractal.pb-c.h"
 #include "log.h"
 #include "request.h"
-#include "rpc_internal.h"
+#include "rpc_call.h"
+#include "rpc_handlers.h"
 
 #define CHUNK_BYTES (1u << 20)
 #define LIST_DEFAULT 100

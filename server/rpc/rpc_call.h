@@ -1,7 +1,8 @@
-/* rpc_internal.h: what the rpc_*.c files share: the call context, the server, the method table,
- * and the primitives for replying, streaming and logging. Only rpc_*.c include this (and so grpc). */
-#ifndef FRACTALD_RPC_INTERNAL_H
-#define FRACTALD_RPC_INTERNAL_H
+/* rpc_call.h: what the rpc_*.c files share: the call context, the server's state, the method
+ * names, and the primitives for replying, streaming, logging and queueing (rpc_call.c). Handlers
+ * include this and rpc_handlers.h; nothing here knows a handler. Only rpc/ includes grpc. */
+#ifndef FRACTALD_RPC_CALL_H
+#define FRACTALD_RPC_CALL_H
 
 #include <grpc/byte_buffer.h>
 #include <protobuf-c/protobuf-c.h>
@@ -37,15 +38,13 @@ enum method_id {
 
 struct call;
 
-/* A method's path, its short name for logs and stats, and its handler. The handler runs on the
- * completion-queue thread and must not block: it answers at once or queues work. */
-struct method_info {
+/* A method's path and its short name for logs and stats. */
+struct method_name {
     const char *path;
     const char *name;
-    void (*handle)(struct call *c);     /* NULL: answered UNIMPLEMENTED */
 };
 
-extern const struct method_info rpc_methods[M_COUNT];
+extern const struct method_name rpc_method_names[M_COUNT];
 
 enum tag_kind { TAG_NEW, TAG_CLOSE, TAG_FINISH, TAG_WRITE, TAG_SHUTDOWN };
 
@@ -147,7 +146,7 @@ struct rpc_server {
     atomic_uint_least64_t answered[M_COUNT + 1][17];
 };
 
-/* ---- rpc.c: primitives ---- */
+/* ---- rpc_call.c: primitives ---- */
 
 /* The one place server error codes become gRPC status codes. */
 grpc_status_code rpc_status_of(int err);
@@ -199,23 +198,26 @@ int rpc_queue_io(struct call *c, char *msg, size_t msglen, unsigned *retry_after
 /* Tells the render workers the job store may have queued jobs. */
 void rpc_jobs_wake(rpc_server *srv);
 
-/* ---- handlers (rpc_render.c, rpc_health.c, rpc_info.c) ---- */
-void rpc_render_accept(struct call *c);     /* Render and RenderStream */
-void rpc_health_check(struct call *c);
-void rpc_health_watch(struct call *c);
-/* Tells every Health.Watch stream that the server is NOT_SERVING and ends it. Blocking. */
-void rpc_health_shutdown(rpc_server *srv);
-/* The client of a Health.Watch stream went away (completion-queue thread). */
-void rpc_health_watch_closed(struct call *c);
-void rpc_list_devices(struct call *c);
-/* rpc_jobs.c */
-void rpc_jobs_submit(struct call *c);
-void rpc_jobs_get(struct call *c);
-void rpc_jobs_cancel(struct call *c);
-void rpc_jobs_list(struct call *c);
-void rpc_jobs_fetch(struct call *c);
-/* Runs one job a render worker took from the store (the worker's slot is `slot`). */
-void rpc_jobs_run(rpc_server *srv, struct jobs_work *work, unsigned slot);
-void rpc_get_stats(struct call *c);
+/* ---- rpc_call.c: the call's lifecycle, for the completion-queue loop ---- */
+
+/* Condition variables of the server time out on the monotonic clock, so a wall-clock jump
+ * neither stretches nor cuts a grace period or a write timeout. */
+void rpc_init_monotonic_cond(pthread_cond_t *cond);
+
+/* A new call of `method` with one reference (the handler's), counted in srv->live_calls.
+ * NULL when out of memory. */
+struct call *rpc_call_new(rpc_server *srv, enum method_id method);
+
+/* Drops one reference; the last frees the call and wakes a drain waiting on live_calls. */
+void rpc_call_release(struct call *c);
+
+/* Arms RECV_CLOSE_ON_SERVER, whose completion (TAG_CLOSE) tells the call was cancelled. */
+void rpc_call_arm_close(struct call *c);
+
+/* A stream write completed (TAG_WRITE); ok == 0 means the peer is gone. Runs a deferred finish. */
+void rpc_call_write_done(struct call *c, int ok);
+
+/* The next call of a non-empty queue, counted as running; srv->lock held. */
+struct call *rpc_queue_take(struct work_queue *q);
 
 #endif

@@ -16,10 +16,6 @@
 
 typedef struct sched sched;
 
-/* The backend for the built-in CPU engine: device->backend is the engine_cpu. Never fails with
- * ERR_DEVICE (the CPU engine has no device to lose). */
-extern const struct device_ops sched_cpu_ops;
-
 #define SCHED_OPTIONS_VERSION 1
 struct sched_options {
     unsigned version;           /* SCHED_OPTIONS_VERSION */

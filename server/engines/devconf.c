@@ -14,7 +14,6 @@
 
 #include "err.h"
 #include "log.h"
-#include "sched.h"
 #ifdef FRACTALD_HAVE_OPENCL
 #include "engine_cl.h"
 #endif
@@ -771,7 +770,7 @@ int devconf_discover(struct devices *devs, const struct devconf *conf, engine_cp
         snprintf(msg, msglen, "out of memory");
         return err;
     }
-    devs->list[0].ops = &sched_cpu_ops;
+    devs->list[0].ops = &devices_cpu_ops;
     devs->list[0].backend = cpu;
 #ifdef FRACTALD_HAVE_OPENCL
     if (conf->opencl && (err = add_opencl(devs, conf, msg, msglen)) < 0)

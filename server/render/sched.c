@@ -88,19 +88,6 @@ struct sched {
     int colocated_nice;
 };
 
-static int cpu_render(void *backend, const struct render_spec *spec, const struct spec_rect *rect,
-                      uint32_t *counts, float *smooth, const atomic_int *cancel,
-                      struct engine_cpu_stats *stats, char *msg, size_t msglen)
-{
-    int err = engine_cpu_render(backend, spec, rect, counts, smooth, cancel, stats);
-
-    if (err == ERR_NOMEM)
-        snprintf(msg, msglen, "CPU engine: out of memory");
-    return err;
-}
-
-const struct device_ops sched_cpu_ops = {cpu_render, NULL};
-
 static double now_ms(void)
 {
     struct timespec ts;

@@ -109,7 +109,7 @@ bool devconf_rule_match(const struct devconf_rule *rule, const struct device *d)
 int devconf_apply(const struct devconf *conf, struct devices *devs, char *msg, size_t msglen);
 
 /* Fills *devs with every device: the built-in CPU engine `cpu` (device "cpu", backend
- * sched_cpu_ops) first, then every OpenCL device engine_cl_discover finds (when fractald is built
+ * devices_cpu_ops) first, then every OpenCL device engine_cl_discover finds (when fractald is built
  * with the OpenCL engine), each with a stable id, then applies the config (devconf_apply). The
  * OpenCL engines are owned by devs and released by devices_dispose. Returns 0, ERR_NOMEM or
  * ERR_INVALID with msg. */

@@ -5,7 +5,8 @@
 
 #include "err.h"
 #include "grpc/health/v1/health.pb-c.h"
-#include "rpc_internal.h"
+#include "rpc_call.h"
+#include "rpc_handlers.h"
 
 typedef Grpc__Health__V1__HealthCheckResponse__ServingStatus serving_status;
 

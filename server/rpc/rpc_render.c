@@ -10,7 +10,8 @@
 #include "fractal/v1/fractal.pb-c.h"
 #include "log.h"
 #include "request.h"
-#include "rpc_internal.h"
+#include "rpc_call.h"
+#include "rpc_handlers.h"
 
 /* Largest ImageChunk payload (the contract's bound). */
 #define CHUNK_BYTES (1u << 20)
