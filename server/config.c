@@ -1,8 +1,13 @@
-/* config.c: fractald's defaults and command-line flags. */
+/* config.c: fractald's settings: defaults, the [server] section of the config file, then
+ * command-line flags, all through one table, so a flag and its file key take the same values and
+ * give the same messages. */
 #include "config.h"
 
 #include <errno.h>
+#include <ctype.h>
 #include <getopt.h>
+#include <ini.h>
+#include <stddef.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,7 +90,11 @@ static void print_usage(const struct config *d)
            "                           FRACTALD_DEVICES, which overrides the file)\n"
            "  --cpu-engine on|off      use the built-in CPU engine (default on)\n"
            "  --cache-dir DIR          OpenCL program cache (default ~/.cache/fractald; \"\" = none)\n"
-           "  --help, --version\n",
+           "  --help, -h, --version, -V\n\n"
+           "Every setting but --config, --list-devices and the device flags may also be given in the\n"
+           "[server] section of the --config file, as the flag's name with '_' for '-'\n"
+           "(listen = 127.0.0.1:50051, max_message_bytes = 64M); flags win over the file. Sizes\n"
+           "take K, M, G or T (x1024) suffixes.\n",
            d->listen, d->render_workers, d->queue_length, d->limits.max_side,
            (unsigned long long)d->limits.max_samples, d->limits.max_iter, d->limits.max_cost,
            d->limits.max_message_bytes, d->limits.max_request_bytes, d->max_inflight_cost, d->grace_ms,
@@ -93,8 +102,84 @@ static void print_usage(const struct config *d)
            d->max_jobs, d->io_workers, d->stream_write_timeout_ms, d->max_watchers);
 }
 
+
+enum setting_kind {
+    SET_UINT,       /* unsigned integer in lo..hi */
+    SET_SIZE,       /* unsigned integer in lo..hi, K/M/G/T suffix (x1024^n) allowed */
+    SET_COST,       /* a number >= 1 ("1e12" allowed) */
+    SET_LISTEN,     /* HOST:PORT, [V6]:PORT or unix:PATH, port 0..65535 */
+    SET_PATH,       /* a string that fits the field; "" allowed */
+    SET_LEVEL       /* a log level name */
+};
+
+/* One server setting: the flag's name (the file key is the same with '_' for '-'), where it lives
+ * in struct config, its kind and range. */
+struct setting {
+    const char *name;
+    enum setting_kind kind;
+    size_t offset;
+    size_t size;                /* of the field: 4 or 8 for integers, the buffer for strings */
+    uint64_t lo, hi;
+};
+
+#define FIELD(f) offsetof(struct config, f), sizeof(((struct config *)0)->f)
+
+static const struct setting settings[] = {
+    {"listen", SET_LISTEN, FIELD(listen), 0, 0},
+    {"threads", SET_UINT, FIELD(engine_threads), 0, 1024},
+    {"workers", SET_UINT, FIELD(render_workers), 1, 1024},
+    {"queue", SET_UINT, FIELD(queue_length), 0, 1000000},
+    {"max-side", SET_UINT, FIELD(limits.max_side), 1, 65536},
+    {"max-samples", SET_SIZE, FIELD(limits.max_samples), 1, (uint64_t)1 << 40},
+    {"max-iter", SET_UINT, FIELD(limits.max_iter), 1, UINT32_MAX - 1},
+    {"max-cost", SET_COST, FIELD(limits.max_cost), 0, 0},
+    {"max-inflight-cost", SET_COST, FIELD(max_inflight_cost), 0, 0},
+    {"max-message-bytes", SET_SIZE, FIELD(limits.max_message_bytes), 1024, INT32_MAX},
+    {"max-request-bytes", SET_SIZE, FIELD(limits.max_request_bytes), 1024, INT32_MAX},
+    {"grace-ms", SET_UINT, FIELD(grace_ms), 0, 3600000},
+    {"log-level", SET_LEVEL, FIELD(log_level), 0, 0},
+    {"spool-dir", SET_PATH, FIELD(spool_dir), 0, 0},
+    {"job-retention-ms", SET_UINT, FIELD(job_retention_ms), 0, (uint64_t)365 * 24 * 3600 * 1000},
+    {"job-disk-budget", SET_SIZE, FIELD(job_disk_budget), 1, UINT64_MAX / 2},
+    {"max-jobs", SET_UINT, FIELD(max_jobs), 1, 10000000},
+    {"io-workers", SET_UINT, FIELD(io_workers), 1, 64},
+    {"stream-write-timeout-ms", SET_UINT, FIELD(stream_write_timeout_ms), 100, 3600000},
+    {"max-watchers", SET_UINT, FIELD(max_watchers), 0, 1000000},
+};
+
+#define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
+
+int config_parse_size(uint64_t *out, const char *what, const char *text, uint64_t lo, uint64_t hi,
+                      char *msg, size_t msglen)
+{
+    char *end = NULL;
+    unsigned long long v;
+    unsigned shift = 0;
+
+    errno = 0;
+    v = strtoull(text, &end, 10);
+    if (end != text && *end) {
+        switch (toupper((unsigned char)*end)) {
+        case 'K': shift = 10; break;
+        case 'M': shift = 20; break;
+        case 'G': shift = 30; break;
+        case 'T': shift = 40; break;
+        default: shift = 64; break;
+        }
+        end++;
+    }
+    if (!isdigit((unsigned char)text[0]) || *end || errno || shift == 64 || (shift && v > (hi >> shift)) ||
+        ((uint64_t)v << shift) < lo || ((uint64_t)v << shift) > hi) {
+        snprintf(msg, msglen, "%s must be an integer %llu..%llu (K, M, G, T suffixes allowed), got '%s'",
+                 what, (unsigned long long)lo, (unsigned long long)hi, text);
+        return ERR_INVALID;
+    }
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
 /* Parses an unsigned integer in [lo, hi], all of `text`, into *out; else writes the message. */
-static int parse_u64(uint64_t *out, const char *flag, const char *text, uint64_t lo, uint64_t hi,
+static int parse_u64(uint64_t *out, const char *what, const char *text, uint64_t lo, uint64_t hi,
                      char *msg, size_t msglen)
 {
     char *end = NULL;
@@ -102,8 +187,8 @@ static int parse_u64(uint64_t *out, const char *flag, const char *text, uint64_t
 
     errno = 0;
     v = strtoull(text, &end, 10);
-    if (text[0] == '-' || text[0] == '\0' || *end != '\0' || errno != 0 || v < lo || v > hi) {
-        snprintf(msg, msglen, "%s must be an integer %llu..%llu, got '%s'", flag,
+    if (!isdigit((unsigned char)text[0]) || *end != '\0' || errno != 0 || v < lo || v > hi) {
+        snprintf(msg, msglen, "%s must be an integer %llu..%llu, got '%s'", what,
                  (unsigned long long)lo, (unsigned long long)hi, text);
         return ERR_INVALID;
     }
@@ -112,46 +197,186 @@ static int parse_u64(uint64_t *out, const char *flag, const char *text, uint64_t
 }
 
 /* Parses an iteration count (a number >= 1, "1e12" allowed) into *out. */
-static int parse_cost(double *out, const char *flag, const char *text, char *msg, size_t msglen)
+static int parse_cost(double *out, const char *what, const char *text, char *msg, size_t msglen)
 {
     char *end = NULL;
     double d = strtod(text, &end);
 
     if (*end != '\0' || end == text || !isfinite(d) || d < 1) {
-        snprintf(msg, msglen, "%s must be a number >= 1, got '%s'", flag, text);
+        snprintf(msg, msglen, "%s must be a number >= 1, got '%s'", what, text);
         return ERR_INVALID;
     }
     *out = d;
     return 0;
 }
 
+int config_check_listen(const char *what, const char *addr, char *msg, size_t msglen)
+{
+    const char *port, *host_end;
+    uint64_t v;
+
+    if (strncmp(addr, "unix:", 5) == 0) {
+        if (addr[5] == '\0') {
+            snprintf(msg, msglen, "%s must name a socket path after unix:, got '%s'", what, addr);
+            return ERR_INVALID;
+        }
+        return 0;
+    }
+    if (addr[0] == '[') {
+        host_end = strchr(addr, ']');
+        if (!host_end || host_end[1] != ':') {
+            snprintf(msg, msglen, "%s must be [IPV6]:PORT, got '%s'", what, addr);
+            return ERR_INVALID;
+        }
+        port = host_end + 2;
+    } else {
+        const char *colon = strrchr(addr, ':');
+        if (!colon || colon == addr || memchr(addr, ':', (size_t)(colon - addr))) {
+            snprintf(msg, msglen, "%s must be HOST:PORT, [IPV6]:PORT or unix:PATH, got '%s'", what, addr);
+            return ERR_INVALID;
+        }
+        port = colon + 1;
+    }
+    if (parse_u64(&v, "port", port, 0, 65535, msg, msglen) < 0) {
+        snprintf(msg, msglen, "%s: the port must be 0..65535 (0 picks a free one), got '%s'", what, port);
+        return ERR_INVALID;
+    }
+    return 0;
+}
+
+/* Sets one setting from text; `what` names it in messages ("--workers", "FILE:3: workers"). */
+static int apply_setting(struct config *cfg, const struct setting *s, const char *what, const char *text,
+                         char *msg, size_t msglen)
+{
+    char *field = (char *)cfg + s->offset;
+    uint64_t v = 0;
+    int err, level;
+
+    switch (s->kind) {
+    case SET_UINT:
+    case SET_SIZE:
+        err = s->kind == SET_SIZE ? config_parse_size(&v, what, text, s->lo, s->hi, msg, msglen)
+                                  : parse_u64(&v, what, text, s->lo, s->hi, msg, msglen);
+        if (err < 0)
+            return err;
+        if (s->size == sizeof(uint64_t))
+            memcpy(field, &v, sizeof(uint64_t));
+        else {
+            uint32_t v32 = (uint32_t)v;
+            memcpy(field, &v32, sizeof(v32));
+        }
+        return 0;
+    case SET_COST:
+        return parse_cost((double *)(void *)field, what, text, msg, msglen);
+    case SET_LISTEN:
+        if (strlen(text) == 0 || strlen(text) >= s->size) {
+            snprintf(msg, msglen, "%s must be a non-empty address under %zu bytes", what, s->size);
+            return ERR_INVALID;
+        }
+        if ((err = config_check_listen(what, text, msg, msglen)) < 0)
+            return err;
+        snprintf(field, s->size, "%s", text);
+        return 0;
+    case SET_PATH:
+        if (strlen(text) >= s->size) {
+            snprintf(msg, msglen, "%s must be under %zu bytes", what, s->size);
+            return ERR_INVALID;
+        }
+        snprintf(field, s->size, "%s", text);
+        return 0;
+    case SET_LEVEL:
+        if ((level = log_parse_level(text)) < 0) {
+            snprintf(msg, msglen, "%s must be debug, info, warn, error or off, got '%s'", what, text);
+            return ERR_INVALID;
+        }
+        memcpy(field, &level, sizeof(level));
+        return 0;
+    }
+    return ERR_INTERNAL;
+}
+
+/* ---- the [server] section of the config file ---- */
+
+struct file_parse {
+    struct config *cfg;
+    const char *path;
+    int line;                   /* the line inih is on (INI_HANDLER_LINENO is not in every inih) */
+    FILE *file;
+    int failed;
+    char msg[512];
+};
+
+/* inih's reader, counting lines so that messages can name them. */
+static char *file_reader(char *buf, int size, void *user)
+{
+    struct file_parse *fp = user;
+    char *line = fgets(buf, size, fp->file);
+
+    if (line)
+        fp->line++;
+    return line;
+}
+
+static int file_handler(void *user, const char *section, const char *name, const char *value)
+{
+    struct file_parse *fp = user;
+    char what[320], key[64];
+    size_t i;
+
+    if (fp->failed || strcmp(section, "server") != 0)
+        return 1;   /* other sections are the device config's (devconf.c) */
+    for (i = 0; i < NSETTINGS; i++) {
+        size_t k;
+        for (k = 0; settings[i].name[k] && k + 1 < sizeof(key); k++)
+            key[k] = settings[i].name[k] == '-' ? '_' : settings[i].name[k];
+        key[k] = '\0';
+        if (strcmp(key, name) == 0)
+            break;
+    }
+    snprintf(what, sizeof(what), "%s:%d: %s", fp->path, fp->line, name);
+    if (i == NSETTINGS) {
+        snprintf(fp->msg, sizeof(fp->msg), "%s:%d: unknown key '%s' in [server] (keys are the flags of "
+                 "fractald --help, with '_' for '-')", fp->path, fp->line, name);
+        fp->failed = 1;
+        return 1;
+    }
+    if (apply_setting(fp->cfg, &settings[i], what, value, fp->msg, sizeof(fp->msg)) < 0)
+        fp->failed = 1;
+    return 1;
+}
+
+int config_load_file(struct config *cfg, const char *path, char *msg, size_t msglen)
+{
+    struct file_parse fp;
+
+    memset(&fp, 0, sizeof(fp));
+    fp.cfg = cfg;
+    fp.path = path;
+    if (!(fp.file = fopen(path, "r"))) {
+        snprintf(msg, msglen, "%s: cannot read: %s", path, strerror(errno));
+        return ERR_INVALID;
+    }
+    /* Syntax errors are left to the device config's reader, which reads the same file next and
+     * reports the first bad line whatever its section. */
+    ini_parse_stream(file_reader, &fp, file_handler, &fp);
+    fclose(fp.file);
+    if (fp.failed) {
+        snprintf(msg, msglen, "%s", fp.msg);
+        return ERR_INVALID;
+    }
+    return 0;
+}
+
+/* ---- flags ---- */
+
+enum { O_SETTING = 256, O_LIST = O_SETTING + 64, O_HELP, O_VERSION, O_CONFIG, O_DEVICES, O_CPU_ENGINE,
+       O_CACHE_DIR };
+
 int config_parse_args(struct config *cfg, int argc, char **argv, char *msg, size_t msglen)
 {
-    enum { O_LISTEN = 256, O_THREADS, O_WORKERS, O_QUEUE, O_MAX_SIDE, O_MAX_SAMPLES, O_MAX_ITER,
-           O_MAX_COST, O_MAX_INFLIGHT, O_MAX_MESSAGE, O_MAX_REQUEST, O_GRACE, O_LOG_LEVEL, O_LIST, O_HELP,
-           O_VERSION, O_SPOOL, O_RETENTION, O_DISK_BUDGET, O_MAX_JOBS, O_IO_WORKERS, O_WRITE_TIMEOUT, O_MAX_WATCHERS, O_CONFIG, O_DEVICES, O_CPU_ENGINE, O_CACHE_DIR };
-    static const struct option options[] = {
-        {"listen", required_argument, NULL, O_LISTEN},
-        {"threads", required_argument, NULL, O_THREADS},
-        {"workers", required_argument, NULL, O_WORKERS},
-        {"queue", required_argument, NULL, O_QUEUE},
-        {"max-side", required_argument, NULL, O_MAX_SIDE},
-        {"max-samples", required_argument, NULL, O_MAX_SAMPLES},
-        {"max-iter", required_argument, NULL, O_MAX_ITER},
-        {"max-cost", required_argument, NULL, O_MAX_COST},
-        {"max-inflight-cost", required_argument, NULL, O_MAX_INFLIGHT},
-        {"max-message-bytes", required_argument, NULL, O_MAX_MESSAGE},
-        {"max-request-bytes", required_argument, NULL, O_MAX_REQUEST},
-        {"grace-ms", required_argument, NULL, O_GRACE},
-        {"log-level", required_argument, NULL, O_LOG_LEVEL},
+    static struct option options[NSETTINGS + 9];
+    static const struct option extra[] = {
         {"list-devices", no_argument, NULL, O_LIST},
-        {"spool-dir", required_argument, NULL, O_SPOOL},
-        {"job-retention-ms", required_argument, NULL, O_RETENTION},
-        {"job-disk-budget", required_argument, NULL, O_DISK_BUDGET},
-        {"max-jobs", required_argument, NULL, O_MAX_JOBS},
-        {"io-workers", required_argument, NULL, O_IO_WORKERS},
-        {"stream-write-timeout-ms", required_argument, NULL, O_WRITE_TIMEOUT},
-        {"max-watchers", required_argument, NULL, O_MAX_WATCHERS},
         {"config", required_argument, NULL, O_CONFIG},
         {"devices", required_argument, NULL, O_DEVICES},
         {"cpu-engine", required_argument, NULL, O_CPU_ENGINE},
@@ -161,122 +386,36 @@ int config_parse_args(struct config *cfg, int argc, char **argv, char *msg, size
         {NULL, 0, NULL, 0},
     };
     struct config defaults;
-    uint64_t v = 0;
     int opt, err = 0;
 
+    for (size_t i = 0; i < NSETTINGS; i++)
+        options[i] = (struct option){settings[i].name, required_argument, NULL, O_SETTING + (int)i};
+    memcpy(options + NSETTINGS, extra, sizeof(extra));
     config_defaults(&defaults);
+
+    /* First pass: only --config, so the file's [server] section applies before the flags. */
     optind = 1;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, ":hV", options, NULL)) != -1)
+        if (opt == O_CONFIG)
+            cfg->config_file = optarg;
+    if (cfg->config_file && (err = config_load_file(cfg, cfg->config_file, msg, msglen)) < 0)
+        return err;
+
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, ":hV", options, NULL)) != -1) {
         const char *flag = optind > 1 ? argv[optind - 1] : "?";
+        if (opt >= O_SETTING && opt < O_SETTING + (int)NSETTINGS) {
+            const struct setting *s = &settings[opt - O_SETTING];
+            char what[64];
+            snprintf(what, sizeof(what), "--%s", s->name);
+            if ((err = apply_setting(cfg, s, what, optarg, msg, msglen)) < 0)
+                return err;
+            continue;
+        }
         switch (opt) {
-        case O_LISTEN:
-            if (strlen(optarg) == 0 || strlen(optarg) >= sizeof(cfg->listen)) {
-                snprintf(msg, msglen, "--listen must be a non-empty address under %zu bytes",
-                         sizeof(cfg->listen));
-                return ERR_INVALID;
-            }
-            snprintf(cfg->listen, sizeof(cfg->listen), "%s", optarg);
-            break;
-        case O_THREADS:
-            if ((err = parse_u64(&v, "--threads", optarg, 0, 1024, msg, msglen)) < 0)
-                return err;
-            cfg->engine_threads = (unsigned)v;
-            break;
-        case O_WORKERS:
-            if ((err = parse_u64(&v, "--workers", optarg, 1, 1024, msg, msglen)) < 0)
-                return err;
-            cfg->render_workers = (unsigned)v;
-            break;
-        case O_QUEUE:
-            if ((err = parse_u64(&v, "--queue", optarg, 0, 1000000, msg, msglen)) < 0)
-                return err;
-            cfg->queue_length = (unsigned)v;
-            break;
-        case O_MAX_SIDE:
-            if ((err = parse_u64(&v, "--max-side", optarg, 1, 65536, msg, msglen)) < 0)
-                return err;
-            cfg->limits.max_side = (uint32_t)v;
-            break;
-        case O_MAX_SAMPLES:
-            if ((err = parse_u64(&v, "--max-samples", optarg, 1, (uint64_t)1 << 40, msg, msglen)) < 0)
-                return err;
-            cfg->limits.max_samples = v;
-            break;
-        case O_MAX_ITER:
-            if ((err = parse_u64(&v, "--max-iter", optarg, 1, UINT32_MAX - 1, msg, msglen)) < 0)
-                return err;
-            cfg->limits.max_iter = (uint32_t)v;
-            break;
-        case O_MAX_COST:
-            if ((err = parse_cost(&cfg->limits.max_cost, "--max-cost", optarg, msg, msglen)) < 0)
-                return err;
-            break;
-        case O_MAX_INFLIGHT:
-            if ((err = parse_cost(&cfg->max_inflight_cost, "--max-inflight-cost", optarg, msg, msglen)) < 0)
-                return err;
-            break;
-        case O_MAX_MESSAGE:
-            if ((err = parse_u64(&v, "--max-message-bytes", optarg, 1024, INT32_MAX, msg, msglen)) < 0)
-                return err;
-            cfg->limits.max_message_bytes = (uint32_t)v;
-            break;
-        case O_MAX_REQUEST:
-            if ((err = parse_u64(&v, "--max-request-bytes", optarg, 1024, INT32_MAX, msg, msglen)) < 0)
-                return err;
-            cfg->limits.max_request_bytes = (uint32_t)v;
-            break;
-        case O_GRACE:
-            if ((err = parse_u64(&v, "--grace-ms", optarg, 0, 3600000, msg, msglen)) < 0)
-                return err;
-            cfg->grace_ms = (unsigned)v;
-            break;
-        case O_LOG_LEVEL:
-            if ((cfg->log_level = log_parse_level(optarg)) < 0) {
-                snprintf(msg, msglen, "--log-level must be debug, info, warn, error or off, got '%s'",
-                         optarg);
-                return ERR_INVALID;
-            }
-            break;
         case O_LIST:
             cfg->list_devices = 1;
-            break;
-        case O_SPOOL:
-            if (strlen(optarg) >= sizeof(cfg->spool_dir)) {
-                snprintf(msg, msglen, "--spool-dir must be under %zu bytes", sizeof(cfg->spool_dir));
-                return ERR_INVALID;
-            }
-            snprintf(cfg->spool_dir, sizeof(cfg->spool_dir), "%s", optarg);
-            break;
-        case O_RETENTION:
-            if ((err = parse_u64(&cfg->job_retention_ms, "--job-retention-ms", optarg, 0,
-                                 (uint64_t)365 * 24 * 3600 * 1000, msg, msglen)) < 0)
-                return err;
-            break;
-        case O_DISK_BUDGET:
-            if ((err = parse_u64(&cfg->job_disk_budget, "--job-disk-budget", optarg, 1, UINT64_MAX / 2, msg,
-                                 msglen)) < 0)
-                return err;
-            break;
-        case O_MAX_JOBS:
-            if ((err = parse_u64(&v, "--max-jobs", optarg, 1, 10000000, msg, msglen)) < 0)
-                return err;
-            cfg->max_jobs = (uint32_t)v;
-            break;
-        case O_IO_WORKERS:
-            if ((err = parse_u64(&v, "--io-workers", optarg, 1, 64, msg, msglen)) < 0)
-                return err;
-            cfg->io_workers = (unsigned)v;
-            break;
-        case O_WRITE_TIMEOUT:
-            if ((err = parse_u64(&v, "--stream-write-timeout-ms", optarg, 100, 3600000, msg, msglen)) < 0)
-                return err;
-            cfg->stream_write_timeout_ms = (unsigned)v;
-            break;
-        case O_MAX_WATCHERS:
-            if ((err = parse_u64(&v, "--max-watchers", optarg, 0, 1000000, msg, msglen)) < 0)
-                return err;
-            cfg->max_watchers = (unsigned)v;
             break;
         /* Device-selection values are checked by devconf, which names the flag in its messages. */
         case O_CONFIG:
@@ -291,9 +430,11 @@ int config_parse_args(struct config *cfg, int argc, char **argv, char *msg, size
         case O_CACHE_DIR:
             cfg->cache_dir = optarg;
             break;
+        case 'h':
         case O_HELP:
             print_usage(&defaults);
             return 1;
+        case 'V':
         case O_VERSION:
             printf("fractald %s\n", FRACTALD_VERSION);
             return 1;

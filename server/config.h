@@ -1,5 +1,6 @@
 /* config.h: fractald's settings: where it listens, how many threads it runs, and every limit on
- * what a request may ask for. Filled from defaults, then command-line flags. */
+ * what a request may ask for. Filled from defaults, then the [server] section of the --config
+ * file, then command-line flags (flags win). */
 #ifndef FRACTALD_CONFIG_H
 #define FRACTALD_CONFIG_H
 
@@ -47,9 +48,25 @@ struct config {
 /* Fills *out with the defaults documented in `fractald --help`. */
 void config_defaults(struct config *out);
 
-/* Applies command-line flags over the current values of *cfg.
- * Returns 0 to run, 1 when the flags asked only for --help or --version (already printed), or
- * ERR_INVALID with a one-line message in msg naming the flag, the value and the allowed range. */
+/* Applies the [server] section of the --config file (if the flags name one), then the flags, over
+ * the current values of *cfg. Returns 0 to run, 1 when the flags asked only for --help or
+ * --version (already printed), or ERR_INVALID with a one-line message in msg naming the flag (or
+ * FILE:LINE: key), the value and the allowed range. */
 int config_parse_args(struct config *cfg, int argc, char **argv, char *msg, size_t msglen);
+
+/* Applies the [server] section of the INI file at path over *cfg; every other section is left to
+ * the device config (devconf.h). Keys are the flag names with '_' for '-'. Returns 0, or
+ * ERR_INVALID with "PATH:LINE: ..." (or "PATH: cannot read: ...") in msg; *cfg may then be
+ * partly updated. */
+int config_load_file(struct config *cfg, const char *path, char *msg, size_t msglen);
+
+/* Parses an integer lo..hi with an optional binary suffix K, M, G or T (x1024^n), all of text,
+ * into *out. Returns 0, or ERR_INVALID with "<what> must be an integer lo..hi (...), got '...'". */
+int config_parse_size(uint64_t *out, const char *what, const char *text, uint64_t lo, uint64_t hi,
+                      char *msg, size_t msglen);
+
+/* Checks a listen address: HOST:PORT, [IPV6]:PORT or unix:PATH, with PORT 0..65535 (0 picks a
+ * free port). Returns 0, or ERR_INVALID with a message naming `what`. */
+int config_check_listen(const char *what, const char *addr, char *msg, size_t msglen);
 
 #endif

@@ -1,4 +1,4 @@
-/* err.c: names for the error codes of err.h. */
+/* err.c: names for the error codes of err.h and for the gRPC status codes they map to. */
 #include "err.h"
 
 const char *err_name(int err)
@@ -10,4 +10,15 @@ const char *err_name(int err)
 #undef ERR_CASE
     }
     return "unknown error";
+}
+
+const char *err_status_name(int grpc_code)
+{
+    static const char *const names[17] = {
+        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+        "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+        "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+        "UNAUTHENTICATED",
+    };
+    return grpc_code >= 0 && grpc_code <= 16 ? names[grpc_code] : "UNKNOWN";
 }

@@ -29,4 +29,8 @@ enum err_code {
  * for values outside the table. Never NULL; the string is static. */
 const char *err_name(int err);
 
+/* The canonical name of a gRPC status code ("OK", "INVALID_ARGUMENT", ... "UNAUTHENTICATED"), for
+ * logs and job records; "UNKNOWN" outside 0..16. Static; needs no grpc header. */
+const char *err_status_name(int grpc_code);
+
 #endif

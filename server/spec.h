@@ -17,6 +17,13 @@ enum spec_precision { SPEC_FP32 = 1, SPEC_FP64 = 2 };
 /* Values match fractal.v1.Format. */
 enum spec_format { SPEC_PNG = 0, SPEC_PNG16 = 1, SPEC_RAW_U32 = 2, SPEC_RAW_F32 = 3 };
 
+/* The format's name as the contract spells it, lower case ("png", "raw_f32"), for logs. */
+static inline const char *spec_format_name(enum spec_format format)
+{
+    static const char *const names[] = {"png", "png16", "raw_u32", "raw_f32"};
+    return (unsigned)format < 4 ? names[format] : "unknown";
+}
+
 /* A rectangle of pixels (or samples), x/y its top-left corner. */
 struct spec_rect {
     uint32_t x, y, width, height;

@@ -76,34 +76,14 @@ static int parse_bool(bool *out, const char *origin, const char *key, const char
     return ERR_INVALID;
 }
 
-/* An integer lo..hi with an optional binary suffix K, M, G or T (x1024^n). */
+/* An integer lo..hi with an optional binary suffix K, M, G or T (x1024^n); msg gets "ORIGIN: key ...". */
 static int parse_size(uint64_t *out, const char *origin, const char *key, const char *value, uint64_t lo,
                       uint64_t hi, char *msg, size_t msglen)
 {
-    char *end = NULL;
-    unsigned long long v;
-    unsigned shift = 0;
+    char what[DEVCONF_ORIGIN_MAX + 64];
 
-    errno = 0;
-    v = strtoull(value, &end, 10);
-    if (end != value && *end) {
-        switch (toupper((unsigned char)*end)) {
-        case 'K': shift = 10; break;
-        case 'M': shift = 20; break;
-        case 'G': shift = 30; break;
-        case 'T': shift = 40; break;
-        default: shift = 64; break;
-        }
-        end++;
-    }
-    if (!isdigit((unsigned char)value[0]) || *end || errno || shift == 64 || (shift && v > (hi >> shift)) ||
-        (v << shift) < lo || (v << shift) > hi) {
-        snprintf(msg, msglen, "%s: %s must be an integer %llu..%llu (K, M, G, T suffixes allowed), got '%s'",
-                 origin, key, (unsigned long long)lo, (unsigned long long)hi, value);
-        return ERR_INVALID;
-    }
-    *out = (uint64_t)v << shift;
-    return 0;
+    snprintf(what, sizeof(what), "%s: %s", origin, key);
+    return config_parse_size(out, what, value, lo, hi, msg, msglen);
 }
 
 /* Parses one rule (see RULE_FORMS); msg gets "ORIGIN: problem". */
@@ -393,6 +373,8 @@ static int file_handler(void *user, const char *section, const char *name, const
     if (fp->err_line)
         return 1;   /* the first error is the one reported; skip the rest */
     snprintf(origin, sizeof(origin), "%s:%d", fp->path, fp->line);
+    if (!strcmp(section, "server"))
+        return 1;   /* the server's own settings (config.c) */
     if (!strcmp(section, "devices") || !strcmp(section, "opencl")) {
         bool opencl_key = !strcmp(name, "cache_dir") || !strcmp(name, "max_launch_ms");
         if (opencl_key != !strcmp(section, "opencl")) {
@@ -435,10 +417,10 @@ static int file_handler(void *user, const char *section, const char *name, const
         return 1;
     }
     if (section[0] == '\0')
-        snprintf(msg, sizeof(msg), "%s: key '%s' outside any section (sections: [devices], [opencl], "
+        snprintf(msg, sizeof(msg), "%s: key '%s' outside any section (sections: [server], [devices], [opencl], "
                  "[device \"RULE\"])", origin, name);
     else
-        snprintf(msg, sizeof(msg), "%s: unknown section [%.100s] (sections: [devices], [opencl], "
+        snprintf(msg, sizeof(msg), "%s: unknown section [%.100s] (sections: [server], [devices], [opencl], "
                  "[device \"RULE\"])", origin, section);
     file_error(fp, msg);
     return 0;

@@ -317,7 +317,7 @@ void rpc_log_call(struct call *c, int err, const char *message, const char *extr
     const char *name = c->method == M_UNKNOWN ? "unknown" : rpc_method_names[c->method].name;
     int code = (int)rpc_status_of(err);
     int level = err == 0 ? LOG_INFO : LOG_WARN;
-    bool has_msg = message && *message;
+    char fields[1536] = "";
     char *peer;
 
     if (code >= 0 && code <= 16)
@@ -326,10 +326,33 @@ void rpc_log_call(struct call *c, int err, const char *message, const char *extr
     if (level < log_min_level)
         return;
     peer = grpc_call_get_peer(c->call);
-    log_at(level, "rpc %s peer=%s status=%d%s%s%s%s%s%s ms=%.2f", name,
-           peer ? peer : "?", code, c->job_id[0] ? " job=" : "", c->job_id, has_msg ? " error=\"" : "",
-           has_msg ? message : "", has_msg ? "\"" : "", extra ? extra : "", render_now_ms() - c->t_accept);
+    log_kv(fields, sizeof(fields), "method", name);
+    log_kv(fields, sizeof(fields), "peer", peer ? peer : "?");
+    log_kv(fields, sizeof(fields), "status", err_status_name(code));
+    if (c->job_id[0])
+        log_kv(fields, sizeof(fields), "job", c->job_id);
+    if (message && *message)
+        log_kv(fields, sizeof(fields), "error", message);
+    if (extra && strlen(fields) + strlen(extra) < sizeof(fields))
+        strcat(fields, extra);
+    log_kvf(fields, sizeof(fields), "ms", "%.2f", render_now_ms() - c->t_accept);
+    log_event(level, "rpc", fields);
     gpr_free(peer);
+}
+
+void rpc_spec_summary(char *out, size_t cap, const struct render_spec *spec)
+{
+    out[0] = '\0';
+    log_kv(out, cap, "fractal", spec->fractal == SPEC_MANDELBROT ? "mandelbrot" : "julia");
+    log_kvf(out, cap, "size", "%ux%u", spec->width, spec->height);
+    log_kvf(out, cap, "region", "%u,%u,%ux%u", spec->region.x, spec->region.y, spec->region.width,
+            spec->region.height);
+    log_kvf(out, cap, "max_iter", "%u", spec->max_iter);
+    log_kv(out, cap, "precision", spec->precision == SPEC_FP64 ? "fp64" : "fp32");
+    log_kvf(out, cap, "ss", "%u", spec->supersample);
+    log_kv(out, cap, "fmt", spec_format_name(spec->format));
+    if (spec->device[0])
+        log_kv(out, cap, "device", spec->device);
 }
 
 size_t rpc_device_ids(char **ids, size_t max, const struct devices *devs, uint64_t used)

@@ -90,7 +90,7 @@ struct call {
     double cost;                        /* samples x max_iter, counted in the in-flight budget */
     struct render_spec spec;
     int device_index;
-    char summary[192];
+    char summary[256];                  /* the request as log fields (rpc_spec_summary) */
     char job_id[48];
     struct call *next;                  /* render queue / watch list link */
 };
@@ -178,9 +178,13 @@ int rpc_stream_send(struct call *c, const ProtobufCMessage *m);
  * For the completion-queue thread. */
 int rpc_stream_send_nowait(struct call *c, const ProtobufCMessage *m);
 
-/* One log line for the call (method, peer, status, message, extra, time since accept) and the
- * per-method status counter. Call once per call, with its final status. */
+/* One log line for the call (event=rpc: method, peer, status by name, job, error, the logfmt
+ * fields in extra, ms since accept) and the per-method status counter. Call once per call, with
+ * its final status. */
 void rpc_log_call(struct call *c, int err, const char *message, const char *extra);
+
+/* The request as logfmt fields (" fractal=julia size=WxH ... fmt=png") into out, for the log line. */
+void rpc_spec_summary(char *out, size_t cap, const struct render_spec *spec);
 
 /* Queues c for a render worker, which will call c->run(c). Returns 0, or ERR_EXHAUSTED (with a
  * message and a retry hint in *retry_after_ms) when the queue is full or the in-flight cost

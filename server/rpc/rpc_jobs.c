@@ -82,7 +82,9 @@ static void reply_job(struct call *c, const char *id, const char *what)
         return;
     }
     job_msg_init(&m, &info);
-    snprintf(extra, sizeof(extra), " %s state=%s", what, jobs_state_name(info.state));
+    extra[0] = '\0';
+    log_kv(extra, sizeof(extra), "op", what);
+    log_kv(extra, sizeof(extra), "state", jobs_state_name(info.state));
     rpc_log_call(c, 0, NULL, extra);
     rpc_finish(c, 0, NULL, rpc_pack(&m.job.base), 0);
     job_msg_dispose(&m);
@@ -192,8 +194,7 @@ void rpc_jobs_submit(struct call *c)
         rpc_finish(c, err, msg, NULL, 0);
         return;
     }
-    snprintf(c->summary, sizeof(c->summary), " %ux%u max_iter=%u", c->spec.region.width, c->spec.region.height,
-             c->spec.max_iter);
+    rpc_spec_summary(c->summary, sizeof(c->summary), &c->spec);
     queue_io_or_refuse(c, do_submit);
 }
 
@@ -346,7 +347,8 @@ static void do_fetch(struct call *c)
 done:
     {
         char extra[64];
-        snprintf(extra, sizeof(extra), " bytes=%llu", (unsigned long long)offset);
+        extra[0] = '\0';
+        log_kvf(extra, sizeof(extra), "bytes", "%llu", (unsigned long long)offset);
         rpc_log_call(c, err, msg, extra);
     }
     rpc_finish(c, err, msg, NULL, 0);
@@ -410,7 +412,13 @@ void rpc_jobs_run(rpc_server *srv, struct jobs_work *work, unsigned slot)
     const char *outcome = "FAILED";
     (void)slot;
 
-    log_at(LOG_INFO, "job %s RUNNING attempt=%u", work->id, work->attempts);
+    if (LOG_INFO >= log_min_level) {
+        char fields[160] = "";
+        log_kv(fields, sizeof(fields), "job", work->id);
+        log_kv(fields, sizeof(fields), "state", "RUNNING");
+        log_kvf(fields, sizeof(fields), "attempt", "%u", work->attempts);
+        log_event(LOG_INFO, "job_run", fields);
+    }
     req = (Fractal__V1__RenderRequest *)protobuf_c_message_unpack(&fractal__v1__render_request__descriptor, NULL,
                                                                  work->request_len, work->request);
     if (!req) {
@@ -474,7 +482,7 @@ done:
         if (err == ERR_CANCELLED && atomic_load(&srv->shutting_down)) {
             /* The drain stopped it: back in the queue for the next start (or CANCELLED if a
              * client had asked for that meanwhile). */
-            outcome = "QUEUED (drain)";
+            outcome = "QUEUED";
             if (jobs_requeue(srv->jobs, work->id, msg2, sizeof(msg2)) < 0)
                 log_at(LOG_ERROR, "job %s cannot be requeued: %s", work->id, msg2);
         } else {
@@ -485,8 +493,17 @@ done:
                 log_at(LOG_ERROR, "job %s cannot be finished: %s", work->id, msg2);
         }
     }
-    log_at(err == 0 ? LOG_INFO : LOG_WARN, "job %s %s%s%s%s ms=%.2f", work->id, outcome, msg[0] ? " error=\"" : "",
-           msg, msg[0] ? "\"" : "", render_now_ms() - t0);
+    if ((err == 0 ? LOG_INFO : LOG_WARN) >= log_min_level) {
+        char fields[768] = "";
+        log_kv(fields, sizeof(fields), "job", work->id);
+        log_kv(fields, sizeof(fields), "state", outcome);
+        if (err == ERR_CANCELLED && atomic_load(&srv->shutting_down))
+            log_kv(fields, sizeof(fields), "reason", "drain");
+        if (msg[0])
+            log_kv(fields, sizeof(fields), "error", msg);
+        log_kvf(fields, sizeof(fields), "ms", "%.2f", render_now_ms() - t0);
+        log_event(err == 0 ? LOG_INFO : LOG_WARN, "job_run", fields);
+    }
     jobs_result_free(result);
     free(json);
     if (req)

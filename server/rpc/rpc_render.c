@@ -43,11 +43,7 @@ void rpc_render_accept(struct call *c)
     protobuf_c_message_free_unpacked(&req->base, NULL);
     if (err < 0)
         goto fail;
-    snprintf(c->summary, sizeof(c->summary), " %s %ux%u region=%u,%u,%ux%u max_iter=%u %s ss=%u fmt=%d",
-             c->spec.fractal == SPEC_MANDELBROT ? "mandelbrot" : "julia", c->spec.width, c->spec.height,
-             c->spec.region.x, c->spec.region.y, c->spec.region.width, c->spec.region.height,
-             c->spec.max_iter, c->spec.precision == SPEC_FP64 ? "fp64" : "fp32", c->spec.supersample,
-             (int)c->spec.format);
+    rpc_spec_summary(c->summary, sizeof(c->summary), &c->spec);
     c->run = c->method == M_RENDER_STREAM ? run_stream : run_render;
     {
         double samples = (double)c->spec.region.width * c->spec.region.height * c->spec.supersample *
@@ -112,6 +108,18 @@ static int reply_sink(void *ctx, const void *data, size_t len)
     return 0;
 }
 
+/* Appends the outcome of a finished render to the call's summary fields (extra holds the summary). */
+static void render_log_fields(char *extra, size_t cap, size_t n_devices, double queue_ms,
+                              const struct render_stats *st, uint64_t bytes)
+{
+    log_kvf(extra, cap, "devices", "%zu", n_devices);
+    log_kvf(extra, cap, "queue_ms", "%.2f", queue_ms);
+    log_kvf(extra, cap, "compute_ms", "%.2f", st->compute_ms);
+    log_kvf(extra, cap, "encode_ms", "%.2f", st->encode_ms);
+    log_kvf(extra, cap, "bytes", "%llu", (unsigned long long)bytes);
+    log_kvf(extra, cap, "iter", "%llu", (unsigned long long)st->iterations);
+}
+
 static void run_render(struct call *c)
 {
     rpc_server *srv = c->srv;
@@ -161,9 +169,7 @@ static void run_render(struct call *c)
         resp.format = (Fractal__V1__Format)c->spec.format;
         reply = rpc_pack(&resp.base);
         if (LOG_INFO >= log_min_level) /* the line is only written at info */
-            snprintf(extra, sizeof(extra), "%s devices=%zu queue_ms=%.2f compute_ms=%.2f encode_ms=%.2f bytes=%zu iter=%llu",
-                     c->summary, stats.n_devices, queue_ms, st.compute_ms, st.encode_ms, buf.len,
-                     (unsigned long long)st.iterations);
+            render_log_fields(extra, sizeof(extra), stats.n_devices, queue_ms, &st, buf.len);
     }
 done:
     rpc_log_call(c, err, msg, extra);
@@ -303,9 +309,8 @@ static void run_stream(struct call *c)
             snprintf(msg, sizeof(msg), "stream cancelled");
             goto done;
         }
-        snprintf(extra, sizeof(extra), "%s devices=%zu queue_ms=%.2f compute_ms=%.2f encode_ms=%.2f bytes=%llu iter=%llu",
-                 c->summary, stats.n_devices, queue_ms, st.compute_ms, st.encode_ms, (unsigned long long)s.offset,
-                 (unsigned long long)st.iterations);
+        if (LOG_INFO >= log_min_level)
+            render_log_fields(extra, sizeof(extra), stats.n_devices, queue_ms, &st, s.offset);
     }
 done:
     rpc_log_call(c, err, msg, extra);

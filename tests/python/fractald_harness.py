@@ -76,6 +76,21 @@ class Server:
             shutil.rmtree(self.spool, ignore_errors=True)
         return self.proc.returncode
 
+    def stop_and_read_log(self, timeout=15.0):
+        """SIGTERM, wait for the exit, and return (exit code, everything it wrote to stderr)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        if self.proc in _live:
+            _live.remove(self.proc)
+        if self.own_spool:
+            shutil.rmtree(self.spool, ignore_errors=True)
+        return self.proc.returncode, err
+
     def kill(self):
         """SIGKILL, as a crash: nothing gets a chance to clean up. The spool is kept."""
         self.proc.kill()

@@ -51,7 +51,7 @@ static int load(struct devconf *conf, const char *text, char *msg, size_t msglen
 }
 
 #define RULES "(expected all, gpu, cpu, accelerator, platform:TEXT, vendor:TEXT, name:GLOB, index:P[:D], id:ID or cl:...)"
-#define SECTIONS "(sections: [devices], [opencl], [device \"RULE\"])"
+#define SECTIONS "(sections: [server], [devices], [opencl], [device \"RULE\"])"
 
 static void bad_files_name_file_line_and_problem(void **state)
 {
