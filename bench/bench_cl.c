@@ -1,6 +1,6 @@
 /* bench_cl.c: throughput of every OpenCL device's engine (the kernel AUTO picks) against the
  * naive one-sample-per-work-item kernel on the same device, on workloads A, B and C of
- * BENCHMARKS.md, fp32 and fp64, in Giter/s; program preparation cold and cached reported apart.
+ * bench/README.md, fp32 and fp64, in Giter/s; program preparation cold and cached reported apart.
  * Usage: bench_cl [REPS]   (median of REPS renders, default 3) */
 #include <stdint.h>
 #include <stdio.h>
@@ -19,7 +19,7 @@ struct workload {
     const char *name;
     double c_re, c_im, center_re, center_im, view_width;
     uint32_t max_iter;
-    uint64_t sum_fp32, sum_fp64;   /* BENCHMARKS.md checksums, no FMA; 0 = none given */
+    uint64_t sum_fp32, sum_fp64;   /* bench/README.md checksums, no FMA; 0 = none given */
     uint32_t naive_div;            /* the naive kernel renders a (1920/div)x(1080/div) grid */
 };
 
@@ -201,7 +201,7 @@ int main(int argc, char **argv)
                 check = sum != sum2 ? "MISMATCH auto vs +smooth"
                         : want == 0 ? "-"
                         : sum == want ? "ok"
-                                      : "MISMATCH with BENCHMARKS.md";
+                                      : "MISMATCH with bench/README.md";
                 bad |= check[0] == 'M';
                 printf("%-4zu %-3s %-5s %-7s %9.2f %9.2f %9.3f %7.1fx  %-11llu %s\n", d, w->name,
                        p == SPEC_FP32 ? "fp32" : "fp64", variant_names[info->variant], g_auto,

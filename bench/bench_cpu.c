@@ -1,5 +1,5 @@
 /* bench_cpu.c: throughput of the CPU engine against a plain one-thread scalar loop, measured in
- * one run on workloads A and B of BENCHMARKS.md, fp32 and fp64, in Giter/s (sum of escape counts
+ * one run on workloads A and B of bench/README.md, fp32 and fp64, in Giter/s (sum of escape counts
  * per second). Usage: bench_cpu [REPS]   (FRACTALD_CPU_ISA=avx2|base picks narrower lanes) */
 #include <stdint.h>
 #include <stdio.h>
@@ -18,7 +18,7 @@ struct workload {
     const char *name;
     double c_re, c_im, center_re, center_im, view_width;
     uint32_t max_iter;
-    uint64_t sum_fp32, sum_fp64;   /* BENCHMARKS.md checksums, no FMA */
+    uint64_t sum_fp32, sum_fp64;   /* bench/README.md checksums, no FMA */
     uint32_t scalar_row_step;      /* the scalar loop runs every n-th row to bound the run time */
 };
 
@@ -157,7 +157,7 @@ int main(int argc, char **argv)
             printf("%-3s %-5s %11.2f %11.2f %11.3f %7.1fx  %-12llu %s\n", w->name,
                    p == SPEC_FP32 ? "fp32" : "fp64", g_eng, g_smooth, g_scalar,
                    g_eng / g_scalar, (unsigned long long)sum,
-                   ok ? "ok" : "MISMATCH with BENCHMARKS.md");
+                   ok ? "ok" : "MISMATCH with bench/README.md");
             fflush(stdout);
         }
     }

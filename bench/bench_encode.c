@@ -1,6 +1,6 @@
 /* bench_encode.c: PNG encoding time and size of fractald's encoder (encode.c, one thread) against
  * zlib on the same filtered scanlines and against libpng's defaults, measured in one run on the
- * 28 tiles of workload T and on the whole 1920x1080 frame they come from (BENCHMARKS.md).
+ * 28 tiles of workload T and on the whole 1920x1080 frame they come from (bench/README.md).
  * Usage: bench_encode [REPS]   (default 15; medians over REPS passes) */
 #include <stdint.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* bench_server.c: the whole server's compute path (the scheduler over every usable device) against
- * each device alone, in one run, on workloads A, B and C of BENCHMARKS.md at 1920x1080, fp32 and
+ * each device alone, in one run, on workloads A, B and C of bench/README.md at 1920x1080, fp32 and
  * fp64, in Giter/s (sum of escape counts per second), counts and smooth values as a PNG needs.
  * Usage: bench_server [REPS]   (devices as fractald finds them; FRACTALD_DEVICES applies;
  * BENCH_COLOCATED_NICE=0 runs CPU-type devices at equal priority, as `share_cpu = equal`) */

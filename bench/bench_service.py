@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """bench_service: service-level figures of fractald, measured in one run against a real server on
-127.0.0.1 (BENCHMARKS.md conventions: medians and percentiles, warm-up excluded):
+127.0.0.1 (bench/README.md conventions: medians and percentiles, warm-up excluded):
   - time to first chunk and total time of a large RenderStream;
   - cancel latency: from a client cancel of a render costing hours to the server idle again
     (GetStats.running == 0), median and max over 20 cancels;

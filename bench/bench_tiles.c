@@ -1,5 +1,5 @@
 /* bench_tiles.c: unary Render latency of 256x256 tiles of workload A at max_iter 256 (workload T of
- * BENCHMARKS.md) from libfractal, beside the engine-only time the server reports for each tile
+ * bench/README.md) from libfractal, beside the engine-only time the server reports for each tile
  * (stats.compute_ms): the tile figure of bench_service.py without the Python client's own cost,
  * and where the rest goes (the server's queue, colour + encode and total time, from its stats).
  * Usage: bench_tiles TARGET [N [FORMAT]]   (TARGET "127.0.0.1:PORT" of a running fractald; N

@@ -1,4 +1,4 @@
-/* escape.h: the escape-time math of DESIGN.md ("The math"), written once for every engine. It
+/* escape.h: the escape-time math of docs/MATH.md, written once for every engine. It
  * compiles as C11 (CPU engine, tests, bench) and as OpenCL C (device kernels), and is one
  * self-contained file so it can be embedded into a program source string as it is. */
 #ifndef FRACTAL_ESCAPE_H
@@ -27,7 +27,7 @@
  * diverging orbit reaches within a few steps past overflow (inf - inf).
  * Julia: z_0 = (x, y), c fixed. Mandelbrot: z_0 = 0, c = (x, y).
  *
- * This order reproduces the BENCHMARKS.md checksums (sum of escape counts, no FMA):
+ * This order reproduces the checksums of bench/README.md (sum of escape counts, no FMA):
  * A fp64 107566860, fp32 107491740; B fp64 2348272443, fp32 2346960036. Computing zr as
  * (x2 + cr) - y2 instead, for example, does not. Engines that vectorise must keep it; t + t may
  * be written t * 2 (both exact). FMA contraction changes results: C builds use -ffp-contract=off;

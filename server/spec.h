@@ -50,7 +50,7 @@ struct spec_coloring {
  * samples over the same view; sample (i, j) of that grid sits at
  *     s = view_width / (width*n)
  *     x = center_re + (i + 0.5 - width*n/2) * s,   y = center_im - (j + 0.5 - height*n/2) * s
- * which for n = 1 is exactly the pixel mapping of DESIGN.md. */
+ * which for n = 1 is exactly the pixel mapping of docs/MATH.md. */
 struct render_spec {
     enum spec_fractal fractal;
     double c_re, c_im;                  /* Julia constant (unused for Mandelbrot) */

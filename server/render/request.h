@@ -11,7 +11,7 @@
 #include "fractal/v1/fractal.pb-c.h"
 #include "spec.h"
 
-/* Default Julia constant and image of DESIGN.md (the demo service's image). */
+/* Default Julia constant and image of docs/MATH.md (the demo service's image). */
 #define REQUEST_DEFAULT_C_RE (-0.8)
 #define REQUEST_DEFAULT_C_IM 0.156
 #define REQUEST_DEFAULT_WIDTH 600

@@ -129,8 +129,9 @@ void rpc_call_release(struct call *c)
     }
 }
 
-/* Starts a batch, taking a reference for it. A rejected batch is fatal for the call (GRPC_NOTES
- * pitfall 4): the call is cancelled so the client is not left waiting. Returns 0 or ERR_INTERNAL. */
+/* Starts a batch, taking a reference for it. A rejected batch (grpc core refuses a second
+ * SEND_MESSAGE while one is in flight, or any op after the status) is fatal for the call: it is
+ * cancelled so the client is not left waiting. Returns 0 or ERR_INTERNAL. */
 static int start_batch(struct call *c, const grpc_op *ops, size_t n, struct tag *tag)
 {
     grpc_call_error e;
@@ -209,7 +210,7 @@ void rpc_finish(struct call *c, int err, const char *message, grpc_byte_buffer *
     c->finished = true;
     start_batch(c, ops, n, &c->tag_finish);
     pthread_mutex_unlock(&c->lock);
-    /* Core does not retain the details slice past start_batch (GRPC_NOTES section 3). */
+    /* grpc core copies the status details during start_batch and keeps no reference. */
     grpc_slice_unref(details);
     rpc_call_release(c);
 }

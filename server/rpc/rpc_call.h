@@ -56,7 +56,7 @@ struct tag {
 
 /* One accepted (or posted) call. Reference counted: one reference for the handler, one per batch
  * in flight; the last release frees everything. Batches on one call are serialised by `lock`:
- * at most one write in flight (GRPC_NOTES pitfall 4), and the status goes out after it. */
+ * at most one write in flight (grpc core refuses a second), and the status goes out after it. */
 struct call {
     rpc_server *srv;
     enum method_id method;
@@ -151,7 +151,8 @@ struct rpc_server {
 /* The one place server error codes become gRPC status codes. */
 grpc_status_code rpc_status_of(int err);
 
-/* A fresh byte buffer holding the packed message (GRPC_NOTES pitfall 5: one per send). */
+/* A fresh byte buffer holding the packed message: grpc core takes each send's buffer over until
+ * the batch completes, so one buffer is never sent twice. */
 grpc_byte_buffer *rpc_pack(const ProtobufCMessage *m);
 
 /* The decoded message (free with protobuf_c_message_free_unpacked), or NULL if the bytes are not

@@ -51,8 +51,8 @@ static int post_request(rpc_server *srv, enum method_id method)
         log_at(LOG_ERROR, "rpc: cannot post a request for %s: %s; retrying",
                method == M_UNKNOWN ? "unknown methods" : rpc_method_names[method].path, grpc_call_error_to_string(e));
         rpc_call_release(c);
-        /* Without a posted request, calls of this method would wait for their deadline
-         * (GRPC_NOTES pitfall 2): the tick posts it again. */
+        /* Without a posted request, grpc core holds new calls of this method until their
+         * deadline instead of refusing them: the tick posts it again. */
         atomic_fetch_add(&srv->repost[method], 1);
         return ERR_INTERNAL;
     }
@@ -290,7 +290,7 @@ int rpc_server_start(rpc_server **out, int *port, const struct rpc_deps *deps, c
     args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
     args[1].value.integer = (int)cfg->limits.max_message_bytes;
     /* Off, so a second server on a taken port fails to bind instead of silently sharing it
-     * (GRPC_NOTES pitfall 7). */
+     * (grpc core turns SO_REUSEPORT on by default). */
     args[2].type = GRPC_ARG_INTEGER;
     args[2].key = GRPC_ARG_ALLOW_REUSEPORT;
     args[2].value.integer = 0;

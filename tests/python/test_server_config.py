@@ -156,6 +156,23 @@ class ConfigFileTests(unittest.TestCase):
         self.assertIn("--workers must be an integer 1..1024, got '0'", proc.stderr)
 
 
+class ReadmeExampleTests(unittest.TestCase):
+    def test_the_readme_server_section_is_accepted(self):
+        root = os.environ.get("FRACTAL_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+        with open(os.path.join(root, "README.md")) as f:
+            blocks = re.findall(r"```ini\n(.*?)```", f.read(), re.S)
+        server_blocks = [b for b in blocks if b.startswith("[server]")]
+        self.assertEqual(len(server_blocks), 1)
+        path = write_config(server_blocks[0])
+        try:
+            # --list-devices reads the whole configuration and exits without listening.
+            proc = run_fractald("--config", path, "--list-devices", "--spool-dir", "")
+        finally:
+            os.unlink(path)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertRegex(proc.stdout, r"(?m)^cpu +used ")
+
+
 class LogfmtTests(unittest.TestCase):
     def test_every_line_parses_and_names_status_and_format(self):
         server = h.Server("--log-level", "info")

@@ -248,7 +248,7 @@ static void test_discover(void **state)
     }
 }
 
-/* Workload A of BENCHMARKS.md at 240x135 (the same view). */
+/* Workload A of bench/README.md at 240x135 (the same view). */
 static void test_workload_a(void **state)
 {
     (void)state;

@@ -1,5 +1,5 @@
 /* test_kernels.c: kernels/escape.h, the scalar reference of the escape-time math, against plain
- * loops written here from DESIGN.md, plus the mapping's corner cases and the smooth value. */
+ * loops written here from docs/MATH.md, plus the mapping's corner cases and the smooth value. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,7 +8,7 @@
 #include "unit.h"
 #include "escape.h"
 
-/* A view of a sample grid, as a test states it (DESIGN.md's parameters). */
+/* A view of a sample grid, as a test states it (docs/MATH.md's parameters). */
 struct view {
     int fractal;
     double c_re, c_im, center_re, center_im, width;
@@ -16,7 +16,7 @@ struct view {
     double radius;
 };
 
-/* DESIGN.md's pixel mapping and recurrence, written out plainly in double. */
+/* docs/MATH.md's pixel mapping and recurrence, written out plainly in double. */
 static uint32_t plain64(const struct view *w, uint32_t i, uint32_t j)
 {
     double s = w->width / w->gw;
@@ -121,7 +121,7 @@ static void test_small_views(void **state)
     assert_true(check_grid(&r3) > 0);
 }
 
-/* Workload A (BENCHMARKS.md) at 240x135 over the same view: every count matches the plain loop,
+/* Workload A (bench/README.md) at 240x135 over the same view: every count matches the plain loop,
  * and the mean stays near A's 52 iterations per pixel. */
 static void test_workload_a_reduced(void **state)
 {
