@@ -1,8 +1,8 @@
-/* jobs.c: the job store: an in-memory index of every job, journaled to SQLite (WAL) in the spool
- * directory, with each result in its own file there. The only file that includes sqlite3.h. */
+/* jobs.c: the job store: the in-memory index of every job (hash, queue, done list), the state
+ * machine over it, and the public API of jobs.h; the journal and the result files are
+ * jobs_journal.c's and jobs_results.c's. */
 #include "jobs.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -17,100 +17,20 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <sqlite3.h>
-
 #include "err.h"
+#include "jobs_internal.h"
+#include "jobs_journal.h"
+#include "jobs_results.h"
 #include "log.h"
-
-/* Version of the database layout, kept in PRAGMA user_version. A spool written by a newer
- * layout is refused rather than misread. */
-#define JOBS_SCHEMA_VERSION 1
 
 #define JOBS_MAX_JOBS_LIMIT 10000000u
 #define JOBS_MESSAGE_MAX 1024
 
 static const char base32_alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
 
-/* One job. Immutable once inserted: id, seq, request, created_ms. Everything else is guarded by
- * store->lock, except `cancel`, which workers poll without it. */
-struct job {
-    char id[JOBS_ID_SIZE];
-    int64_t seq;                    /* submission order; the database's primary key */
-    enum jobs_state state;
-    struct job *hash_next;
-    struct job *all_prev, *all_next;     /* every job, by seq */
-    struct job *list_prev, *list_next;   /* the queue (QUEUED) or the done list (finished) */
-    void *request;
-    size_t request_len;
-    void *stats;
-    size_t stats_len;
-    char *error_message;            /* NULL = "" */
-    int32_t error_code;
-    char content_type[JOBS_CONTENT_TYPE_SIZE];
-    uint32_t width, height;
-    uint64_t result_bytes;
-    uint32_t result_crc;
-    int64_t created_ms, started_ms, finished_ms, expires_ms;
-    uint32_t attempts;
-    bool cancel_requested;
-    atomic_int cancel;
-    uint32_t rows_done, rows_total;
-    uint64_t samples_done;
-    uint32_t queue_position;        /* scratch for jobs_list, valid only under the lock */
-};
+/* ---- helpers the three files share (jobs_internal.h) ---- */
 
-struct jobs_store {
-    struct jobs_options opts;
-    char *spool_dir;
-    char *results_dir;
-    int lock_fd;                    /* holds the flock on <spool>/lock */
-    int results_fd;                 /* the results folder, fsynced after each rename */
-
-    /* Lock order: db_lock, then lock. Every change of a job's state holds db_lock from before
-     * it reads the job until its memory update is done, so changes reach the database and the
-     * index in the same order and a job picked under db_lock cannot change underneath. Readers
-     * take only `lock`, which is never held across disk I/O. */
-    pthread_mutex_t db_lock;
-    sqlite3 *db;
-    sqlite3_stmt *st_insert, *st_start, *st_requeue, *st_cancel, *st_finish, *st_delete;
-
-    pthread_mutex_t lock;
-    pthread_cond_t queued;          /* a job was queued, or jobs_stop was called */
-    struct job **buckets;           /* chained hash on id; nbuckets is a power of two */
-    size_t nbuckets;
-    struct job *all_head, *all_tail;
-    struct job *queue_head, *queue_tail;
-    struct job *done_head, *done_tail;   /* finished jobs by expires_ms, oldest first */
-    uint32_t counts[6];             /* by enum jobs_state */
-    uint32_t held;
-    uint64_t spool_bytes;           /* published results plus bytes reserved by open writers */
-    int64_t next_seq;
-    uint64_t next_tmp;              /* makes each writer's temporary file name unique */
-    bool stopping;
-};
-
-struct jobs_result {
-    jobs_store *store;
-    char id[JOBS_ID_SIZE];
-    int fd;
-    char *tmp_path, *final_path;
-    uint64_t bytes;                 /* written, and reserved in store->spool_bytes */
-    uint32_t crc;
-    bool published;
-    char message[256];
-};
-
-struct jobs_reader {
-    jobs_store *store;
-    char id[JOBS_ID_SIZE];
-    int fd;
-    uint64_t size, offset;
-    uint32_t crc_expected, crc;
-};
-
-static void set_msg(char *msg, size_t msglen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void set_msg(char *msg, size_t msglen, const char *fmt, ...)
+void jobs_set_msg(char *msg, size_t msglen, const char *fmt, ...)
 {
     va_list ap;
 
@@ -121,7 +41,7 @@ static void set_msg(char *msg, size_t msglen, const char *fmt, ...)
     va_end(ap);
 }
 
-static int64_t now_ms(void)
+int64_t jobs_now_ms(void)
 {
     struct timespec ts;
 
@@ -129,31 +49,26 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* CRC-32 (IEEE 802.3, as zlib's crc32), table-driven; enough to tell a damaged result from a
- * good one at disk speed. */
-static uint32_t crc_table[256];
-static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
-
-static void crc_init(void)
+void *jobs_memdup(const void *data, size_t len)
 {
-    for (uint32_t n = 0; n < 256; n++) {
-        uint32_t c = n;
+    void *p = malloc(len ? len : 1);
 
-        for (int k = 0; k < 8; k++)
-            c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
-        crc_table[n] = c;
-    }
+    if (p && len)
+        memcpy(p, data, len);
+    return p;
 }
 
-static uint32_t crc_update(uint32_t crc, const void *data, size_t len)
+void jobs_job_free(struct job *j)
 {
-    const uint8_t *p = data;
-
-    crc = ~crc;
-    for (size_t i = 0; i < len; i++)
-        crc = crc_table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
-    return ~crc;
+    if (!j)
+        return;
+    free(j->request);
+    free(j->stats);
+    free(j->error_message);
+    free(j);
 }
+
+/* ---- ids and states ---- */
 
 static bool id_valid(const char *id)
 {
@@ -221,7 +136,7 @@ static bool state_finished(enum jobs_state state)
 
 /* ---- the in-memory index (callers hold store->lock) ---- */
 
-static struct job *find(jobs_store *s, const char *id)
+struct job *jobs_find(jobs_store *s, const char *id)
 {
     if (!id_valid(id))
         return NULL;
@@ -352,109 +267,6 @@ static void set_state(jobs_store *s, struct job *j, enum jobs_state state)
     }
 }
 
-static void job_free(struct job *j)
-{
-    if (!j)
-        return;
-    free(j->request);
-    free(j->stats);
-    free(j->error_message);
-    free(j);
-}
-
-static char *result_path(const jobs_store *s, const char *id)
-{
-    size_t n = strlen(s->results_dir) + 1 + JOBS_ID_LEN + 1;
-    char *p = malloc(n);
-
-    if (p)
-        snprintf(p, n, "%s/%s", s->results_dir, id);
-    return p;
-}
-
-static void *memdup(const void *data, size_t len)
-{
-    void *p = malloc(len ? len : 1);
-
-    if (p && len)
-        memcpy(p, data, len);
-    return p;
-}
-
-/* ---- the journal (callers hold store->db_lock) ---- */
-
-/* Turns a failed SQLite call into an error code and a line naming what was being done. */
-static int sql_fail(jobs_store *s, int rc, const char *what, char *msg, size_t msglen)
-{
-    int err = rc == SQLITE_FULL ? ERR_EXHAUSTED : rc == SQLITE_NOMEM ? ERR_NOMEM : ERR_IO;
-
-    set_msg(msg, msglen, "job store %s/jobs.db: %s while %s", s->spool_dir, sqlite3_errmsg(s->db), what);
-    return err;
-}
-
-/* Steps a bound statement that returns no rows and resets it for the next use. */
-static int sql_run(jobs_store *s, sqlite3_stmt *st, const char *what, char *msg, size_t msglen)
-{
-    int rc = sqlite3_step(st);
-    int err = 0;
-
-    if (rc != SQLITE_DONE)
-        err = sql_fail(s, rc, what, msg, msglen);
-    else if (sqlite3_changes(s->db) != 1 && st != s->st_insert) {
-        set_msg(msg, msglen, "job store %s/jobs.db: a job's row is missing while %s", s->spool_dir, what);
-        err = ERR_INTERNAL;
-    }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return err;
-}
-
-static int sql_exec(jobs_store *s, const char *sql, const char *what, char *msg, size_t msglen)
-{
-    int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
-
-    return rc == SQLITE_OK ? 0 : sql_fail(s, rc, what, msg, msglen);
-}
-
-/* A zero-length blob must be bound with a non-NULL pointer, or SQLite stores NULL. */
-static void bind_blob(sqlite3_stmt *st, int col, const void *data, size_t len)
-{
-    sqlite3_bind_blob64(st, col, len ? data : "", len, SQLITE_STATIC);
-}
-
-struct finish_row {
-    enum jobs_state state;
-    int64_t finished_ms, expires_ms;
-    int32_t error_code;
-    const char *error_message;
-    const void *stats;
-    size_t stats_len;
-    const char *content_type;
-    uint32_t width, height;
-    uint64_t result_bytes;
-    uint32_t result_crc;
-};
-
-static int journal_finish(jobs_store *s, int64_t seq, const struct finish_row *r, char *msg, size_t msglen)
-{
-    sqlite3_stmt *st = s->st_finish;
-
-    sqlite3_bind_int(st, 1, r->state);
-    sqlite3_bind_int64(st, 2, r->finished_ms);
-    sqlite3_bind_int64(st, 3, r->expires_ms);
-    sqlite3_bind_int(st, 4, r->error_code);
-    sqlite3_bind_text(st, 5, r->error_message ? r->error_message : "", -1, SQLITE_STATIC);
-    if (r->stats)
-        bind_blob(st, 6, r->stats, r->stats_len);
-    sqlite3_bind_text(st, 7, r->content_type ? r->content_type : "", -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 8, r->width);
-    sqlite3_bind_int64(st, 9, r->height);
-    sqlite3_bind_int64(st, 10, (sqlite3_int64)r->result_bytes);
-    sqlite3_bind_int64(st, 11, r->result_crc);
-    sqlite3_bind_int64(st, 12, seq);
-    return sql_run(s, st, "recording a finished job", msg, msglen);
-}
-
 /* Applies a finish_row to the job in memory. Takes ownership of stats and message (either may
  * be NULL). Caller holds store->lock. */
 static void apply_finish(jobs_store *s, struct job *j, const struct finish_row *r, void *stats, char *message)
@@ -479,58 +291,6 @@ static void apply_finish(jobs_store *s, struct job *j, const struct finish_row *
     set_state(s, j, r->state);
 }
 
-static const char *const schema_sql =
-    "CREATE TABLE IF NOT EXISTS jobs("
-    " seq INTEGER PRIMARY KEY,"
-    " id TEXT NOT NULL UNIQUE,"
-    " state INTEGER NOT NULL,"
-    " request BLOB NOT NULL,"
-    " created_ms INTEGER NOT NULL,"
-    " started_ms INTEGER NOT NULL DEFAULT 0,"
-    " finished_ms INTEGER NOT NULL DEFAULT 0,"
-    " expires_ms INTEGER NOT NULL DEFAULT 0,"
-    " attempts INTEGER NOT NULL DEFAULT 0,"
-    " cancel_requested INTEGER NOT NULL DEFAULT 0,"
-    " error_code INTEGER NOT NULL DEFAULT 0,"
-    " error_message TEXT NOT NULL DEFAULT '',"
-    " stats BLOB,"
-    " content_type TEXT NOT NULL DEFAULT '',"
-    " width INTEGER NOT NULL DEFAULT 0,"
-    " height INTEGER NOT NULL DEFAULT 0,"
-    " result_bytes INTEGER NOT NULL DEFAULT 0,"
-    " result_crc INTEGER NOT NULL DEFAULT 0)";
-
-static int prepare(jobs_store *s, sqlite3_stmt **st, const char *sql, char *msg, size_t msglen)
-{
-    int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
-
-    return rc == SQLITE_OK ? 0 : sql_fail(s, rc, "preparing statements", msg, msglen);
-}
-
-/* Runs a one-value PRAGMA and returns its text result in buf. */
-static int pragma(jobs_store *s, const char *sql, char *buf, size_t buflen, char *msg, size_t msglen)
-{
-    sqlite3_stmt *st = NULL;
-    int rc, err = 0;
-
-    buf[0] = '\0';
-    if ((rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL)) != SQLITE_OK) {
-        err = sql_fail(s, rc, "setting up the database", msg, msglen);
-        goto done;
-    }
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        const unsigned char *t = sqlite3_column_text(st, 0);
-
-        snprintf(buf, buflen, "%s", t ? (const char *)t : "");
-    } else if (rc != SQLITE_DONE) {
-        err = sql_fail(s, rc, "setting up the database", msg, msglen);
-    }
-done:
-    sqlite3_finalize(st);
-    return err;
-}
-
 /* ---- opening: directories, lock, database, recovery ---- */
 
 static int mkdir_p(const char *path, char *msg, size_t msglen)
@@ -545,7 +305,7 @@ static int mkdir_p(const char *path, char *msg, size_t msglen)
 
         *p = '\0';
         if (mkdir(buf, 0750) != 0 && errno != EEXIST) {
-            set_msg(msg, msglen, "spool directory %s: cannot create %s: %s", path, buf, strerror(errno));
+            jobs_set_msg(msg, msglen, "spool directory %s: cannot create %s: %s", path, buf, strerror(errno));
             return ERR_IO;
         }
         *p = c;
@@ -554,115 +314,10 @@ static int mkdir_p(const char *path, char *msg, size_t msglen)
     }
     struct stat st;
     if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        set_msg(msg, msglen, "spool directory %s is not a directory", path);
+        jobs_set_msg(msg, msglen, "spool directory %s is not a directory", path);
         return ERR_IO;
     }
     return 0;
-}
-
-static int open_database(jobs_store *s, char *msg, size_t msglen)
-{
-    char path[PATH_MAX], value[64];
-    int err, rc;
-
-    snprintf(path, sizeof(path), "%s/jobs.db", s->spool_dir);
-    rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK) {
-        set_msg(msg, msglen, "job store %s: %s", path, s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
-        return rc == SQLITE_NOMEM ? ERR_NOMEM : ERR_IO;
-    }
-    /* WAL: a commit appends to the log and, with synchronous=FULL, fsyncs it once; with NORMAL
-     * it is written to the OS (safe from a process crash) and fsynced at checkpoints. Readers
-     * never touch the database after open (the index is in memory), so WAL's concurrency is not
-     * what we want from it: one fsync per commit instead of the rollback journal's three. */
-    if ((err = pragma(s, "PRAGMA journal_mode=WAL", value, sizeof(value), msg, msglen)) < 0)
-        return err;
-    if (strcmp(value, "wal") != 0) {
-        set_msg(msg, msglen, "job store %s: the file system does not support SQLite's WAL mode (got '%s')",
-                path, value);
-        return ERR_IO;
-    }
-    if ((err = pragma(s, s->opts.sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
-                      value, sizeof(value), msg, msglen)) < 0)
-        return err;
-    /* Keeps the log from staying large after a burst; checkpoints still run every 1000 pages. */
-    if ((err = pragma(s, "PRAGMA journal_size_limit=4194304", value, sizeof(value), msg, msglen)) < 0)
-        return err;
-    if ((err = pragma(s, "PRAGMA user_version", value, sizeof(value), msg, msglen)) < 0)
-        return err;
-    if (atoi(value) > JOBS_SCHEMA_VERSION) {
-        set_msg(msg, msglen, "job store %s has layout version %s; this fractald reads up to %d", path, value,
-                JOBS_SCHEMA_VERSION);
-        return ERR_PRECONDITION;
-    }
-    if ((err = sql_exec(s, schema_sql, "creating the jobs table", msg, msglen)) < 0 ||
-        (err = sql_exec(s, "PRAGMA user_version=1", "creating the jobs table", msg, msglen)) < 0)
-        return err;
-    if ((err = prepare(s, &s->st_insert,
-                       "INSERT INTO jobs(seq, id, state, request, created_ms) VALUES(?1, ?2, 1, ?3, ?4)",
-                       msg, msglen)) < 0 ||
-        (err = prepare(s, &s->st_start, "UPDATE jobs SET state=2, started_ms=?1, attempts=?2 WHERE seq=?3",
-                       msg, msglen)) < 0 ||
-        (err = prepare(s, &s->st_requeue, "UPDATE jobs SET state=1, started_ms=0, attempts=?1 WHERE seq=?2",
-                       msg, msglen)) < 0 ||
-        (err = prepare(s, &s->st_cancel, "UPDATE jobs SET cancel_requested=1 WHERE seq=?1", msg, msglen)) < 0 ||
-        (err = prepare(s, &s->st_finish,
-                       "UPDATE jobs SET state=?1, finished_ms=?2, expires_ms=?3, error_code=?4,"
-                       " error_message=?5, stats=?6, content_type=?7, width=?8, height=?9,"
-                       " result_bytes=?10, result_crc=?11 WHERE seq=?12",
-                       msg, msglen)) < 0 ||
-        (err = prepare(s, &s->st_delete, "DELETE FROM jobs WHERE seq=?1", msg, msglen)) < 0)
-        return err;
-    return 0;
-}
-
-static char *column_text_dup(sqlite3_stmt *st, int col)
-{
-    const unsigned char *t = sqlite3_column_text(st, col);
-
-    return strdup(t ? (const char *)t : "");
-}
-
-/* Builds a job from a row of the load query. Returns NULL for ERR_NOMEM. */
-static struct job *job_from_row(sqlite3_stmt *st)
-{
-    struct job *j = calloc(1, sizeof(*j));
-    const unsigned char *t;
-
-    if (!j)
-        return NULL;
-    j->seq = sqlite3_column_int64(st, 0);
-    t = sqlite3_column_text(st, 1);
-    snprintf(j->id, sizeof(j->id), "%s", t ? (const char *)t : "");
-    j->state = (enum jobs_state)sqlite3_column_int(st, 2);
-    j->request_len = (size_t)sqlite3_column_bytes(st, 3);
-    j->request = memdup(sqlite3_column_blob(st, 3), j->request_len);
-    j->created_ms = sqlite3_column_int64(st, 4);
-    j->started_ms = sqlite3_column_int64(st, 5);
-    j->finished_ms = sqlite3_column_int64(st, 6);
-    j->expires_ms = sqlite3_column_int64(st, 7);
-    j->attempts = (uint32_t)sqlite3_column_int64(st, 8);
-    j->cancel_requested = sqlite3_column_int(st, 9) != 0;
-    j->error_code = sqlite3_column_int(st, 10);
-    j->error_message = column_text_dup(st, 11);
-    if (sqlite3_column_type(st, 12) != SQLITE_NULL) {
-        j->stats_len = (size_t)sqlite3_column_bytes(st, 12);
-        j->stats = memdup(sqlite3_column_blob(st, 12), j->stats_len);
-        if (!j->stats)
-            goto fail;
-    }
-    t = sqlite3_column_text(st, 13);
-    snprintf(j->content_type, sizeof(j->content_type), "%s", t ? (const char *)t : "");
-    j->width = (uint32_t)sqlite3_column_int64(st, 14);
-    j->height = (uint32_t)sqlite3_column_int64(st, 15);
-    j->result_bytes = (uint64_t)sqlite3_column_int64(st, 16);
-    j->result_crc = (uint32_t)sqlite3_column_int64(st, 17);
-    if (!j->request || !j->error_message)
-        goto fail;
-    return j;
-fail:
-    job_free(j);
-    return NULL;
 }
 
 /* Decides what becomes of a job loaded from the journal (see jobs_open) and records the change
@@ -692,9 +347,8 @@ static int recover_job(jobs_store *s, struct job *j, int64_t now, char *msg, siz
             if (was_running) {
                 log_at(LOG_INFO, "job %s: QUEUED again after a restart (attempt %u was interrupted)", j->id,
                        j->attempts);
-                sqlite3_bind_int64(s->st_requeue, 1, j->attempts);
-                sqlite3_bind_int64(s->st_requeue, 2, j->seq);
-                return sql_run(s, s->st_requeue, "requeueing interrupted jobs", msg, msglen);
+                return jobs_journal_requeue(s->journal, j->seq, j->attempts, "requeueing interrupted jobs", msg,
+                                            msglen);
             }
             return 0;
         }
@@ -705,28 +359,16 @@ static int recover_job(jobs_store *s, struct job *j, int64_t now, char *msg, siz
             return 1;
         if (j->state != JOBS_SUCCEEDED)
             return 0;
-        char *path = result_path(s, j->id);
-        struct stat stb;
-
-        if (!path)
-            return ERR_NOMEM;
-        if (stat(path, &stb) == 0 && S_ISREG(stb.st_mode) && (uint64_t)stb.st_size == j->result_bytes) {
-            free(path);
-            return 0;
-        }
-        if (stat(path, &stb) != 0)
-            snprintf(text, sizeof(text), "result file %s is missing after a restart", path);
-        else
-            snprintf(text, sizeof(text), "result file %s has %lld bytes after a restart, expected %llu", path,
-                     (long long)stb.st_size, (unsigned long long)j->result_bytes);
-        free(path);
+        /* 0: the file is as recorded; 1: it is not, and text says how. */
+        if ((err = jobs_results_check(s, j->id, j->result_bytes, text, sizeof(text))) <= 0)
+            return err;
         r = (struct finish_row){.state = JOBS_FAILED, .finished_ms = j->finished_ms, .expires_ms = j->expires_ms,
                                 .error_code = JOBS_CODE_DATA_LOSS, .error_message = text};
     } else {
         log_at(LOG_WARN, "job %s: unknown state %d in the journal; dropped", j->id, (int)j->state);
         return 1;
     }
-    if ((err = journal_finish(s, j->seq, &r, msg, msglen)) < 0)
+    if ((err = jobs_journal_finish(s->journal, j->seq, &r, msg, msglen)) < 0)
         return err;
     log_at(r.state == JOBS_CANCELLED ? LOG_INFO : LOG_WARN, "job %s: %s at start: %s", j->id,
            jobs_state_name(r.state), r.error_message);
@@ -741,137 +383,78 @@ static int recover_job(jobs_store *s, struct job *j, int64_t now, char *msg, siz
     return j->error_message ? 0 : ERR_NOMEM;
 }
 
+/* What load_job carries from row to row of the load. */
+struct load_ctx {
+    jobs_store *store;
+    struct job *doomed;             /* deleted rows, chained through hash_next, freed at the end */
+    int64_t now;
+    char *msg;
+    size_t msglen;
+};
+
+/* The journal's visitor at open: takes job j, loaded from its row, and either indexes it or deletes
+ * its row in the load's transaction and keeps it on the doomed chain, whose files go only once the
+ * load has committed. Returns 0, or an error that ends the load (j is then freed). */
+static int load_job(void *ctx, struct job *j)
+{
+    struct load_ctx *c = ctx;
+    jobs_store *s = c->store;
+    int keep, err;
+
+    if (!id_valid(j->id)) {
+        /* Never build a path from a malformed id; the row is dropped. */
+        log_at(LOG_WARN, "job store: row %lld has a malformed id; dropped", (long long)j->seq);
+        j->id[0] = '\0';
+        keep = 1;
+    } else if ((keep = recover_job(s, j, c->now, c->msg, c->msglen)) < 0) {
+        jobs_job_free(j);
+        return keep;
+    }
+    if (keep == 1) {
+        if ((err = jobs_journal_delete(s->journal, j->seq, c->msg, c->msglen)) < 0) {
+            jobs_job_free(j);
+            return err;
+        }
+        j->hash_next = c->doomed;
+        c->doomed = j;
+        return 0;
+    }
+    index_add(s, j);
+    return 0;
+}
+
 /* Loads every row, recovers each job inside one transaction, then deletes the files of jobs
  * that went. */
 static int load_jobs(jobs_store *s, char *msg, size_t msglen)
 {
-    sqlite3_stmt *st = NULL;
-    struct job *doomed = NULL;      /* deleted rows, chained through hash_next, freed at the end */
-    int64_t now = now_ms(), rows = 0;
-    bool in_tx = false;
-    int err = 0, rc;
+    struct load_ctx c = {.store = s, .now = jobs_now_ms(), .msg = msg, .msglen = msglen};
+    int64_t rows = 0, max_seq = 0;
+    int err = 0;
 
-    if ((rc = sqlite3_prepare_v2(s->db, "SELECT count(*), coalesce(max(seq), 0) FROM jobs", -1, &st, NULL)) !=
-            SQLITE_OK ||
-        (rc = sqlite3_step(st)) != SQLITE_ROW) {
-        err = sql_fail(s, rc, "loading jobs", msg, msglen);
+    if ((err = jobs_journal_count(s->journal, &rows, &max_seq, msg, msglen)) < 0)
         goto done;
-    }
-    rows = sqlite3_column_int64(st, 0);
-    s->next_seq = sqlite3_column_int64(st, 1) + 1;
-    sqlite3_finalize(st);
-    st = NULL;
+    s->next_seq = max_seq + 1;
 
     s->nbuckets = 64;
     while (s->nbuckets < s->opts.max_jobs || s->nbuckets < (uint64_t)rows)
         s->nbuckets *= 2;
     if (!(s->buckets = calloc(s->nbuckets, sizeof(*s->buckets)))) {
         err = ERR_NOMEM;
-        set_msg(msg, msglen, "out of memory loading the job store");
+        jobs_set_msg(msg, msglen, "out of memory loading the job store");
         goto done;
     }
-
-    if ((err = sql_exec(s, "BEGIN IMMEDIATE", "loading jobs", msg, msglen)) < 0)
-        goto done;
-    in_tx = true;
-    rc = sqlite3_prepare_v2(s->db,
-                            "SELECT seq, id, state, request, created_ms, started_ms, finished_ms, expires_ms,"
-                            " attempts, cancel_requested, error_code, error_message, stats, content_type,"
-                            " width, height, result_bytes, result_crc FROM jobs ORDER BY seq",
-                            -1, &st, NULL);
-    if (rc != SQLITE_OK) {
-        err = sql_fail(s, rc, "loading jobs", msg, msglen);
-        goto done;
-    }
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct job *j = job_from_row(st);
-        int keep;
-
-        if (!j) {
-            err = ERR_NOMEM;
-            set_msg(msg, msglen, "out of memory loading the job store");
-            goto done;
-        }
-        if (!id_valid(j->id)) {
-            /* Never build a path from a malformed id; the row is dropped. */
-            log_at(LOG_WARN, "job store: row %lld has a malformed id; dropped", (long long)j->seq);
-            j->id[0] = '\0';
-            keep = 1;
-        } else if ((keep = recover_job(s, j, now, msg, msglen)) < 0) {
-            err = keep;
-            job_free(j);
-            goto done;
-        }
-        if (keep == 1) {
-            sqlite3_bind_int64(s->st_delete, 1, j->seq);
-            if ((err = sql_run(s, s->st_delete, "deleting expired jobs", msg, msglen)) < 0) {
-                job_free(j);
-                goto done;
-            }
-            j->hash_next = doomed;
-            doomed = j;
-            continue;
-        }
-        index_add(s, j);
-    }
-    if (rc != SQLITE_DONE) {
-        err = sql_fail(s, rc, "loading jobs", msg, msglen);
-        goto done;
-    }
-    sqlite3_finalize(st);
-    st = NULL;
-    if ((err = sql_exec(s, "COMMIT", "loading jobs", msg, msglen)) < 0)
-        goto done;
-    in_tx = false;
-
+    err = jobs_journal_load(s->journal, load_job, &c, msg, msglen);
 done:
-    sqlite3_finalize(st);
-    if (in_tx)
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-    while (doomed) {
-        struct job *next = doomed->hash_next;
+    while (c.doomed) {
+        struct job *next = c.doomed->hash_next;
 
         /* After the commit only: a crash before it leaves the job and its file both in place. */
-        if (err == 0 && doomed->state == JOBS_SUCCEEDED && doomed->id[0]) {
-            char *path = result_path(s, doomed->id);
-
-            if (path)
-                unlink(path);
-            free(path);
-        }
-        job_free(doomed);
-        doomed = next;
+        if (err == 0 && c.doomed->state == JOBS_SUCCEEDED && c.doomed->id[0])
+            jobs_results_delete(s, c.doomed->id);
+        jobs_job_free(c.doomed);
+        c.doomed = next;
     }
     return err;
-}
-
-/* Deletes every file in the results folder that is not the result of a SUCCEEDED job: temporary
- * files of renders the last process did not finish, and a result renamed into place by a
- * process that died before it committed the job (that job is queued again and will rewrite it). */
-static int sweep_results(jobs_store *s, char *msg, size_t msglen)
-{
-    DIR *dir = opendir(s->results_dir);
-    struct dirent *e;
-
-    if (!dir) {
-        set_msg(msg, msglen, "spool results folder %s: %s", s->results_dir, strerror(errno));
-        return ERR_IO;
-    }
-    while ((e = readdir(dir))) {
-        struct job *j;
-
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        j = find(s, e->d_name);
-        if (j && j->state == JOBS_SUCCEEDED)
-            continue;
-        if (unlinkat(dirfd(dir), e->d_name, 0) == 0)
-            log_at(LOG_INFO, "job store: deleted %s/%s, not a finished result", s->results_dir, e->d_name);
-        else
-            log_at(LOG_WARN, "job store: cannot delete %s/%s: %s", s->results_dir, e->d_name, strerror(errno));
-    }
-    closedir(dir);
-    return 0;
 }
 
 int jobs_open(jobs_store **out, const struct jobs_options *opts, char *msg, size_t msglen)
@@ -883,21 +466,21 @@ int jobs_open(jobs_store **out, const struct jobs_options *opts, char *msg, size
 
     *out = NULL;
     if (!opts || opts->version != JOBS_OPTIONS_VERSION) {
-        set_msg(msg, msglen, "jobs_options.version must be %d", JOBS_OPTIONS_VERSION);
+        jobs_set_msg(msg, msglen, "jobs_options.version must be %d", JOBS_OPTIONS_VERSION);
         return ERR_INVALID;
     }
     if (!opts->spool_dir || !opts->spool_dir[0] || strlen(opts->spool_dir) > PATH_MAX - 64) {
-        set_msg(msg, msglen, "spool directory must be a path of 1..%d bytes", PATH_MAX - 64);
+        jobs_set_msg(msg, msglen, "spool directory must be a path of 1..%d bytes", PATH_MAX - 64);
         return ERR_INVALID;
     }
     if (opts->retention_ms < 0 || opts->disk_budget == 0 || opts->max_jobs == 0 ||
         opts->max_jobs > JOBS_MAX_JOBS_LIMIT) {
-        set_msg(msg, msglen, "job store limits: retention must be >= 0 ms (got %lld), disk budget > 0 bytes "
-                "(got %llu), max jobs 1..%u (got %u)", (long long)opts->retention_ms,
-                (unsigned long long)opts->disk_budget, JOBS_MAX_JOBS_LIMIT, opts->max_jobs);
+        jobs_set_msg(msg, msglen, "job store limits: retention must be >= 0 ms (got %lld), disk budget > 0 bytes "
+                     "(got %llu), max jobs 1..%u (got %u)", (long long)opts->retention_ms,
+                     (unsigned long long)opts->disk_budget, JOBS_MAX_JOBS_LIMIT, opts->max_jobs);
         return ERR_INVALID;
     }
-    pthread_once(&crc_once, crc_init);
+    jobs_results_init();
 
     if (!(s = calloc(1, sizeof(*s)))) {
         err = ERR_NOMEM;
@@ -927,23 +510,23 @@ int jobs_open(jobs_store **out, const struct jobs_options *opts, char *msg, size
         goto done;
     snprintf(path, sizeof(path), "%s/lock", s->spool_dir);
     if ((s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640)) < 0) {
-        set_msg(msg, msglen, "spool lock %s: %s", path, strerror(errno));
+        jobs_set_msg(msg, msglen, "spool lock %s: %s", path, strerror(errno));
         err = ERR_IO;
         goto done;
     }
     if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        set_msg(msg, msglen, "spool directory %s is in use by another job store (flock %s: %s)", s->spool_dir,
-                path, strerror(errno));
+        jobs_set_msg(msg, msglen, "spool directory %s is in use by another job store (flock %s: %s)", s->spool_dir,
+                     path, strerror(errno));
         err = errno == EWOULDBLOCK ? ERR_UNAVAILABLE : ERR_IO;
         goto done;
     }
     if ((s->results_fd = open(s->results_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-        set_msg(msg, msglen, "spool results folder %s: %s", s->results_dir, strerror(errno));
+        jobs_set_msg(msg, msglen, "spool results folder %s: %s", s->results_dir, strerror(errno));
         err = ERR_IO;
         goto done;
     }
-    if ((err = open_database(s, msg, msglen)) < 0 || (err = load_jobs(s, msg, msglen)) < 0 ||
-        (err = sweep_results(s, msg, msglen)) < 0)
+    if ((err = jobs_journal_open(&s->journal, s->spool_dir, s->opts.sync_full, msg, msglen)) < 0 ||
+        (err = load_jobs(s, msg, msglen)) < 0 || (err = jobs_results_sweep(s, msg, msglen)) < 0)
         goto done;
 
     log_at(LOG_INFO, "job store %s: %u jobs (%u queued, %u succeeded), %llu bytes of results", s->spool_dir,
@@ -952,7 +535,7 @@ int jobs_open(jobs_store **out, const struct jobs_options *opts, char *msg, size
     s = NULL;
 done:
     if (err == ERR_NOMEM)
-        set_msg(msg, msglen, "out of memory opening the job store");
+        jobs_set_msg(msg, msglen, "out of memory opening the job store");
     if (s && !locks_made) {
         free(s->spool_dir);
         free(s->results_dir);
@@ -967,17 +550,10 @@ void jobs_close(jobs_store *s)
 {
     if (!s)
         return;
-    sqlite3_finalize(s->st_insert);
-    sqlite3_finalize(s->st_start);
-    sqlite3_finalize(s->st_requeue);
-    sqlite3_finalize(s->st_cancel);
-    sqlite3_finalize(s->st_finish);
-    sqlite3_finalize(s->st_delete);
-    if (s->db && sqlite3_close(s->db) != SQLITE_OK)
-        log_at(LOG_WARN, "job store %s: closing the database: %s", s->spool_dir, sqlite3_errmsg(s->db));
+    jobs_journal_close(s->journal);
     for (struct job *j = s->all_head, *next; j; j = next) {
         next = j->all_next;
-        job_free(j);
+        jobs_job_free(j);
     }
     free(s->buckets);
     if (s->results_fd >= 0)
@@ -1004,55 +580,51 @@ int jobs_submit(jobs_store *s, const void *request, size_t len, char id_out[JOBS
 
     id_out[0] = '\0';
     if (!request && len > 0) {
-        set_msg(msg, msglen, "jobs_submit: request is NULL with %zu bytes", len);
+        jobs_set_msg(msg, msglen, "jobs_submit: request is NULL with %zu bytes", len);
         return ERR_INVALID;
     }
-    if ((err = jobs_expire(s, now_ms())) < 0) {
-        set_msg(msg, msglen, "job store %s: cannot delete expired jobs", s->spool_dir);
+    if ((err = jobs_expire(s, jobs_now_ms())) < 0) {
+        jobs_set_msg(msg, msglen, "job store %s: cannot delete expired jobs", s->spool_dir);
         return err;
     }
-    if (!(j = calloc(1, sizeof(*j))) || !(j->request = memdup(request, len))) {
+    if (!(j = calloc(1, sizeof(*j))) || !(j->request = jobs_memdup(request, len))) {
         err = ERR_NOMEM;
-        set_msg(msg, msglen, "out of memory queueing a job");
+        jobs_set_msg(msg, msglen, "out of memory queueing a job");
         goto done;
     }
     j->request_len = len;
     j->state = JOBS_QUEUED;
     j->error_message = NULL;
-    j->created_ms = now_ms();
+    j->created_ms = jobs_now_ms();
 
     pthread_mutex_lock(&s->db_lock);
     pthread_mutex_lock(&s->lock);
     locked = true;
     if (s->stopping) {
         err = ERR_UNAVAILABLE;
-        set_msg(msg, msglen, "the server is shutting down and takes no new jobs");
+        jobs_set_msg(msg, msglen, "the server is shutting down and takes no new jobs");
     } else if (s->held >= s->opts.max_jobs) {
         err = ERR_EXHAUSTED;
-        set_msg(msg, msglen, "the job store holds %u jobs, its limit; finished jobs are deleted %lld s after "
-                "they finish", s->held, (long long)(s->opts.retention_ms / 1000));
+        jobs_set_msg(msg, msglen, "the job store holds %u jobs, its limit; finished jobs are deleted %lld s after "
+                     "they finish", s->held, (long long)(s->opts.retention_ms / 1000));
     } else if (s->spool_bytes >= s->opts.disk_budget) {
         err = ERR_EXHAUSTED;
-        set_msg(msg, msglen, "job results fill the spool's disk budget (%llu of %llu bytes); they are deleted "
-                "%lld s after they finish", (unsigned long long)s->spool_bytes,
-                (unsigned long long)s->opts.disk_budget, (long long)(s->opts.retention_ms / 1000));
+        jobs_set_msg(msg, msglen, "job results fill the spool's disk budget (%llu of %llu bytes); they are deleted "
+                     "%lld s after they finish", (unsigned long long)s->spool_bytes,
+                     (unsigned long long)s->opts.disk_budget, (long long)(s->opts.retention_ms / 1000));
     }
     /* A duplicate of 128 random bits will not happen; looking costs nothing and rules it out. */
     do {
         if (err == 0 && (err = id_generate(id)) < 0)
-            set_msg(msg, msglen, "getrandom failed: %s", strerror(errno));
-    } while (err == 0 && find(s, id));
+            jobs_set_msg(msg, msglen, "getrandom failed: %s", strerror(errno));
+    } while (err == 0 && jobs_find(s, id));
     j->seq = s->next_seq;
     pthread_mutex_unlock(&s->lock);
     if (err < 0)
         goto done;
 
     memcpy(j->id, id, sizeof(id));
-    sqlite3_bind_int64(s->st_insert, 1, j->seq);
-    sqlite3_bind_text(s->st_insert, 2, j->id, -1, SQLITE_STATIC);
-    bind_blob(s->st_insert, 3, j->request, len);
-    sqlite3_bind_int64(s->st_insert, 4, j->created_ms);
-    if ((err = sql_run(s, s->st_insert, "queueing a job", msg, msglen)) < 0)
+    if ((err = jobs_journal_insert(s->journal, j, msg, msglen)) < 0)
         goto done;
 
     pthread_mutex_lock(&s->lock);
@@ -1066,7 +638,7 @@ int jobs_submit(jobs_store *s, const void *request, size_t len, char id_out[JOBS
 done:
     if (locked)
         pthread_mutex_unlock(&s->db_lock);
-    job_free(j);
+    jobs_job_free(j);
     return err;
 }
 
@@ -1097,10 +669,10 @@ static int fill_info(struct jobs_info *out, const struct job *j)
     out->expires_ms = j->expires_ms;
     out->error_code = j->error_code;
     out->error_message = strdup(j->error_message ? j->error_message : "");
-    out->request = memdup(j->request, j->request_len);
+    out->request = jobs_memdup(j->request, j->request_len);
     out->request_len = j->request_len;
     if (j->stats) {
-        out->stats = memdup(j->stats, j->stats_len);
+        out->stats = jobs_memdup(j->stats, j->stats_len);
         out->stats_len = j->stats_len;
     }
     memcpy(out->content_type, j->content_type, sizeof(out->content_type));
@@ -1121,7 +693,7 @@ int jobs_get(struct jobs_info *out, jobs_store *s, const char *id)
 
     memset(out, 0, sizeof(*out));
     pthread_mutex_lock(&s->lock);
-    if ((j = find(s, id)) && (err = fill_info(out, j)) == 0 && j->state == JOBS_QUEUED)
+    if ((j = jobs_find(s, id)) && (err = fill_info(out, j)) == 0 && j->state == JOBS_QUEUED)
         out->queue_position = position_in_queue(s, j);
     pthread_mutex_unlock(&s->lock);
     return err;
@@ -1194,10 +766,26 @@ int jobs_queue_position(jobs_store *s, const char *id)
     int pos = ERR_NOT_FOUND;
 
     pthread_mutex_lock(&s->lock);
-    if ((j = find(s, id)))
+    if ((j = jobs_find(s, id)))
         pos = j->state == JOBS_QUEUED ? (int)position_in_queue(s, j) : 0;
     pthread_mutex_unlock(&s->lock);
     return pos;
+}
+
+void jobs_get_stats(struct jobs_stats *out, jobs_store *s)
+{
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&s->lock);
+    out->held = s->held;
+    out->queued = s->counts[JOBS_QUEUED];
+    out->running = s->counts[JOBS_RUNNING];
+    out->succeeded = s->counts[JOBS_SUCCEEDED];
+    out->failed = s->counts[JOBS_FAILED];
+    out->cancelled = s->counts[JOBS_CANCELLED];
+    out->max_jobs = s->opts.max_jobs;
+    out->spool_bytes = s->spool_bytes;
+    out->disk_budget = s->opts.disk_budget;
+    pthread_mutex_unlock(&s->lock);
 }
 
 int jobs_cancel(jobs_store *s, const char *id, char *msg, size_t msglen)
@@ -1205,12 +793,12 @@ int jobs_cancel(jobs_store *s, const char *id, char *msg, size_t msglen)
     struct job *j;
     enum jobs_state state = JOBS_ANY;
     bool already = false;
-    int64_t seq = 0, now = now_ms();
+    int64_t seq = 0, now = jobs_now_ms();
     int err = 0;
 
     pthread_mutex_lock(&s->db_lock);
     pthread_mutex_lock(&s->lock);
-    if ((j = find(s, id))) {
+    if ((j = jobs_find(s, id))) {
         state = j->state;
         seq = j->seq;
         already = j->cancel_requested;
@@ -1218,7 +806,7 @@ int jobs_cancel(jobs_store *s, const char *id, char *msg, size_t msglen)
     pthread_mutex_unlock(&s->lock);
     if (!j) {
         err = ERR_NOT_FOUND;
-        set_msg(msg, msglen, "no job with id '%.64s'", id ? id : "");
+        jobs_set_msg(msg, msglen, "no job with id '%.64s'", id ? id : "");
         goto done;
     }
     if (state == JOBS_QUEUED) {
@@ -1228,10 +816,10 @@ int jobs_cancel(jobs_store *s, const char *id, char *msg, size_t msglen)
 
         if (!text) {
             err = ERR_NOMEM;
-            set_msg(msg, msglen, "out of memory cancelling job %s", id);
+            jobs_set_msg(msg, msglen, "out of memory cancelling job %s", id);
             goto done;
         }
-        if ((err = journal_finish(s, seq, &r, msg, msglen)) < 0) {
+        if ((err = jobs_journal_finish(s->journal, seq, &r, msg, msglen)) < 0) {
             free(text);
             goto done;
         }
@@ -1240,8 +828,7 @@ int jobs_cancel(jobs_store *s, const char *id, char *msg, size_t msglen)
         pthread_mutex_unlock(&s->lock);
         log_at(LOG_INFO, "job %s: CANCELLED while queued", id);
     } else if (state == JOBS_RUNNING && !already) {
-        sqlite3_bind_int64(s->st_cancel, 1, seq);
-        if ((err = sql_run(s, s->st_cancel, "recording a cancel", msg, msglen)) < 0)
+        if ((err = jobs_journal_cancel(s->journal, seq, msg, msglen)) < 0)
             goto done;
         pthread_mutex_lock(&s->lock);
         j->cancel_requested = true;
@@ -1288,7 +875,7 @@ int jobs_next_queued(struct jobs_work *out, jobs_store *s, int timeout_ms, char 
         err = s->stopping ? ERR_UNAVAILABLE : s->queue_head ? 0 : ERR_NOT_FOUND;
         pthread_mutex_unlock(&s->lock);
         if (err < 0) {
-            set_msg(msg, msglen, err == ERR_UNAVAILABLE ? "the job store is stopping" : "no job is queued");
+            jobs_set_msg(msg, msglen, err == ERR_UNAVAILABLE ? "the job store is stopping" : "no job is queued");
             return err;
         }
         /* Another worker may take the job between the two locks; then wait again. */
@@ -1296,7 +883,7 @@ int jobs_next_queued(struct jobs_work *out, jobs_store *s, int timeout_ms, char 
         pthread_mutex_lock(&s->lock);
         j = s->stopping ? NULL : s->queue_head;
         if (j) {
-            request = memdup(j->request, j->request_len);
+            request = jobs_memdup(j->request, j->request_len);
             attempts = j->attempts + 1;
         }
         pthread_mutex_unlock(&s->lock);
@@ -1306,16 +893,13 @@ int jobs_next_queued(struct jobs_work *out, jobs_store *s, int timeout_ms, char 
     }
     if (!request) {
         err = ERR_NOMEM;
-        set_msg(msg, msglen, "out of memory starting a job");
+        jobs_set_msg(msg, msglen, "out of memory starting a job");
         goto done;
     }
     /* The attempt is committed before the render starts, so a job that kills the server is
      * counted (max_attempts) even though its render never reports. */
-    started = now_ms();
-    sqlite3_bind_int64(s->st_start, 1, started);
-    sqlite3_bind_int64(s->st_start, 2, attempts);
-    sqlite3_bind_int64(s->st_start, 3, j->seq);
-    if ((err = sql_run(s, s->st_start, "starting a job", msg, msglen)) < 0)
+    started = jobs_now_ms();
+    if ((err = jobs_journal_start(s->journal, j->seq, started, attempts, msg, msglen)) < 0)
         goto done;
 
     pthread_mutex_lock(&s->lock);
@@ -1364,7 +948,7 @@ int jobs_progress(jobs_store *s, const char *id, uint32_t rows_done, uint32_t ro
     int err = ERR_NOT_FOUND;
 
     pthread_mutex_lock(&s->lock);
-    if ((j = find(s, id))) {
+    if ((j = jobs_find(s, id))) {
         err = 0;
         if (j->state == JOBS_RUNNING) {
             j->rows_done = rows_done;
@@ -1385,16 +969,16 @@ static int lookup_for_change(jobs_store *s, const char *id, enum jobs_state want
     enum jobs_state state = JOBS_ANY;
 
     pthread_mutex_lock(&s->lock);
-    if ((j = find(s, id)))
+    if ((j = jobs_find(s, id)))
         state = j->state;
     pthread_mutex_unlock(&s->lock);
     *job = j;
     if (!j) {
-        set_msg(msg, msglen, "no job with id '%.64s'", id ? id : "");
+        jobs_set_msg(msg, msglen, "no job with id '%.64s'", id ? id : "");
         return ERR_NOT_FOUND;
     }
     if (state != want) {
-        set_msg(msg, msglen, "job %s is %s, not %s", id, jobs_state_name(state), jobs_state_name(want));
+        jobs_set_msg(msg, msglen, "job %s is %s, not %s", id, jobs_state_name(state), jobs_state_name(want));
         return ERR_PRECONDITION;
     }
     return 0;
@@ -1408,11 +992,11 @@ int jobs_finish_error(jobs_store *s, const char *id, int32_t code, const char *m
     int err, jerr;
 
     if (!text) {
-        set_msg(msg, msglen, "out of memory finishing a job");
+        jobs_set_msg(msg, msglen, "out of memory finishing a job");
         return ERR_NOMEM;
     }
     r.state = code == JOBS_CODE_CANCELLED ? JOBS_CANCELLED : JOBS_FAILED;
-    r.finished_ms = now_ms();
+    r.finished_ms = jobs_now_ms();
     r.expires_ms = r.finished_ms + s->opts.retention_ms;
     r.error_code = code;
     r.error_message = text;
@@ -1423,7 +1007,7 @@ int jobs_finish_error(jobs_store *s, const char *id, int32_t code, const char *m
     }
     /* The job leaves RUNNING in memory even if the commit fails: its worker is gone, and nothing
      * else would ever finish it. On disk it stays RUNNING and runs again after a restart. */
-    jerr = journal_finish(s, j->seq, &r, msg, msglen);
+    jerr = jobs_journal_finish(s->journal, j->seq, &r, msg, msglen);
     pthread_mutex_lock(&s->lock);
     apply_finish(s, j, &r, NULL, text);
     pthread_mutex_unlock(&s->lock);
@@ -1453,9 +1037,7 @@ int jobs_requeue(jobs_store *s, const char *id, char *msg, size_t msglen)
         pthread_mutex_unlock(&s->db_lock);
         return jobs_finish_error(s, id, JOBS_CODE_CANCELLED, "cancelled", msg, msglen);
     }
-    sqlite3_bind_int64(s->st_requeue, 1, attempts);
-    sqlite3_bind_int64(s->st_requeue, 2, j->seq);
-    if ((err = sql_run(s, s->st_requeue, "requeueing a job", msg, msglen)) < 0)
+    if ((err = jobs_journal_requeue(s->journal, j->seq, attempts, "requeueing a job", msg, msglen)) < 0)
         goto done;
     pthread_mutex_lock(&s->lock);
     j->attempts = attempts;
@@ -1474,7 +1056,6 @@ int jobs_expire(jobs_store *s, int64_t now)
 {
     struct job **due = NULL;
     size_t n = 0, cap = 0;
-    bool in_tx = false;
     int err = 0;
 
     pthread_mutex_lock(&s->db_lock);
@@ -1490,411 +1071,79 @@ int jobs_expire(jobs_store *s, int64_t now)
         goto done;
 
     /* One transaction for the batch: one commit however many expire at once. */
-    if ((err = sql_exec(s, "BEGIN IMMEDIATE", "deleting expired jobs", NULL, 0)) < 0)
+    if ((err = jobs_journal_delete_expired(s->journal, due, n, NULL, 0)) < 0)
         goto done;
-    in_tx = true;
-    for (size_t i = 0; i < n; i++) {
-        sqlite3_bind_int64(s->st_delete, 1, due[i]->seq);
-        if ((err = sql_run(s, s->st_delete, "deleting expired jobs", NULL, 0)) < 0)
-            goto done;
-    }
-    if ((err = sql_exec(s, "COMMIT", "deleting expired jobs", NULL, 0)) < 0)
-        goto done;
-    in_tx = false;
     pthread_mutex_lock(&s->lock);
     for (size_t i = 0; i < n; i++)
         index_remove(s, due[i]);
     pthread_mutex_unlock(&s->lock);
 done:
-    if (in_tx)
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     if (err < 0)
         log_at(LOG_WARN, "job store %s: cannot delete %zu expired jobs: %s (%s)", s->spool_dir, cap, err_name(err),
-               sqlite3_errmsg(s->db));
+               jobs_journal_errmsg(s->journal));
     pthread_mutex_unlock(&s->db_lock);
     /* The rows are gone, so the jobs are unreachable; their files go after the commit (a crash
      * in between leaves files that the next open's sweep deletes). */
     for (size_t i = 0; err == 0 && i < n; i++) {
         log_at(LOG_INFO, "job %s: deleted, expired", due[i]->id);
-        if (due[i]->state == JOBS_SUCCEEDED) {
-            char *path = result_path(s, due[i]->id);
-
-            if (path)
-                unlink(path);
-            free(path);
-        }
-        job_free(due[i]);
+        if (due[i]->state == JOBS_SUCCEEDED)
+            jobs_results_delete(s, due[i]->id);
+        jobs_job_free(due[i]);
     }
     free(due);
     return err < 0 ? err : (int)n;
 }
 
-/* ---- results ---- */
+/* ---- results: the state changes of jobs_results.c ---- */
 
-int jobs_result_open(jobs_result **out, jobs_store *s, const char *id, char *msg, size_t msglen)
+int jobs_commit_success(jobs_store *s, const char *id, const struct finish_row *r, void *stats, char *msg,
+                        size_t msglen)
 {
-    jobs_result *w = NULL;
     struct job *j;
-    size_t n;
-    uint64_t tmp;
-    int err = 0;
+    int err;
 
-    *out = NULL;
-    pthread_mutex_lock(&s->lock);
-    j = find(s, id);
-    if (!j) {
-        err = ERR_NOT_FOUND;
-        set_msg(msg, msglen, "no job with id '%.64s'", id ? id : "");
-    } else if (j->state != JOBS_RUNNING) {
-        err = ERR_PRECONDITION;
-        set_msg(msg, msglen, "job %s is %s, not RUNNING", id, jobs_state_name(j->state));
-    }
-    tmp = s->next_tmp++;
-    pthread_mutex_unlock(&s->lock);
-    if (err < 0)
-        return err;
-
-    if (!(w = calloc(1, sizeof(*w)))) {
-        err = ERR_NOMEM;
-        goto done;
-    }
-    w->store = s;
-    w->fd = -1;
-    memcpy(w->id, id, sizeof(w->id));
-    n = strlen(s->results_dir) + JOBS_ID_LEN + 32;
-    /* Temporary names are unique per writer, so a stale writer of a job that was requeued and
-     * restarted cannot delete its successor's file. */
-    if (!(w->tmp_path = malloc(n)) || !(w->final_path = result_path(s, id))) {
-        err = ERR_NOMEM;
-        goto done;
-    }
-    snprintf(w->tmp_path, n, "%s/%s.%llu.tmp", s->results_dir, id, (unsigned long long)tmp);
-    if ((w->fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640)) < 0) {
-        err = errno == ENOSPC || errno == EDQUOT ? ERR_EXHAUSTED : ERR_IO;
-        set_msg(msg, msglen, "result file %s: %s", w->tmp_path, strerror(errno));
-        goto done;
-    }
-    *out = w;
-    w = NULL;
-done:
-    if (err == ERR_NOMEM)
-        set_msg(msg, msglen, "out of memory starting a result");
-    jobs_result_free(w);
-    return err;
-}
-
-int jobs_result_write(jobs_result *w, const void *data, size_t len)
-{
-    jobs_store *s = w->store;
-    const uint8_t *p = data;
-    size_t done = 0;
-    int err = 0;
-
-    if (w->fd < 0) {
-        snprintf(w->message, sizeof(w->message), "result of job %s is already closed", w->id);
-        return ERR_PRECONDITION;
-    }
-    /* Reserve first, so writers in parallel cannot together pass the budget. */
-    pthread_mutex_lock(&s->lock);
-    if (s->spool_bytes + len > s->opts.disk_budget) {
-        err = ERR_EXHAUSTED;
-        snprintf(w->message, sizeof(w->message),
-                 "result of job %s would pass the spool's disk budget of %llu bytes (%llu in use)", w->id,
-                 (unsigned long long)s->opts.disk_budget, (unsigned long long)s->spool_bytes);
-    } else {
-        s->spool_bytes += len;
-    }
-    pthread_mutex_unlock(&s->lock);
-    if (err < 0)
-        return err;
-    while (done < len) {
-        ssize_t n = write(w->fd, p + done, len - done);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            err = errno == ENOSPC || errno == EDQUOT ? ERR_EXHAUSTED : ERR_IO;
-            snprintf(w->message, sizeof(w->message), "result file %s: %s", w->tmp_path, strerror(errno));
-            break;
-        }
-        done += (size_t)n;
-    }
-    w->crc = crc_update(w->crc, p, done);
-    w->bytes += done;
-    pthread_mutex_lock(&s->lock);
-    s->spool_bytes -= len - done;
-    pthread_mutex_unlock(&s->lock);
-    return err;
-}
-
-int jobs_result_sink(void *w, const void *data, size_t len)
-{
-    return jobs_result_write(w, data, len);
-}
-
-const char *jobs_result_message(const jobs_result *w)
-{
-    return w->message;
-}
-
-int jobs_finish_ok(jobs_result *w, const void *stats, size_t stats_len, const char *content_type, uint32_t width,
-                   uint32_t height, char *msg, size_t msglen)
-{
-    jobs_store *s = w->store;
-    struct finish_row r = {0};
-    struct job *j;
-    void *stats_copy = NULL;
-    bool renamed = false;
-    int err = 0;
-
-    if (w->fd < 0 || w->published) {
-        set_msg(msg, msglen, "result of job %s is already closed", w->id);
-        return ERR_PRECONDITION;
-    }
-    if (content_type && strlen(content_type) >= JOBS_CONTENT_TYPE_SIZE) {
-        set_msg(msg, msglen, "content type of job %s is longer than %d bytes", w->id, JOBS_CONTENT_TYPE_SIZE - 1);
-        return ERR_INVALID;
-    }
-    if (stats && !(stats_copy = memdup(stats, stats_len))) {
-        set_msg(msg, msglen, "out of memory finishing job %s", w->id);
-        return ERR_NOMEM;
-    }
-    /* The file is on disk under its final name before the journal says SUCCEEDED; the disk work
-     * runs without the store's locks, since fsyncing a large result can take a while. */
-    int rc = fsync(w->fd), e = errno;
-
-    if (close(w->fd) != 0 && rc == 0) {
-        rc = -1;
-        e = errno;
-    }
-    w->fd = -1;
-    if (rc != 0) {
-        err = e == ENOSPC || e == EDQUOT ? ERR_EXHAUSTED : ERR_IO;
-        set_msg(msg, msglen, "result file %s: %s", w->tmp_path, strerror(e));
-        goto done;
-    }
-    if (rename(w->tmp_path, w->final_path) != 0) {
-        err = ERR_IO;
-        set_msg(msg, msglen, "result file %s: rename to %s: %s", w->tmp_path, w->final_path, strerror(errno));
-        goto done;
-    }
-    renamed = true;
-    if (fsync(s->results_fd) != 0) {
-        err = ERR_IO;
-        set_msg(msg, msglen, "spool results folder %s: fsync: %s", s->results_dir, strerror(errno));
-        goto done;
-    }
-
-    r.state = JOBS_SUCCEEDED;
-    r.finished_ms = now_ms();
-    r.expires_ms = r.finished_ms + s->opts.retention_ms;
-    r.stats = stats;
-    r.stats_len = stats_len;
-    r.content_type = content_type;
-    r.width = width;
-    r.height = height;
-    r.result_bytes = w->bytes;
-    r.result_crc = w->crc;
     pthread_mutex_lock(&s->db_lock);
-    if ((err = lookup_for_change(s, w->id, JOBS_RUNNING, &j, msg, msglen)) == 0 &&
-        (err = journal_finish(s, j->seq, &r, msg, msglen)) == 0) {
+    if ((err = lookup_for_change(s, id, JOBS_RUNNING, &j, msg, msglen)) == 0 &&
+        (err = jobs_journal_finish(s->journal, j->seq, r, msg, msglen)) == 0) {
         pthread_mutex_lock(&s->lock);
         /* The writer's reservation becomes the job's result bytes. */
-        s->spool_bytes -= w->bytes;
-        apply_finish(s, j, &r, stats_copy, NULL);
+        s->spool_bytes -= r->result_bytes;
+        apply_finish(s, j, r, stats, NULL);
         pthread_mutex_unlock(&s->lock);
-        stats_copy = NULL;
-        w->published = true;
     }
     pthread_mutex_unlock(&s->db_lock);
-    if (err == 0)
-        log_at(LOG_INFO, "job %s: SUCCEEDED, %llu bytes %s %ux%u", w->id, (unsigned long long)w->bytes,
-               content_type ? content_type : "", width, height);
-done:
-    if (err < 0 && renamed)
-        unlink(w->final_path);
-    free(stats_copy);
     return err;
 }
 
-void jobs_result_free(jobs_result *w)
-{
-    if (!w)
-        return;
-    if (w->fd >= 0)
-        close(w->fd);
-    if (!w->published) {
-        if (w->tmp_path)
-            unlink(w->tmp_path);
-        pthread_mutex_lock(&w->store->lock);
-        w->store->spool_bytes -= w->bytes;
-        pthread_mutex_unlock(&w->store->lock);
-    }
-    free(w->tmp_path);
-    free(w->final_path);
-    free(w);
-}
-
-/* Marks SUCCEEDED job `id` FAILED with DATA_LOSS and deletes its file, after a reader found it
- * missing or damaged. */
-static void mark_data_loss(jobs_store *s, const char *id, const char *why)
+void jobs_mark_data_loss(jobs_store *s, const char *id, const char *why)
 {
     struct job *j;
-    char *text = strdup(why), *path = NULL;
+    char *text = strdup(why);
     struct finish_row r = {0};
+    bool lost = false;
     int err;
 
     if (!text)
         return;
     pthread_mutex_lock(&s->db_lock);
     pthread_mutex_lock(&s->lock);
-    j = find(s, id);
+    j = jobs_find(s, id);
     if (j && j->state == JOBS_SUCCEEDED)
         r = (struct finish_row){.state = JOBS_FAILED, .finished_ms = j->finished_ms, .expires_ms = j->expires_ms,
                                 .error_code = JOBS_CODE_DATA_LOSS, .error_message = text};
     else
         j = NULL;
     pthread_mutex_unlock(&s->lock);
-    if (j && (err = journal_finish(s, j->seq, &r, NULL, 0)) == 0) {
+    if (j && (err = jobs_journal_finish(s->journal, j->seq, &r, NULL, 0)) == 0) {
         pthread_mutex_lock(&s->lock);
         apply_finish(s, j, &r, NULL, text);
         pthread_mutex_unlock(&s->lock);
         text = NULL;
-        path = result_path(s, id);
+        lost = true;
         log_at(LOG_WARN, "job %s: FAILED, data loss: %s", id, why);
     }
     pthread_mutex_unlock(&s->db_lock);
-    if (path)
-        unlink(path);
-    free(path);
+    if (lost)
+        jobs_results_delete(s, id);
     free(text);
-}
-
-int jobs_reader_open(jobs_reader **out, jobs_store *s, const char *id, char *msg, size_t msglen)
-{
-    jobs_reader *r = NULL;
-    struct job *j;
-    char *path = NULL, why[512];
-    uint64_t size = 0;
-    uint32_t crc = 0;
-    int err = 0;
-
-    *out = NULL;
-    pthread_mutex_lock(&s->lock);
-    j = find(s, id);
-    if (!j) {
-        err = ERR_NOT_FOUND;
-        set_msg(msg, msglen, "no job with id '%.64s'", id ? id : "");
-    } else if (j->state != JOBS_SUCCEEDED) {
-        err = ERR_PRECONDITION;
-        set_msg(msg, msglen, "job %s is %s and has no result", id, jobs_state_name(j->state));
-    } else {
-        size = j->result_bytes;
-        crc = j->result_crc;
-    }
-    pthread_mutex_unlock(&s->lock);
-    if (err < 0)
-        return err;
-    if ((r = calloc(1, sizeof(*r))))
-        r->fd = -1; /* not 0: the cleanup below must never close stdin */
-    if (!r || !(path = result_path(s, id))) {
-        err = ERR_NOMEM;
-        set_msg(msg, msglen, "out of memory opening a result");
-        goto done;
-    }
-    r->store = s;
-    memcpy(r->id, id, sizeof(r->id));
-    r->size = size;
-    r->crc_expected = crc;
-    if ((r->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-        snprintf(why, sizeof(why), "result file %s: %s", path, strerror(errno));
-        err = ERR_IO;
-        /* The job may have expired between the lookup and the open; that is not data loss. */
-        pthread_mutex_lock(&s->lock);
-        j = find(s, id);
-        pthread_mutex_unlock(&s->lock);
-        if (!j) {
-            err = ERR_NOT_FOUND;
-            set_msg(msg, msglen, "no job with id '%.64s'", id);
-            goto done;
-        }
-        mark_data_loss(s, id, why);
-        set_msg(msg, msglen, "%s", why);
-        goto done;
-    }
-    *out = r;
-    r = NULL;
-done:
-    if (r && r->fd >= 0)
-        close(r->fd);
-    free(r);
-    free(path);
-    return err;
-}
-
-uint64_t jobs_reader_size(const jobs_reader *r)
-{
-    return r->size;
-}
-
-int jobs_reader_read(jobs_reader *r, void *buf, size_t len, size_t *nread, char *msg, size_t msglen)
-{
-    uint8_t *p = buf;
-    size_t got = 0;
-    char why[512];
-
-    *nread = 0;
-    if (len > r->size - r->offset)
-        len = (size_t)(r->size - r->offset);
-    while (got < len) {
-        ssize_t n = pread(r->fd, p + got, len - got, (off_t)(r->offset + got));
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            snprintf(why, sizeof(why), "result of job %s: %s at byte %llu of %llu", r->id,
-                     n < 0 ? strerror(errno) : "file ends early", (unsigned long long)(r->offset + got),
-                     (unsigned long long)r->size);
-            goto fail;
-        }
-        got += (size_t)n;
-    }
-    r->crc = crc_update(r->crc, p, got);
-    r->offset += got;
-    if (got > 0 && r->offset == r->size && r->crc != r->crc_expected) {
-        snprintf(why, sizeof(why), "result of job %s is damaged on disk (CRC-32 %08x, recorded %08x)", r->id,
-                 (unsigned)r->crc, (unsigned)r->crc_expected);
-        goto fail;
-    }
-    *nread = got;
-    return 0;
-fail:
-    mark_data_loss(r->store, r->id, why);
-    set_msg(msg, msglen, "%s", why);
-    return ERR_IO;
-}
-
-void jobs_reader_free(jobs_reader *r)
-{
-    if (!r)
-        return;
-    if (r->fd >= 0)
-        close(r->fd);
-    free(r);
-}
-
-void jobs_get_stats(struct jobs_stats *out, jobs_store *s)
-{
-    memset(out, 0, sizeof(*out));
-    pthread_mutex_lock(&s->lock);
-    out->held = s->held;
-    out->queued = s->counts[JOBS_QUEUED];
-    out->running = s->counts[JOBS_RUNNING];
-    out->succeeded = s->counts[JOBS_SUCCEEDED];
-    out->failed = s->counts[JOBS_FAILED];
-    out->cancelled = s->counts[JOBS_CANCELLED];
-    out->max_jobs = s->opts.max_jobs;
-    out->spool_bytes = s->spool_bytes;
-    out->disk_budget = s->opts.disk_budget;
-    pthread_mutex_unlock(&s->lock);
 }

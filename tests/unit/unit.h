@@ -21,5 +21,6 @@ int test_devconf_run(void);
 int test_sched_pocl_run(void);
 int test_sched_noicd_run(void);
 int test_jobs_run(void);
+int test_config_run(void);
 
 #endif

@@ -25,6 +25,7 @@ static const struct unit_group groups[] = {
     {"sched_pocl", test_sched_pocl_run},
     {"sched_noicd", test_sched_noicd_run},
     {"jobs", test_jobs_run},
+    {"config", test_config_run},
 };
 
 int main(int argc, char **argv)

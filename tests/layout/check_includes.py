@@ -1,0 +1,44 @@
+"""check_includes: the layout's rules about third-party headers, checked on the sources: each of
+grpc, OpenCL, libpng, SQLite and inih is included by the one module that owns it, so the folders
+keep meaning what docs/ARCHITECTURE.md says. (Which of our own headers a stage may include is
+enforced by the build: each library sees only the folders of the libraries it links.)"""
+import os
+import re
+import sys
+
+# Header prefix -> the files (relative to the source root) that may include it.
+OWNERS = {
+    "grpc/": ("server/rpc/", "client/fractal.c", "client/stream.c", "client/jobs.c", "client/internal.h"),
+    "CL/": ("server/engines/engine_cl.c",),
+    "png.h": ("server/image/encode.c",),
+    "sqlite3.h": ("server/jobs/jobs_journal.c",),
+    "ini.h": ("server/config.c", "server/engines/devconf.c"),
+}
+INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', re.M)
+
+
+def main(root):
+    bad = []
+    for top in ("server", "client", "proto", "kernels"):
+        for folder, _, files in os.walk(os.path.join(root, top)):
+            for name in files:
+                if not name.endswith((".c", ".h", ".cl")):
+                    continue
+                path = os.path.join(folder, name)
+                rel = os.path.relpath(path, root)
+                with open(path, encoding="utf-8") as f:
+                    text = f.read()
+                for header in INCLUDE.findall(text):
+                    if header.startswith("../") or "/../" in header:
+                        bad.append("%s: includes %s by a relative path" % (rel, header))
+                    for prefix, owners in OWNERS.items():
+                        if header.startswith(prefix) and not rel.startswith(owners):
+                            bad.append("%s: includes <%s>, which only %s may" % (rel, header, ", ".join(owners)))
+    for line in bad:
+        print(line)
+    print("%d passed, %d failed" % (1 if not bad else 0, 1 if bad else 0))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "..")))
