@@ -1,0 +1,274 @@
+/* cli_conn.c: what every command of the `fractal` tool does around its call: connection options,
+ * connecting, Ctrl-C, and turning a failed call into one line on stderr and an exit code. */
+#include "cli.h"
+
+#include <ctype.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const char exit_codes_help[] =
+    "Exit status:\n"
+    "  0  success (health: the service is SERVING)\n"
+    "  1  other failure (local I/O, unreadable --from file, server internal error;\n"
+    "     health: not SERVING)\n"
+    "  2  usage error (unknown flag, malformed number)\n"
+    "  3  the server refused the request as invalid (INVALID_ARGUMENT, OUT_OF_RANGE)\n"
+    "  4  over the server's limits (RESOURCE_EXHAUSTED) or FAILED_PRECONDITION\n"
+    "     (e.g. a view too deep for fp64)\n"
+    "  5  server unavailable or deadline exceeded (UNAVAILABLE, DEADLINE_EXCEEDED;\n"
+    "     wait: --timeout passed)\n"
+    "  6  no such job, or its result has expired (NOT_FOUND)\n"
+    "  7  the job was cancelled (wait), or the call was (CANCELLED)\n"
+    "  128+N  interrupted by signal N (130 for Ctrl-C); a file being written is not created\n"
+    "wait: a job that failed exits with the class of its error (3, 4, 1, ...).\n";
+
+int is_conn_opt(enum opt_id id)
+{
+    return id == OPT_SERVER || id == OPT_DEADLINE;
+}
+
+/* Applies --server or --deadline. Returns 0 or EXIT_USAGE (message printed). */
+int apply_conn_opt(conn_opts *c, const parsed_opt *o)
+{
+    if (o->id == OPT_SERVER) {
+        if (o->value[0] == '\0')
+            return usage_error("--server: empty address");
+        c->server = o->value;
+    } else if (o->id == OPT_DEADLINE) {
+        if (parse_u32(o->value, &c->deadline_ms) < 0)
+            return usage_error("--deadline: '%s' is not a number of milliseconds", o->value);
+    }
+    return 0;
+}
+
+void conn_defaults(conn_opts *c)
+{
+    const char *env = getenv("FRACTAL_SERVER");
+    fractal_client_options defaults = FRACTAL_CLIENT_OPTIONS_INIT;
+
+    c->server = env && env[0] ? env : DEFAULT_SERVER;
+    c->deadline_ms = defaults.deadline_ms;
+}
+
+/* ---- Ctrl-C: cancel the call in flight, so that files being written are cleaned up ---------- */
+
+/* SIGINT and SIGTERM are blocked in every thread (gRPC's included, which inherit the mask) and
+ * taken by one watcher thread with sigwait, which may then use mutexes and the library: it cancels
+ * the client's call in flight, and the command unwinds as from any failed call, removing its
+ * temporary file. With no client open, or on a second signal, it exits at once. */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static fractal_client *live_client;
+atomic_int interrupted; /* the signal number, once one came */
+
+static void *signal_watcher(void *arg)
+{
+    sigset_t *set = arg;
+    int sig;
+
+    for (;;) {
+        if (sigwait(set, &sig) != 0)
+            continue;
+        pthread_mutex_lock(&live_lock);
+        if (atomic_exchange(&interrupted, sig) != 0 || live_client == NULL)
+            _exit(128 + sig);
+        fractal_client_cancel(live_client);
+        pthread_mutex_unlock(&live_lock);
+    }
+    return NULL;
+}
+
+/* Starts the watcher; without it (thread creation failed) signals keep their default action. */
+void watch_signals(void)
+{
+    static sigset_t set;
+    pthread_t thread;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
+        return;
+    if (pthread_create(&thread, NULL, signal_watcher, &set) != 0) {
+        pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+        return;
+    }
+    pthread_detach(thread);
+}
+
+/* The server of the command's connection, for messages (a command opens one). */
+static const char *server_target = "";
+
+int connect_client(fractal_client **out, const conn_opts *c)
+{
+    fractal_client_options copts = FRACTAL_CLIENT_OPTIONS_INIT;
+    int err;
+
+    copts.deadline_ms = c->deadline_ms;
+    if ((err = fractal_client_new(out, c->server, &copts)) < 0) {
+        fprintf(stderr, "fractal: %s: %s\n", c->server, fractal_strerror(err));
+        return EXIT_OTHER;
+    }
+    server_target = c->server;
+    pthread_mutex_lock(&live_lock);
+    live_client = *out;
+    pthread_mutex_unlock(&live_lock);
+    return 0;
+}
+
+void close_client(fractal_client *client)
+{
+    pthread_mutex_lock(&live_lock);
+    if (live_client == client)
+        live_client = NULL;
+    pthread_mutex_unlock(&live_lock);
+    fractal_client_free(client);
+}
+
+int exit_code_for(int err)
+{
+    switch (err) {
+    case FRACTAL_OK:
+        return EXIT_OK;
+    case FRACTAL_EINVALID_ARGUMENT:
+    case FRACTAL_EOUT_OF_RANGE:
+        return EXIT_INVALID;
+    case FRACTAL_ERESOURCE_EXHAUSTED:
+    case FRACTAL_EFAILED_PRECONDITION:
+        return EXIT_EXHAUSTED;
+    case FRACTAL_EUNAVAILABLE:
+    case FRACTAL_EDEADLINE:
+        return EXIT_UNAVAILABLE;
+    case FRACTAL_ENOT_FOUND:
+        return EXIT_NOT_FOUND;
+    case FRACTAL_ECANCELLED:
+        return EXIT_CANCELLED;
+    default:
+        return EXIT_OTHER;
+    }
+}
+
+/* How gRPC's messages for a server it never reached begin (grpc core 1.5x), the library's being
+ * those as they come. fractald itself answers UNAVAILABLE too ("server is shutting down"): that
+ * server was reached, and its message is shown as it is. */
+static const char *const unreachable_prefixes[] = {
+    "failed to connect to all addresses",
+    "connections to all backends failing",
+    "DNS resolution failed",
+    "empty address list",
+};
+
+static int is_unreachable(int err, const char *msg)
+{
+    size_t i;
+
+    if (err != FRACTAL_EUNAVAILABLE)
+        return 0;
+    for (i = 0; i < sizeof unreachable_prefixes / sizeof unreachable_prefixes[0]; i++)
+        if (strncmp(msg, unreachable_prefixes[i], strlen(unreachable_prefixes[i])) == 0)
+            return 1;
+    return 0;
+}
+
+/* Prints "fractal: cannot reach fractald at SERVER: REASON", REASON being the last clause of
+ * gRPC's message without the library's retry count ("failed to connect to all addresses; last
+ * error: UNKNOWN: ipv4:127.0.0.1:1: Failed to connect to remote host: Connection refused (after 4
+ * attempts)" gives "connection refused"). */
+static void report_unreachable(const char *msg)
+{
+    const char *reason = msg, *p, *end;
+
+    for (p = msg; (p = strstr(p, ": ")) != NULL; p += 2)
+        reason = p + 2;
+    end = reason + strlen(reason);
+    if ((p = strstr(reason, " (after ")) != NULL)
+        end = p;
+    if (end == reason) {
+        reason = fractal_strerror(FRACTAL_EUNAVAILABLE);
+        end = reason + strlen(reason);
+    }
+    /* gRPC capitalises the reason as a sentence; in the middle of this line it is not one. An
+     * acronym ("DNS") keeps its capitals. */
+    fprintf(stderr, "fractal: cannot reach fractald at %s: %c%.*s\n", server_target,
+            islower((unsigned char)reason[1]) ? tolower((unsigned char)reason[0]) : reason[0],
+            (int)(end - reason - 1), reason + 1);
+}
+
+/* Prints the client's message for a failed call and returns the exit code of its class. A server
+ * that could not be reached is named; an invalid request names the flag of the field the server
+ * refused (field_to_flag). */
+int call_failed(const fractal_client *client, int err)
+{
+    const char *msg = fractal_client_last_error(client);
+    char named[1024];
+    int sig = atomic_load(&interrupted);
+
+    if (sig != 0) {
+        fprintf(stderr, "fractal: interrupted\n");
+        return 128 + sig;
+    }
+    if (is_unreachable(err, msg)) {
+        report_unreachable(msg);
+        return exit_code_for(err);
+    }
+    if (err == FRACTAL_EINVALID_ARGUMENT) {
+        field_to_flag(named, sizeof named, msg);
+        msg = named;
+    }
+    fprintf(stderr, "fractal: %s\n", msg[0] ? msg : fractal_strerror(err));
+    return exit_code_for(err);
+}
+
+static const char *const grpc_status_names[] = {
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+    "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+};
+
+const char *grpc_status_name(int status)
+{
+    if (status >= 0 && (size_t)status < sizeof grpc_status_names / sizeof grpc_status_names[0])
+        return grpc_status_names[status];
+    return "?";
+}
+
+/* Parses the options of a command that takes connection options, the flags of `table` (handed
+ * back through *parsed) and `want_pos` positional arguments: exactly that many (a job id, which
+ * may not be empty), or at most that many when `pos_optional` (their count in *n_pos_out, if not
+ * NULL). Prints help when asked (*done set). Returns 0 or an exit code. */
+int parse_simple(int argc, char **argv, const char *name, const char *help, const opt_def *table,
+                 parsed_opt *parsed, size_t *n_parsed, const char **pos, size_t want_pos,
+                 int pos_optional, size_t *n_pos_out, conn_opts *conn, int *done)
+{
+    size_t n_pos, i;
+    int rc;
+
+    command_name = name;
+    *done = 0;
+    conn_defaults(conn);
+    if ((rc = parse_args(argc, argv, table, NULL, parsed, n_parsed, pos, &n_pos)) != 0)
+        return rc;
+    if (has_help(parsed, *n_parsed)) {
+        fputs(help, stdout);
+        fputs(exit_codes_help, stdout);
+        *done = 1;
+        return EXIT_OK;
+    }
+    for (i = 0; i < *n_parsed; i++)
+        if (is_conn_opt(parsed[i].id) && (rc = apply_conn_opt(conn, &parsed[i])) != 0)
+            return rc;
+    if (n_pos > want_pos)
+        return usage_error("unexpected argument '%s'", pos[want_pos]);
+    if (n_pos_out)
+        *n_pos_out = n_pos;
+    if (pos_optional)
+        return 0;
+    if (n_pos < want_pos)
+        return usage_error("missing job id");
+    if (want_pos && pos[0][0] == '\0')
+        return usage_error("empty job id");
+    return 0;
+}
