@@ -1,15 +1,18 @@
 # fractald: the two set-up commands of the README, and a few more for developers.
 #   make run    install missing packages, build, start fractald on 127.0.0.1:50051 (ARGS=... adds flags)
 #   make test   install missing packages, build, run every test (ctest)
+#   make install   build, then install into $(DESTDIR)$(PREFIX) (README: Install)
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 BUILD_TYPE ?= RelWithDebInfo
 WERROR     ?= OFF
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 ARGS       ?=
+PREFIX     ?= /usr/local
+DESTDIR    ?=
 CMAKE_FLAGS = -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DFRACTALD_WERROR=$(WERROR)
 
-.PHONY: all deps build run test test-asan bench clean
+.PHONY: all deps build run test test-asan bench install clean
 
 all: build
 
@@ -34,6 +37,11 @@ test-asan: deps
 
 bench: build
 	$(BUILD)/bench/bench_cpu
+
+# The programs, libfractal (shared, static, headers, fractal.pc), the protos, man pages, the systemd
+# unit and an example config. Paths written into fractal.pc and the unit are PREFIX's, not DESTDIR's.
+install: build
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

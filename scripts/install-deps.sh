@@ -14,6 +14,7 @@ packages=(
   libcmocka-dev                                          # unit-test framework
   python3 python3-grpcio python3-protobuf                # black-box tests from Python
   protobuf-compiler protobuf-compiler-grpc               # protoc + grpc_python_plugin for the test stubs
+  man-db                                                 # man --warnings, lexgrog: the man pages' test
 )
 
 missing=()

@@ -60,11 +60,10 @@ extern "C" {
 #define FRACTAL_API
 #endif
 
-/* Version of this header (and of the library it came with). */
-#define FRACTAL_VERSION_MAJOR 0
-#define FRACTAL_VERSION_MINOR 1
-#define FRACTAL_VERSION_PATCH 0
-#define FRACTAL_VERSION "0.1.0"
+/* Version of this header (and of the library it came with): FRACTAL_VERSION ("MAJOR.MINOR.PATCH")
+ * and FRACTAL_VERSION_MAJOR, _MINOR, _PATCH. The build writes them from the project's version, the
+ * one place it is stated (project() in the top-level CMakeLists.txt); installed next to this one. */
+#include <fractal/version.h>
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Errors                                                                                         */
