@@ -65,6 +65,10 @@ struct render_spec {
     uint32_t supersample;               /* 1..8; 1 for raw formats */
     struct spec_coloring coloring;
     char device[SPEC_DEVICE_MAX];       /* "" any, "cpu", "gpu", "opencl", or a device id */
+    /* Engines may fill a rectangle whose whole border is interior as interior (Mariani-Silver);
+     * false computes every sample. The exact shortcuts (cardioid and bulb tests, cycle
+     * detection) are always on: they cannot change a count. */
+    bool rect_fill;
 };
 
 #endif
