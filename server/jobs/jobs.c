@@ -1,6 +1,6 @@
-/* jobs.c: the job store: the in-memory index of every job (hash, queue, done list), the state
- * machine over it, and the public API of jobs.h; the journal and the result files are
- * jobs_journal.c's and jobs_results.c's. */
+/* jobs.c: the job store: opening and recovery, the state machine over the jobs, and the public API
+ * of jobs.h; the index, the journal and the result files are jobs_index.c's, jobs_journal.c's and
+ * jobs_results.c's. */
 #include "jobs.h"
 
 #include <errno.h>
@@ -12,12 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "err.h"
+#include "jobs_index.h"
 #include "jobs_internal.h"
 #include "jobs_journal.h"
 #include "jobs_results.h"
@@ -26,9 +26,7 @@
 #define JOBS_MAX_JOBS_LIMIT 10000000u
 #define JOBS_MESSAGE_MAX 1024
 
-static const char base32_alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
-
-/* ---- helpers the three files share (jobs_internal.h) ---- */
+/* ---- helpers the job store's files share (jobs_internal.h) ---- */
 
 void jobs_set_msg(char *msg, size_t msglen, const char *fmt, ...)
 {
@@ -68,53 +66,48 @@ void jobs_job_free(struct job *j)
     free(j);
 }
 
-/* ---- ids and states ---- */
-
-static bool id_valid(const char *id)
+void jobs_log_fields(char *buf, size_t cap, const char *id, const char *state)
 {
-    size_t n = 0;
-
-    if (!id)
-        return false;
-    for (; id[n]; n++)
-        if (n >= JOBS_ID_LEN || !strchr(base32_alphabet, id[n]))
-            return false;
-    return n == JOBS_ID_LEN;
+    buf[0] = '\0';
+    log_kv(buf, cap, "job", id);
+    log_kv(buf, cap, "state", state);
 }
 
-/* 128 bits from getrandom() in base32: 26 characters of 5 bits, the last one carrying 3. */
-static int id_generate(char id[JOBS_ID_SIZE])
+/* Writes the event=job line of a change that carries one more field, key=value. */
+static void log_job(int level, const char *id, const char *state, const char *key, const char *value)
 {
-    uint8_t raw[17] = {0};
-    size_t got = 0;
+    char fields[256];
 
-    while (got < 16) {
-        ssize_t n = getrandom(raw + got, 16 - got, 0);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return ERR_INTERNAL;
-        got += (size_t)n;
-    }
-    for (int i = 0; i < JOBS_ID_LEN; i++) {
-        int bit = i * 5, byte = bit / 8, shift = bit % 8;
-        unsigned v = ((unsigned)raw[byte] << 8 | raw[byte + 1]) >> (11 - shift);
-
-        id[i] = base32_alphabet[v & 31];
-    }
-    id[JOBS_ID_LEN] = '\0';
-    return 0;
+    if (level < log_min_level)
+        return;
+    jobs_log_fields(fields, sizeof(fields), id, state);
+    log_kv(fields, sizeof(fields), key, value);
+    log_event(level, "job", fields);
 }
 
-static size_t id_hash(const char *id)
+/* Writes the event=job line of a job that finished without a result: its state, code=<the gRPC
+ * status name> (every code the store records is a google.rpc.Code, JOBS_CODE_CANCELLED being
+ * CANCELLED; any other is written as its number, not as UNKNOWN), error=<its message>, then
+ * extra, ready-made " key=value" pairs (or NULL). */
+static void log_finish(int level, const char *id, enum jobs_state state, int32_t code, const char *error,
+                       const char *extra)
 {
-    uint64_t h = 1469598103934665603u;
+    char fields[1536];
 
-    for (; *id; id++)
-        h = (h ^ (uint8_t)*id) * 1099511628211u;
-    return (size_t)h;
+    if (level < log_min_level)
+        return;
+    jobs_log_fields(fields, sizeof(fields), id, jobs_state_name(state));
+    if (code >= 0 && code <= 16)
+        log_kv(fields, sizeof(fields), "code", err_status_name(code));
+    else
+        log_kvf(fields, sizeof(fields), "code", "%d", (int)code);
+    log_kv(fields, sizeof(fields), "error", error);
+    if (extra && strlen(fields) + strlen(extra) < sizeof(fields))
+        strcat(fields, extra);
+    log_event(level, "job", fields);
 }
+
+/* ---- states ---- */
 
 const char *jobs_state_name(enum jobs_state state)
 {
@@ -127,168 +120,6 @@ const char *jobs_state_name(enum jobs_state state)
     case JOBS_CANCELLED: return "CANCELLED";
     }
     return "?";
-}
-
-static bool state_finished(enum jobs_state state)
-{
-    return state == JOBS_SUCCEEDED || state == JOBS_FAILED || state == JOBS_CANCELLED;
-}
-
-/* ---- the in-memory index (callers hold store->lock) ---- */
-
-struct job *jobs_find(jobs_store *s, const char *id)
-{
-    if (!id_valid(id))
-        return NULL;
-    for (struct job *j = s->buckets[id_hash(id) & (s->nbuckets - 1)]; j; j = j->hash_next)
-        if (strcmp(j->id, id) == 0)
-            return j;
-    return NULL;
-}
-
-static void list_unlink(struct job **head, struct job **tail, struct job *j)
-{
-    if (j->list_prev)
-        j->list_prev->list_next = j->list_next;
-    else
-        *head = j->list_next;
-    if (j->list_next)
-        j->list_next->list_prev = j->list_prev;
-    else
-        *tail = j->list_prev;
-    j->list_prev = j->list_next = NULL;
-}
-
-/* Inserts j after the last element `before` says precedes it, searching from the tail: both
- * lists almost always grow at the tail (new submissions, jobs finishing now). */
-static void list_insert_sorted(struct job **head, struct job **tail, struct job *j,
-                               bool (*before)(const struct job *a, const struct job *b))
-{
-    struct job *p = *tail;
-
-    while (p && !before(p, j))
-        p = p->list_prev;
-    j->list_prev = p;
-    j->list_next = p ? p->list_next : *head;
-    if (j->list_next)
-        j->list_next->list_prev = j;
-    else
-        *tail = j;
-    if (p)
-        p->list_next = j;
-    else
-        *head = j;
-}
-
-static bool seq_before(const struct job *a, const struct job *b)
-{
-    return a->seq <= b->seq;
-}
-
-static bool expiry_before(const struct job *a, const struct job *b)
-{
-    return a->expires_ms <= b->expires_ms;
-}
-
-static void queue_add(jobs_store *s, struct job *j)
-{
-    list_insert_sorted(&s->queue_head, &s->queue_tail, j, seq_before);
-}
-
-static void done_add(jobs_store *s, struct job *j)
-{
-    list_insert_sorted(&s->done_head, &s->done_tail, j, expiry_before);
-}
-
-/* Adds a job to the hash, the seq-ordered list of all jobs and the list its state belongs to. */
-static void index_add(jobs_store *s, struct job *j)
-{
-    size_t b = id_hash(j->id) & (s->nbuckets - 1);
-
-    j->hash_next = s->buckets[b];
-    s->buckets[b] = j;
-    j->all_prev = s->all_tail;
-    j->all_next = NULL;
-    if (s->all_tail)
-        s->all_tail->all_next = j;
-    else
-        s->all_head = j;
-    s->all_tail = j;
-    if (j->state == JOBS_QUEUED)
-        queue_add(s, j);
-    else if (state_finished(j->state))
-        done_add(s, j);
-    s->counts[j->state]++;
-    s->held++;
-    if (j->state == JOBS_SUCCEEDED)
-        s->spool_bytes += j->result_bytes;
-}
-
-static void index_remove(jobs_store *s, struct job *j)
-{
-    struct job **pp = &s->buckets[id_hash(j->id) & (s->nbuckets - 1)];
-
-    while (*pp != j)
-        pp = &(*pp)->hash_next;
-    *pp = j->hash_next;
-    if (j->all_prev)
-        j->all_prev->all_next = j->all_next;
-    else
-        s->all_head = j->all_next;
-    if (j->all_next)
-        j->all_next->all_prev = j->all_prev;
-    else
-        s->all_tail = j->all_prev;
-    if (j->state == JOBS_QUEUED)
-        list_unlink(&s->queue_head, &s->queue_tail, j);
-    else if (state_finished(j->state))
-        list_unlink(&s->done_head, &s->done_tail, j);
-    s->counts[j->state]--;
-    s->held--;
-    if (j->state == JOBS_SUCCEEDED)
-        s->spool_bytes -= j->result_bytes;
-}
-
-/* Moves a job between states, keeping the lists and counts right. */
-static void set_state(jobs_store *s, struct job *j, enum jobs_state state)
-{
-    if (j->state == JOBS_QUEUED)
-        list_unlink(&s->queue_head, &s->queue_tail, j);
-    else if (state_finished(j->state))
-        list_unlink(&s->done_head, &s->done_tail, j);
-    s->counts[j->state]--;
-    j->state = state;
-    s->counts[state]++;
-    if (state == JOBS_QUEUED) {
-        queue_add(s, j);
-        pthread_cond_signal(&s->queued);
-    } else if (state_finished(state)) {
-        done_add(s, j);
-    }
-}
-
-/* Applies a finish_row to the job in memory. Takes ownership of stats and message (either may
- * be NULL). Caller holds store->lock. */
-static void apply_finish(jobs_store *s, struct job *j, const struct finish_row *r, void *stats, char *message)
-{
-    free(j->stats);
-    j->stats = stats;
-    j->stats_len = stats ? r->stats_len : 0;
-    free(j->error_message);
-    j->error_message = message;
-    j->error_code = r->error_code;
-    j->finished_ms = r->finished_ms;
-    j->expires_ms = r->expires_ms;
-    snprintf(j->content_type, sizeof(j->content_type), "%s", r->content_type ? r->content_type : "");
-    j->width = r->width;
-    j->height = r->height;
-    if (j->state == JOBS_SUCCEEDED)
-        s->spool_bytes -= j->result_bytes;
-    j->result_bytes = r->result_bytes;
-    j->result_crc = r->result_crc;
-    if (r->state == JOBS_SUCCEEDED)
-        s->spool_bytes += j->result_bytes;
-    set_state(s, j, r->state);
 }
 
 /* ---- opening: directories, lock, database, recovery ---- */
@@ -345,8 +176,13 @@ static int recover_job(jobs_store *s, struct job *j, int64_t now, char *msg, siz
         } else {
             j->state = JOBS_QUEUED;
             if (was_running) {
-                log_at(LOG_INFO, "job %s: QUEUED again after a restart (attempt %u was interrupted)", j->id,
-                       j->attempts);
+                if (LOG_INFO >= log_min_level) {
+                    char fields[256];
+                    jobs_log_fields(fields, sizeof(fields), j->id, "QUEUED");
+                    log_kvf(fields, sizeof(fields), "attempt", "%u", j->attempts);
+                    log_kv(fields, sizeof(fields), "reason", "interrupted by a restart");
+                    log_event(LOG_INFO, "job", fields);
+                }
                 return jobs_journal_requeue(s->journal, j->seq, j->attempts, "requeueing interrupted jobs", msg,
                                             msglen);
             }
@@ -354,7 +190,7 @@ static int recover_job(jobs_store *s, struct job *j, int64_t now, char *msg, siz
         }
         r.finished_ms = now;
         r.expires_ms = now + s->opts.retention_ms;
-    } else if (state_finished(j->state)) {
+    } else if (jobs_state_finished(j->state)) {
         if (j->expires_ms <= now)
             return 1;
         if (j->state != JOBS_SUCCEEDED)
@@ -365,13 +201,19 @@ static int recover_job(jobs_store *s, struct job *j, int64_t now, char *msg, siz
         r = (struct finish_row){.state = JOBS_FAILED, .finished_ms = j->finished_ms, .expires_ms = j->expires_ms,
                                 .error_code = JOBS_CODE_DATA_LOSS, .error_message = text};
     } else {
-        log_at(LOG_WARN, "job %s: unknown state %d in the journal; dropped", j->id, (int)j->state);
+        if (LOG_WARN >= log_min_level) {
+            char fields[256];
+            jobs_log_fields(fields, sizeof(fields), j->id, "DELETED");
+            log_kv(fields, sizeof(fields), "at", "start");
+            log_kvf(fields, sizeof(fields), "reason", "unknown state %d in the journal", (int)j->state);
+            log_event(LOG_WARN, "job", fields);
+        }
         return 1;
     }
     if ((err = jobs_journal_finish(s->journal, j->seq, &r, msg, msglen)) < 0)
         return err;
-    log_at(r.state == JOBS_CANCELLED ? LOG_INFO : LOG_WARN, "job %s: %s at start: %s", j->id,
-           jobs_state_name(r.state), r.error_message);
+    log_finish(r.state == JOBS_CANCELLED ? LOG_INFO : LOG_WARN, j->id, r.state, r.error_code, r.error_message,
+               " at=start");
     j->state = r.state;
     j->error_code = r.error_code;
     free(j->error_message);
@@ -401,7 +243,7 @@ static int load_job(void *ctx, struct job *j)
     jobs_store *s = c->store;
     int keep, err;
 
-    if (!id_valid(j->id)) {
+    if (!jobs_id_valid(j->id)) {
         /* Never build a path from a malformed id; the row is dropped. */
         log_at(LOG_WARN, "job store: row %lld has a malformed id; dropped", (long long)j->seq);
         j->id[0] = '\0';
@@ -419,7 +261,7 @@ static int load_job(void *ctx, struct job *j)
         c->doomed = j;
         return 0;
     }
-    index_add(s, j);
+    jobs_index_add(s, j);
     return 0;
 }
 
@@ -435,11 +277,7 @@ static int load_jobs(jobs_store *s, char *msg, size_t msglen)
         goto done;
     s->next_seq = max_seq + 1;
 
-    s->nbuckets = 64;
-    while (s->nbuckets < s->opts.max_jobs || s->nbuckets < (uint64_t)rows)
-        s->nbuckets *= 2;
-    if (!(s->buckets = calloc(s->nbuckets, sizeof(*s->buckets)))) {
-        err = ERR_NOMEM;
+    if ((err = jobs_index_init(s, (uint64_t)rows)) < 0) {
         jobs_set_msg(msg, msglen, "out of memory loading the job store");
         goto done;
     }
@@ -551,11 +389,7 @@ void jobs_close(jobs_store *s)
     if (!s)
         return;
     jobs_journal_close(s->journal);
-    for (struct job *j = s->all_head, *next; j; j = next) {
-        next = j->all_next;
-        jobs_job_free(j);
-    }
-    free(s->buckets);
+    jobs_index_dispose(s);
     if (s->results_fd >= 0)
         close(s->results_fd);
     if (s->lock_fd >= 0)
@@ -615,7 +449,7 @@ int jobs_submit(jobs_store *s, const void *request, size_t len, char id_out[JOBS
     }
     /* A duplicate of 128 random bits will not happen; looking costs nothing and rules it out. */
     do {
-        if (err == 0 && (err = id_generate(id)) < 0)
+        if (err == 0 && (err = jobs_id_generate(id)) < 0)
             jobs_set_msg(msg, msglen, "getrandom failed: %s", strerror(errno));
     } while (err == 0 && jobs_find(s, id));
     j->seq = s->next_seq;
@@ -629,10 +463,15 @@ int jobs_submit(jobs_store *s, const void *request, size_t len, char id_out[JOBS
 
     pthread_mutex_lock(&s->lock);
     s->next_seq++;
-    index_add(s, j);
+    jobs_index_add(s, j);
     pthread_cond_signal(&s->queued);
     pthread_mutex_unlock(&s->lock);
-    log_at(LOG_INFO, "job %s: QUEUED, %zu request bytes", id, len);
+    if (LOG_INFO >= log_min_level) {
+        char fields[256];
+        jobs_log_fields(fields, sizeof(fields), id, "QUEUED");
+        log_kvf(fields, sizeof(fields), "request_bytes", "%zu", len);
+        log_event(LOG_INFO, "job", fields);
+    }
     memcpy(id_out, id, sizeof(id));
     j = NULL;
 done:
@@ -641,17 +480,6 @@ done:
     jobs_job_free(j);
     return err;
 }
-
-static uint32_t position_in_queue(const jobs_store *s, const struct job *target)
-{
-    uint32_t pos = 1;
-
-    for (const struct job *j = s->queue_head; j; j = j->list_next, pos++)
-        if (j == target)
-            return pos;
-    return 0;
-}
-
 /* Copies a job into a jobs_info. Caller holds store->lock and sets queue_position. */
 static int fill_info(struct jobs_info *out, const struct job *j)
 {
@@ -694,7 +522,7 @@ int jobs_get(struct jobs_info *out, jobs_store *s, const char *id)
     memset(out, 0, sizeof(*out));
     pthread_mutex_lock(&s->lock);
     if ((j = jobs_find(s, id)) && (err = fill_info(out, j)) == 0 && j->state == JOBS_QUEUED)
-        out->queue_position = position_in_queue(s, j);
+        out->queue_position = jobs_index_position(s, j);
     pthread_mutex_unlock(&s->lock);
     return err;
 }
@@ -767,7 +595,7 @@ int jobs_queue_position(jobs_store *s, const char *id)
 
     pthread_mutex_lock(&s->lock);
     if ((j = jobs_find(s, id)))
-        pos = j->state == JOBS_QUEUED ? (int)position_in_queue(s, j) : 0;
+        pos = j->state == JOBS_QUEUED ? (int)jobs_index_position(s, j) : 0;
     pthread_mutex_unlock(&s->lock);
     return pos;
 }
@@ -824,9 +652,9 @@ int jobs_cancel(jobs_store *s, const char *id, char *msg, size_t msglen)
             goto done;
         }
         pthread_mutex_lock(&s->lock);
-        apply_finish(s, j, &r, NULL, text);
+        jobs_index_apply_finish(s, j, &r, NULL, text);
         pthread_mutex_unlock(&s->lock);
-        log_at(LOG_INFO, "job %s: CANCELLED while queued", id);
+        log_finish(LOG_INFO, id, r.state, r.error_code, r.error_message, NULL);
     } else if (state == JOBS_RUNNING && !already) {
         if ((err = jobs_journal_cancel(s->journal, seq, msg, msglen)) < 0)
             goto done;
@@ -834,7 +662,7 @@ int jobs_cancel(jobs_store *s, const char *id, char *msg, size_t msglen)
         j->cancel_requested = true;
         atomic_store(&j->cancel, 1);
         pthread_mutex_unlock(&s->lock);
-        log_at(LOG_INFO, "job %s: cancel requested while RUNNING", id);
+        log_job(LOG_INFO, id, "RUNNING", "cancel", "requested");
     }
 done:
     pthread_mutex_unlock(&s->db_lock);
@@ -903,7 +731,7 @@ int jobs_next_queued(struct jobs_work *out, jobs_store *s, int timeout_ms, char 
         goto done;
 
     pthread_mutex_lock(&s->lock);
-    set_state(s, j, JOBS_RUNNING);
+    jobs_index_set_state(s, j, JOBS_RUNNING);
     j->started_ms = started;
     j->attempts = attempts;
     j->rows_done = j->rows_total = 0;
@@ -918,8 +746,13 @@ int jobs_next_queued(struct jobs_work *out, jobs_store *s, int timeout_ms, char 
     out->attempts = attempts;
     pthread_mutex_unlock(&s->lock);
     request = NULL;
-    log_at(LOG_INFO, "job %s: RUNNING, attempt %u, queued %lld ms", out->id, attempts,
-           (long long)(started - out->created_ms));
+    if (LOG_INFO >= log_min_level) {
+        char fields[256];
+        jobs_log_fields(fields, sizeof(fields), out->id, "RUNNING");
+        log_kvf(fields, sizeof(fields), "attempt", "%u", attempts);
+        log_kvf(fields, sizeof(fields), "queued_ms", "%lld", (long long)(started - out->created_ms));
+        log_event(LOG_INFO, "job", fields);
+    }
 done:
     pthread_mutex_unlock(&s->db_lock);
     free(request);
@@ -1009,10 +842,10 @@ int jobs_finish_error(jobs_store *s, const char *id, int32_t code, const char *m
      * else would ever finish it. On disk it stays RUNNING and runs again after a restart. */
     jerr = jobs_journal_finish(s->journal, j->seq, &r, msg, msglen);
     pthread_mutex_lock(&s->lock);
-    apply_finish(s, j, &r, NULL, text);
+    jobs_index_apply_finish(s, j, &r, NULL, text);
     pthread_mutex_unlock(&s->lock);
-    log_at(jerr < 0 ? LOG_WARN : LOG_INFO, "job %s: %s, code %d: %s%s", id, jobs_state_name(r.state), code, text,
-           jerr < 0 ? " (not journaled; it runs again after a restart)" : "");
+    log_finish(jerr < 0 ? LOG_WARN : LOG_INFO, id, r.state, code, text,
+               jerr < 0 ? " journaled=false note=\"it runs again after a restart\"" : NULL);
     err = jerr;
 done:
     pthread_mutex_unlock(&s->db_lock);
@@ -1044,9 +877,9 @@ int jobs_requeue(jobs_store *s, const char *id, char *msg, size_t msglen)
     j->started_ms = 0;
     j->rows_done = j->rows_total = 0;
     j->samples_done = 0;
-    set_state(s, j, JOBS_QUEUED);
+    jobs_index_set_state(s, j, JOBS_QUEUED);
     pthread_mutex_unlock(&s->lock);
-    log_at(LOG_INFO, "job %s: QUEUED again (requeued by its worker)", id);
+    log_job(LOG_INFO, id, "QUEUED", "reason", "requeued by its worker");
 done:
     pthread_mutex_unlock(&s->db_lock);
     return err;
@@ -1075,7 +908,7 @@ int jobs_expire(jobs_store *s, int64_t now)
         goto done;
     pthread_mutex_lock(&s->lock);
     for (size_t i = 0; i < n; i++)
-        index_remove(s, due[i]);
+        jobs_index_remove(s, due[i]);
     pthread_mutex_unlock(&s->lock);
 done:
     if (err < 0)
@@ -1085,7 +918,7 @@ done:
     /* The rows are gone, so the jobs are unreachable; their files go after the commit (a crash
      * in between leaves files that the next open's sweep deletes). */
     for (size_t i = 0; err == 0 && i < n; i++) {
-        log_at(LOG_INFO, "job %s: deleted, expired", due[i]->id);
+        log_job(LOG_INFO, due[i]->id, "DELETED", "reason", "expired");
         if (due[i]->state == JOBS_SUCCEEDED)
             jobs_results_delete(s, due[i]->id);
         jobs_job_free(due[i]);
@@ -1108,7 +941,7 @@ int jobs_commit_success(jobs_store *s, const char *id, const struct finish_row *
         pthread_mutex_lock(&s->lock);
         /* The writer's reservation becomes the job's result bytes. */
         s->spool_bytes -= r->result_bytes;
-        apply_finish(s, j, r, stats, NULL);
+        jobs_index_apply_finish(s, j, r, stats, NULL);
         pthread_mutex_unlock(&s->lock);
     }
     pthread_mutex_unlock(&s->db_lock);
@@ -1136,11 +969,11 @@ void jobs_mark_data_loss(jobs_store *s, const char *id, const char *why)
     pthread_mutex_unlock(&s->lock);
     if (j && (err = jobs_journal_finish(s->journal, j->seq, &r, NULL, 0)) == 0) {
         pthread_mutex_lock(&s->lock);
-        apply_finish(s, j, &r, NULL, text);
+        jobs_index_apply_finish(s, j, &r, NULL, text);
         pthread_mutex_unlock(&s->lock);
         text = NULL;
         lost = true;
-        log_at(LOG_WARN, "job %s: FAILED, data loss: %s", id, why);
+        log_finish(LOG_WARN, id, r.state, r.error_code, why, NULL);
     }
     pthread_mutex_unlock(&s->db_lock);
     if (lost)

@@ -1,6 +1,6 @@
-/* jobs_internal.h: what the job store's three files share: the job record, the store itself and
- * the few helpers more than one of them calls. Only jobs.c, jobs_journal.c and jobs_results.c
- * include it; every other folder sees the store through jobs.h alone. */
+/* jobs_internal.h: what the job store's files share: the job record, the store itself and the few
+ * helpers more than one of them calls. Only jobs.c, jobs_index.c, jobs_journal.c and
+ * jobs_results.c include it; every other folder sees the store through jobs.h alone. */
 #ifndef FRACTALD_JOBS_INTERNAL_H
 #define FRACTALD_JOBS_INTERNAL_H
 
@@ -43,7 +43,7 @@ struct job {
 };
 
 /* What finishing a job changes: written to its journal row by jobs_journal_finish and applied to
- * the job in memory by jobs.c. Every pointer is borrowed for the call. */
+ * the job in memory by jobs_index_apply_finish. Every pointer is borrowed for the call. */
 struct finish_row {
     enum jobs_state state;
     int64_t finished_ms, expires_ms;
@@ -73,6 +73,7 @@ struct jobs_store {
 
     pthread_mutex_t lock;
     pthread_cond_t queued;          /* a job was queued, or jobs_stop was called */
+    /* The index, from buckets to held: jobs_index.c's (jobs_index.h). */
     struct job **buckets;           /* chained hash on id; nbuckets is a power of two */
     size_t nbuckets;
     struct job *all_head, *all_tail;
@@ -80,15 +81,15 @@ struct jobs_store {
     struct job *done_head, *done_tail;   /* finished jobs by expires_ms, oldest first */
     uint32_t counts[6];             /* by enum jobs_state */
     uint32_t held;
-    uint64_t spool_bytes;           /* published results (counted by jobs.c as jobs become and stop
-                                     * being SUCCEEDED) plus bytes reserved by open writers
+    uint64_t spool_bytes;           /* published results (counted by jobs_index.c as jobs become and
+                                     * stop being SUCCEEDED) plus bytes reserved by open writers
                                      * (counted by jobs_results.c) */
     int64_t next_seq;
     uint64_t next_tmp;              /* makes each writer's temporary file name unique */
     bool stopping;
 };
 
-/* ---- helpers of jobs.c that the other two files call ---- */
+/* ---- helpers of jobs.c that the other files call ---- */
 
 /* Formats one line into msg; does nothing when msg is NULL or msglen is 0. */
 void jobs_set_msg(char *msg, size_t msglen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -103,10 +104,12 @@ void *jobs_memdup(const void *data, size_t len);
 /* Frees a job and everything it owns. Accepts NULL. The job must not be in the index. */
 void jobs_job_free(struct job *j);
 
-/* The job with this id, or NULL (also for a string that is not a well-formed id). Caller holds
- * s->lock, or is jobs_open before the store is handed out. The job is borrowed: it stays valid
- * while the caller holds s->lock or s->db_lock, since jobs leave the index only under both. */
-struct job *jobs_find(jobs_store *s, const char *id);
+/* Starts the fields of an event=job log line, which every change of a job's state writes (one
+ * line each): sets buf (capacity cap) to " job=<id> state=<state>", state being jobs_state_name's
+ * or DELETED for a job that leaves the store. The caller appends the change's own fields with
+ * log_kv and writes the line with log_event(level, "job", buf), having checked log_min_level
+ * first. */
+void jobs_log_fields(char *buf, size_t cap, const char *id, const char *state);
 
 /* Finishes RUNNING job `id` as SUCCEEDED with row r (whose result file is already in place) and
  * commits it: the r->result_bytes an open writer had reserved in spool_bytes become the job's.

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "jobs_index.h"
 #include "jobs_internal.h"
 #include "log.h"
 
@@ -307,8 +308,14 @@ int jobs_finish_ok(jobs_result *w, const void *stats, size_t stats_len, const ch
         goto done;
     stats_copy = NULL;
     w->published = true;
-    log_at(LOG_INFO, "job %s: SUCCEEDED, %llu bytes %s %ux%u", w->id, (unsigned long long)w->bytes,
-           content_type ? content_type : "", width, height);
+    if (LOG_INFO >= log_min_level) {
+        char fields[256];
+        jobs_log_fields(fields, sizeof(fields), w->id, "SUCCEEDED");
+        log_kvf(fields, sizeof(fields), "bytes", "%llu", (unsigned long long)w->bytes);
+        log_kv(fields, sizeof(fields), "content_type", content_type ? content_type : "");
+        log_kvf(fields, sizeof(fields), "size", "%ux%u", width, height);
+        log_event(LOG_INFO, "job", fields);
+    }
 done:
     if (err < 0 && renamed)
         unlink(w->final_path);
