@@ -370,6 +370,7 @@ size_t rpc_device_ids(char **ids, size_t max, const struct devices *devs, uint64
 
 static void enqueue(struct work_queue *q, struct call *c)
 {
+    c->queued_on = q;
     c->next = NULL;
     if (q->tail)
         q->tail->next = c;
@@ -387,9 +388,56 @@ struct call *rpc_queue_take(struct work_queue *q)
     q->head = c->next;
     if (!q->head)
         q->tail = NULL;
+    c->queued_on = NULL;
     q->queued--;
     q->running++;
     return c;
+}
+
+/* Unlinks c from the queue it waits in, if it still waits; srv->lock held. Returns whether it did. */
+static bool unqueue_locked(rpc_server *srv, struct call *c)
+{
+    struct work_queue *q = c->queued_on;
+    struct call *prev = NULL;
+
+    if (!q)
+        return false;
+    for (struct call *p = q->head; p; prev = p, p = p->next) {
+        if (p != c)
+            continue;
+        if (prev)
+            prev->next = c->next;
+        else
+            q->head = c->next;
+        if (q->tail == c)
+            q->tail = prev;
+        c->next = NULL;
+        c->queued_on = NULL;
+        q->queued--;
+        if (q == &srv->renders) {
+            srv->inflight_cost -= c->cost;
+            if (q->queued == 0 && q->running == 0)
+                srv->inflight_cost = 0; /* no drift from floating-point subtraction */
+        }
+        return true;
+    }
+    return false;
+}
+
+void rpc_queue_drop_cancelled(struct call *c)
+{
+    rpc_server *srv = c->srv;
+    bool dropped;
+
+    pthread_mutex_lock(&srv->lock);
+    dropped = unqueue_locked(srv, c);
+    pthread_mutex_unlock(&srv->lock);
+    if (!dropped)
+        return;
+    /* The queue held the handler's reference: finishing the call here gives it up, as the
+     * worker would have. The client is gone, so the status is for the log and the counters. */
+    rpc_log_call(c, ERR_CANCELLED, "cancelled while queued", c->summary);
+    rpc_finish(c, ERR_CANCELLED, "cancelled while queued", NULL, 0);
 }
 
 /* The retry hint: about one average render per worker-load of backlog, 100 ms at the least and

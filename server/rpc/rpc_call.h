@@ -93,6 +93,7 @@ struct call {
     char summary[256];                  /* the request as log fields (rpc_spec_summary) */
     char job_id[48];
     struct call *next;                  /* render queue / watch list link */
+    struct work_queue *queued_on;       /* the queue it waits in; NULL once taken (srv->lock) */
 };
 
 /* Calls waiting for a worker, FIFO, under rpc_server.lock. */
@@ -224,5 +225,10 @@ void rpc_call_write_done(struct call *c, int ok);
 
 /* The next call of a non-empty queue, counted as running; srv->lock held. */
 struct call *rpc_queue_take(struct work_queue *q);
+
+/* A call that was cancelled (client cancel, deadline, peer gone) leaves its queue at once: if it
+ * still waits in one, it is unlinked, its cost leaves the in-flight budget, and it is finished as
+ * CANCELLED, so dead calls never hold queue slots. Completion-queue thread; takes srv->lock. */
+void rpc_queue_drop_cancelled(struct call *c);
 
 #endif

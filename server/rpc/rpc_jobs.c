@@ -412,13 +412,7 @@ void rpc_jobs_run(rpc_server *srv, struct jobs_work *work, unsigned slot)
     const char *outcome = "FAILED";
     (void)slot;
 
-    if (LOG_INFO >= log_min_level) {
-        char fields[160] = "";
-        log_kv(fields, sizeof(fields), "job", work->id);
-        log_kv(fields, sizeof(fields), "state", "RUNNING");
-        log_kvf(fields, sizeof(fields), "attempt", "%u", work->attempts);
-        log_event(LOG_INFO, "job_run", fields);
-    }
+    /* The store logs the transition to RUNNING (event=job); the run's outcome and time follow. */
     req = (Fractal__V1__RenderRequest *)protobuf_c_message_unpack(&fractal__v1__render_request__descriptor, NULL,
                                                                  work->request_len, work->request);
     if (!req) {

@@ -237,8 +237,10 @@ static void *cq_loop(void *arg)
         switch (tag->kind) {
         case TAG_NEW: on_new_call(tag->call, ev.success); break;
         case TAG_CLOSE:
-            if (tag->call->close_cancelled)
+            if (tag->call->close_cancelled) {
                 atomic_store(&tag->call->cancelled, 1);
+                rpc_queue_drop_cancelled(tag->call);
+            }
             if (tag->call->method == M_HEALTH_WATCH)
                 rpc_health_watch_closed(tag->call);
             rpc_call_release(tag->call);

