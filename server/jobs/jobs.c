@@ -417,10 +417,13 @@ int jobs_submit(jobs_store *s, const void *request, size_t len, char id_out[JOBS
         jobs_set_msg(msg, msglen, "jobs_submit: request is NULL with %zu bytes", len);
         return ERR_INVALID;
     }
+    /* jobs_expire returns how many jobs it deleted: a count, not a code, so it must not stay in
+     * err (it once did, and the job was journaled with an id never generated). */
     if ((err = jobs_expire(s, jobs_now_ms())) < 0) {
         jobs_set_msg(msg, msglen, "job store %s: cannot delete expired jobs", s->spool_dir);
         return err;
     }
+    err = 0;
     if (!(j = calloc(1, sizeof(*j))) || !(j->request = jobs_memdup(request, len))) {
         err = ERR_NOMEM;
         jobs_set_msg(msg, msglen, "out of memory queueing a job");

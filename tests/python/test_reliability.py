@@ -69,5 +69,44 @@ class DeadCallsLeaveTheQueueTests(unittest.TestCase):
         self.assertEqual((stats.queue_depth, stats.running), (0, 0))
 
 
+class SubmitAfterExpiryTests(unittest.TestCase):
+    """A submit that first deletes an expired job once journaled the new job with an id that was
+    never generated: the client got an id that GetJob did not know, and ListJobs returned bytes
+    that were not UTF-8."""
+
+    def setUp(self):
+        self.server = h.Server("--job-retention-ms", "300")
+        self.channel = grpc.insecure_channel(self.server.target)
+        self.stub = pb_grpc.RendererStub(self.channel)
+
+    def tearDown(self):
+        self.channel.close()
+        self.assertEqual(self.server.stop(), 0)
+
+    def wait_done(self, job_id):
+        self.assertTrue(wait_for(lambda: self.stub.GetJob(pb.JobRef(id=job_id), timeout=10).state
+                                 == pb.JOB_STATE_SUCCEEDED, timeout=60), job_id)
+
+    def test_submit_right_after_a_job_expired_gets_a_real_id(self):
+        first = self.stub.SubmitJob(TINY, timeout=TIMEOUT)
+        self.wait_done(first.id)
+        time.sleep(0.6)  # past the retention: the next submit expires the first job
+        ids = set()
+        for _ in range(3):
+            job = self.stub.SubmitJob(TINY, timeout=TIMEOUT)
+            self.assertRegex(job.id, r"^[a-z2-7]{26}$")
+            self.assertNotIn(job.id, ids)
+            ids.add(job.id)
+            self.assertEqual(self.stub.GetJob(pb.JobRef(id=job.id), timeout=10).id, job.id)
+            self.wait_done(job.id)
+            time.sleep(0.6)
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.stub.GetJob(pb.JobRef(id=first.id), timeout=10)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+        listed = self.stub.ListJobs(pb.ListJobsRequest(), timeout=10)  # parses: every id is UTF-8
+        for j in listed.jobs:
+            self.assertRegex(j.id, r"^[a-z2-7]{26}$")
+
+
 if __name__ == "__main__":
     unittest.main()
