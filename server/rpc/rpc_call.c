@@ -12,6 +12,7 @@
 
 #include "err.h"
 #include "log.h"
+#include "proto_wire.h"
 
 /* Paths and names. The Renderer paths are those protoc-c records in
  * fractal__v1__renderer__descriptor; they are spelled out because protoc-c does not record which
@@ -55,18 +56,31 @@ grpc_byte_buffer *rpc_pack(const ProtobufCMessage *m)
     return bb;
 }
 
-ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb)
+ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb, char *msg,
+                             size_t msglen)
 {
     grpc_byte_buffer_reader reader;
-    ProtobufCMessage *m;
+    ProtobufCMessage *m = NULL;
+    char path[128];
     grpc_slice s;
 
-    if (!bb || !grpc_byte_buffer_reader_init(&reader, bb))
+    if (!bb || !grpc_byte_buffer_reader_init(&reader, bb)) {
+        snprintf(msg, msglen, "missing request message");
         return NULL;
+    }
     s = grpc_byte_buffer_reader_readall(&reader);
-    m = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
-    grpc_slice_unref(s);
     grpc_byte_buffer_reader_destroy(&reader);
+    m = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    if (!m) {
+        snprintf(msg, msglen, "request is not a valid %s", desc->name);
+    } else if (pwire_find_nul_string(desc, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), path, sizeof(path)) != 0) {
+        /* protobuf-c would hand the string over cut at the NUL ("cpu\0evil" as "cpu"): such a
+         * value names no device, palette or job, and is refused whole. */
+        snprintf(msg, msglen, "%s must not contain a NUL byte", path);
+        protobuf_c_message_free_unpacked(m, NULL);
+        m = NULL;
+    }
+    grpc_slice_unref(s);
     return m;
 }
 

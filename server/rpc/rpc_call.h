@@ -156,9 +156,11 @@ grpc_status_code rpc_status_of(int err);
  * the batch completes, so one buffer is never sent twice. */
 grpc_byte_buffer *rpc_pack(const ProtobufCMessage *m);
 
-/* The decoded message (free with protobuf_c_message_free_unpacked), or NULL if the bytes are not
- * a valid message of that type. */
-ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb);
+/* The decoded message (free with protobuf_c_message_free_unpacked), or NULL with the one-line
+ * reason in msg: no message, bytes that are not a valid message of that type, or a string field
+ * holding a NUL byte ("device must not contain a NUL byte"), which protobuf-c would cut. */
+ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb, char *msg,
+                             size_t msglen);
 
 /* Sends the reply (may be NULL; ownership passes) and the final status, after any write still in
  * flight, then drops the handler's reference. retry_after_ms > 0 adds the trailing metadata

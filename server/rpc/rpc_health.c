@@ -27,22 +27,21 @@ static serving_status current_status(rpc_server *srv)
                                             : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
 }
 
-static Grpc__Health__V1__HealthCheckRequest *decode(struct call *c)
+static Grpc__Health__V1__HealthCheckRequest *decode(struct call *c, char *msg, size_t msglen)
 {
     return (Grpc__Health__V1__HealthCheckRequest *)rpc_unpack(&grpc__health__v1__health_check_request__descriptor,
-                                                             c->payload);
+                                                             c->payload, msg, msglen);
 }
 
 void rpc_health_check(struct call *c)
 {
-    Grpc__Health__V1__HealthCheckRequest *req = decode(c);
-    Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
     char msg[256] = "";
+    Grpc__Health__V1__HealthCheckRequest *req = decode(c, msg, sizeof(msg));
+    Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
     int err = 0;
 
     if (!req) {
         err = ERR_INVALID;
-        snprintf(msg, sizeof(msg), "request is not a valid grpc.health.v1.HealthCheckRequest");
     } else if (!is_served(req->service)) {
         err = ERR_NOT_FOUND;
         snprintf(msg, sizeof(msg), "unknown service \"%.100s\"", req->service);
@@ -60,12 +59,14 @@ void rpc_health_check(struct call *c)
 void rpc_health_watch(struct call *c)
 {
     rpc_server *srv = c->srv;
-    Grpc__Health__V1__HealthCheckRequest *req = decode(c);
+    char why[160];
+    Grpc__Health__V1__HealthCheckRequest *req = decode(c, why, sizeof(why));
     Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
 
     if (!req) {
-        rpc_log_call(c, ERR_INVALID, "request is not a valid grpc.health.v1.HealthCheckRequest", NULL);
-        rpc_finish(c, ERR_INVALID, "request is not a valid grpc.health.v1.HealthCheckRequest", NULL, 0);
+        /* rpc_finish keeps no pointer to the message: it copies it before returning. */
+        rpc_log_call(c, ERR_INVALID, why, NULL);
+        rpc_finish(c, ERR_INVALID, why, NULL, 0);
         return;
     }
     resp.status = is_served(req->service) ? current_status(srv)

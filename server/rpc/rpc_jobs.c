@@ -106,12 +106,13 @@ static bool refuse_without_jobs(struct call *c)
 /* Decodes a JobRef into c->job_id; answers INVALID_ARGUMENT and returns false if it cannot. */
 static bool read_job_ref(struct call *c)
 {
+    char why[160];
     Fractal__V1__JobRef *ref =
-        (Fractal__V1__JobRef *)rpc_unpack(&fractal__v1__job_ref__descriptor, c->payload);
+        (Fractal__V1__JobRef *)rpc_unpack(&fractal__v1__job_ref__descriptor, c->payload, why, sizeof(why));
     const char *msg = NULL;
 
     if (!ref)
-        msg = "request is not a valid fractal.v1.JobRef";
+        msg = why;
     else if (ref->id[0] == '\0' || strlen(ref->id) >= sizeof(c->job_id))
         msg = "id must be a job id from SubmitJob";
     else
@@ -179,11 +180,10 @@ void rpc_jobs_submit(struct call *c)
     if (refuse_without_jobs(c))
         return;
     /* Validated now, so a bad request is refused at once rather than failing later as a job. */
-    req = (Fractal__V1__RenderRequest *)rpc_unpack(&fractal__v1__render_request__descriptor, c->payload);
+    req = (Fractal__V1__RenderRequest *)rpc_unpack(&fractal__v1__render_request__descriptor, c->payload, msg,
+                                                   sizeof(msg));
     if (!req) {
         err = ERR_INVALID;
-        snprintf(msg, sizeof(msg), c->payload ? "request is not a valid fractal.v1.RenderRequest"
-                                              : "missing request message");
     } else {
         err = request_to_spec(&c->spec, &c->device_index, req, &c->srv->cfg->limits, c->srv->devs, true, msg,
                               sizeof(msg));
@@ -239,12 +239,14 @@ static void do_list(struct call *c)
     Fractal__V1__Job **ptrs = NULL;
     size_t count = 0, limit;
     unsigned state;
+    char why[160];
     int err;
 
-    req = (Fractal__V1__ListJobsRequest *)rpc_unpack(&fractal__v1__list_jobs_request__descriptor, c->payload);
+    req = (Fractal__V1__ListJobsRequest *)rpc_unpack(&fractal__v1__list_jobs_request__descriptor, c->payload,
+                                                     why, sizeof(why));
     if (!req) {
-        rpc_log_call(c, ERR_INVALID, "request is not a valid fractal.v1.ListJobsRequest", NULL);
-        rpc_finish(c, ERR_INVALID, "request is not a valid fractal.v1.ListJobsRequest", NULL, 0);
+        rpc_log_call(c, ERR_INVALID, why, NULL);
+        rpc_finish(c, ERR_INVALID, why, NULL, 0);
         return;
     }
     limit = req->limit == 0 ? LIST_DEFAULT : req->limit > LIST_MAX ? LIST_MAX : req->limit;

@@ -31,11 +31,10 @@ void rpc_render_accept(struct call *c)
     unsigned retry_after = 0;
     int err;
 
-    req = (Fractal__V1__RenderRequest *)rpc_unpack(&fractal__v1__render_request__descriptor, c->payload);
+    req = (Fractal__V1__RenderRequest *)rpc_unpack(&fractal__v1__render_request__descriptor, c->payload, msg,
+                                                   sizeof(msg));
     if (!req) {
         err = ERR_INVALID;
-        snprintf(msg, sizeof(msg), c->payload ? "request is not a valid fractal.v1.RenderRequest"
-                                              : "missing request message");
         goto fail;
     }
     err = request_to_spec(&c->spec, &c->device_index, req, &srv->cfg->limits, srv->devs,

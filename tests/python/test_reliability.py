@@ -6,6 +6,7 @@ import time
 import unittest
 
 import fractald_harness as h  # noqa: E402  (sets sys.path for the generated stubs)
+from fractal_health import health_pb2, health_pb2_grpc  # noqa: E402
 
 import grpc  # noqa: E402
 from fractal.v1 import fractal_pb2 as pb  # noqa: E402
@@ -106,6 +107,64 @@ class SubmitAfterExpiryTests(unittest.TestCase):
         listed = self.stub.ListJobs(pb.ListJobsRequest(), timeout=10)  # parses: every id is UTF-8
         for j in listed.jobs:
             self.assertRegex(j.id, r"^[a-z2-7]{26}$")
+
+
+class EmbeddedNulTests(unittest.TestCase):
+    """protobuf-c hands strings over NUL-terminated: "cpu\0evil" used to render on the CPU engine
+    and "viridis\0evil" as viridis. A proto3 string may hold NUL bytes; such a value names nothing."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = h.Server()
+        cls.channel = grpc.insecure_channel(cls.server.target)
+        cls.stub = pb_grpc.RendererStub(cls.channel)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.channel.close()
+        assert cls.server.stop() == 0
+
+    def assert_invalid(self, call, message):
+        with self.assertRaises(grpc.RpcError) as cm:
+            call()
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT, cm.exception.details())
+        self.assertEqual(cm.exception.details(), message)
+        reply = self.stub.Render(TINY, timeout=TIMEOUT)
+        self.assertEqual((reply.width, reply.height), (16, 16))
+
+    def test_every_string_field_refuses_a_nul(self):
+        cases = [
+            (lambda: self.stub.Render(pb.RenderRequest(width=8, height=8, device="cpu\0evil"), timeout=TIMEOUT),
+             "device must not contain a NUL byte"),
+            (lambda: self.stub.Render(pb.RenderRequest(width=8, height=8, device="\0"), timeout=TIMEOUT),
+             "device must not contain a NUL byte"),
+            (lambda: self.stub.Render(pb.RenderRequest(width=8, height=8,
+                                                       coloring=pb.Coloring(palette="viridis\0evil")),
+                                      timeout=TIMEOUT),
+             "coloring.palette must not contain a NUL byte"),
+            (lambda: list(self.stub.RenderStream(pb.RenderRequest(width=8, height=8, device="gpu\0"),
+                                                 timeout=TIMEOUT)),
+             "device must not contain a NUL byte"),
+            (lambda: self.stub.SubmitJob(pb.RenderRequest(width=8, height=8,
+                                                          coloring=pb.Coloring(palette="magma\0")),
+                                         timeout=TIMEOUT),
+             "coloring.palette must not contain a NUL byte"),
+            (lambda: self.stub.GetJob(pb.JobRef(id="abc\0def"), timeout=TIMEOUT), "id must not contain a NUL byte"),
+            (lambda: self.stub.CancelJob(pb.JobRef(id="\0"), timeout=TIMEOUT), "id must not contain a NUL byte"),
+            (lambda: list(self.stub.FetchJobResult(pb.JobRef(id="x\0"), timeout=TIMEOUT)),
+             "id must not contain a NUL byte"),
+            (lambda: health_pb2_grpc.HealthStub(self.channel).Check(
+                health_pb2.HealthCheckRequest(service="fractal.v1.Renderer\0"), timeout=TIMEOUT),
+             "service must not contain a NUL byte"),
+        ]
+        for call, message in cases:
+            with self.subTest(message=message):
+                self.assert_invalid(call, message)
+
+    def test_a_string_without_nul_still_works(self):
+        reply = self.stub.Render(pb.RenderRequest(width=8, height=8, device="cpu",
+                                                  coloring=pb.Coloring(palette="viridis")), timeout=TIMEOUT)
+        self.assertEqual(reply.width, 8)
 
 
 if __name__ == "__main__":

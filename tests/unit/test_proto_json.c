@@ -10,6 +10,7 @@
 
 #include "fractal/v1/fractal.pb-c.h"
 #include "proto_json.h"
+#include "proto_wire.h"
 
 static char *encode_ok(const ProtobufCMessage *msg)
 {
@@ -487,6 +488,34 @@ static void test_encode_rejects(void **state)
     assert_null(json);
 }
 
+/* proto_wire: a NUL inside any string field is found on the wire, with the field's path; bytes
+ * that are not a message are told apart. */
+static void test_wire_nul_strings(void **state)
+{
+    /* coloring (10) { palette (1) = "vir\0dis" }, then device (13) = "cpu" */
+    static const uint8_t nested[] = {0x52, 0x09, 0x0a, 0x07, 'v', 'i', 'r', 0, 'd', 'i', 's',
+                                     0x6a, 0x03, 'c', 'p', 'u'};
+    /* device = "cpu", then an unknown length-delimited field 99 holding a NUL */
+    static const uint8_t unknown[] = {0x6a, 0x03, 'c', 'p', 'u', 0x9a, 0x06, 0x02, 'a', 0};
+    static const uint8_t cut[] = {0x6a, 0x05, 'c', 'p'};
+    static const uint8_t group[] = {0x0b};
+    char path[64];
+
+    (void)state;
+    assert_int_equal(pwire_find_nul_string(&fractal__v1__render_request__descriptor, nested, sizeof(nested), path,
+                                           sizeof(path)), 1);
+    assert_string_equal(path, "coloring.palette");
+    assert_int_equal(pwire_find_nul_string(&fractal__v1__render_request__descriptor, unknown, sizeof(unknown), path,
+                                           sizeof(path)), 0);
+    assert_string_equal(path, "");
+    assert_int_equal(pwire_find_nul_string(&fractal__v1__render_request__descriptor, cut, sizeof(cut), path,
+                                           sizeof(path)), -1);
+    assert_int_equal(pwire_find_nul_string(&fractal__v1__render_request__descriptor, group, sizeof(group), path,
+                                           sizeof(path)), -1);
+    assert_int_equal(pwire_find_nul_string(&fractal__v1__render_request__descriptor, nested, 0, path,
+                                           sizeof(path)), 0);
+}
+
 int test_proto_json_run(void)
 {
     const struct CMUnitTest tests[] = {
@@ -498,6 +527,7 @@ int test_proto_json_run(void)
         cmocka_unit_test(test_decode_accepts),
         cmocka_unit_test(test_decode_errors),
         cmocka_unit_test(test_encode_rejects),
+        cmocka_unit_test(test_wire_nul_strings),
     };
 
     return cmocka_run_group_tests_name("proto_json", tests, NULL, NULL);
