@@ -76,6 +76,8 @@ static void print_usage(const struct config *d)
            "  --max-request-bytes N    largest request message accepted (default %u)\n"
            "  --max-inflight-cost N    most iterations queued and running at once (default %.3g)\n"
            "  --grace-ms N             time in-flight calls get after SIGTERM (default %u)\n"
+           "  --drain-notice-ms N      after SIGTERM, answer health NOT_SERVING this long at least\n"
+           "                           before closing the listener, for load balancers (default 0)\n"
            "  --spool-dir DIR          job journal and results (default %s; \"\" disables jobs)\n"
            "  --job-retention-ms N     how long finished jobs and results are kept (default %llu)\n"
            "  --job-disk-budget N      bytes of job results kept at most (default %llu)\n"
@@ -137,6 +139,7 @@ static const struct setting settings[] = {
     {"max-message-bytes", SET_SIZE, FIELD(limits.max_message_bytes), 1024, INT32_MAX},
     {"max-request-bytes", SET_SIZE, FIELD(limits.max_request_bytes), 1024, INT32_MAX},
     {"grace-ms", SET_UINT, FIELD(grace_ms), 0, 3600000},
+    {"drain-notice-ms", SET_UINT, FIELD(drain_notice_ms), 0, 3600000},
     {"log-level", SET_LEVEL, FIELD(log_level), 0, 0},
     {"spool-dir", SET_PATH, FIELD(spool_dir), 0, 0},
     {"job-retention-ms", SET_UINT, FIELD(job_retention_ms), 0, (uint64_t)365 * 24 * 3600 * 1000},

@@ -23,6 +23,8 @@ struct config {
     unsigned render_workers;    /* renders in progress at once */
     unsigned queue_length;      /* renders waiting for a worker before RESOURCE_EXHAUSTED */
     unsigned grace_ms;          /* how long in-flight calls may finish after SIGTERM */
+    unsigned drain_notice_ms;   /* after SIGTERM, answer health NOT_SERVING at least this long
+                                 * before the listener closes (within grace_ms) */
     double max_inflight_cost;   /* iterations of all queued and running renders together */
     /* Jobs (SubmitJob and friends): journal and results in spool_dir; "" disables jobs. */
     char spool_dir[512];

@@ -32,10 +32,12 @@ int rpc_server_start(rpc_server **out, int *port, const struct rpc_deps *deps, c
 /* Periodic upkeep (expired job results); call about once a second from any thread. */
 void rpc_server_tick(rpc_server *srv);
 
-/* Graceful stop: health turns NOT_SERVING, the listener closes, new work is refused, in-flight
- * calls and running jobs get grace_ms to finish and are then cancelled (cancelled jobs go back to
- * the queue, journaled for the next start); returns when every call is released and every thread
- * joined, and frees the server (not the deps). Accepts NULL. */
+/* Graceful stop: health turns NOT_SERVING and new work is refused with UNAVAILABLE while the
+ * listener stays open until the calls and jobs in flight have finished (and at least
+ * cfg->drain_notice_ms have passed); then the listener closes. What is still running when grace_ms
+ * is over is cancelled (cancelled jobs go back to the queue, journaled for the next start);
+ * returns when every call is released and every thread joined, and frees the server (not the
+ * deps). Accepts NULL. */
 void rpc_server_stop(rpc_server *srv, unsigned grace_ms);
 
 #endif

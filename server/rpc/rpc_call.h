@@ -115,7 +115,8 @@ struct rpc_server {
     void *handles[M_COUNT];
     pthread_t cq_thread;
     int cq_thread_started;
-    atomic_int shutting_down;
+    atomic_int shutting_down;           /* SIGTERM: health NOT_SERVING, new work UNAVAILABLE */
+    atomic_int listener_closed;         /* the drain is over: no more requests are posted */
     atomic_int live_calls;
     double t_start;
 

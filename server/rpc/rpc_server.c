@@ -183,7 +183,7 @@ void rpc_server_tick(rpc_server *srv)
     if (!srv)
         return;
     for (int m = 0; m <= M_UNKNOWN; m++)
-        while (!atomic_load(&srv->shutting_down) && atomic_load(&srv->repost[m]) > 0) {
+        while (!atomic_load(&srv->listener_closed) && atomic_load(&srv->repost[m]) > 0) {
             atomic_fetch_sub(&srv->repost[m], 1);
             if (post_request(srv, (enum method_id)m) < 0)
                 break;
@@ -206,7 +206,9 @@ static void on_new_call(struct call *c, int ok)
         rpc_call_release(c);
         return;
     }
-    if (!atomic_load(&srv->shutting_down))
+    /* Requests stay posted through the drain, so health and the UNAVAILABLE answers go on until
+     * the listener closes. */
+    if (!atomic_load(&srv->listener_closed))
         post_request(srv, c->method);
     c->t_accept = render_now_ms();
     rpc_call_arm_close(c);
@@ -422,6 +424,19 @@ static void cancel_running_jobs(rpc_server *srv)
     pthread_mutex_unlock(&srv->lock);
 }
 
+/* Whether no render, stream, I/O call or job is queued or running: what the drain waits for with
+ * the listener still open. */
+static bool work_drained(rpc_server *srv)
+{
+    bool done;
+
+    pthread_mutex_lock(&srv->lock);
+    done = srv->renders.queued == 0 && srv->renders.running == 0 && srv->io.queued == 0 && srv->io.running == 0 &&
+           srv->job_runners == 0;
+    pthread_mutex_unlock(&srv->lock);
+    return done;
+}
+
 static bool drained(rpc_server *srv)
 {
     bool done;
@@ -434,7 +449,7 @@ static bool drained(rpc_server *srv)
 
 void rpc_server_stop(rpc_server *srv, unsigned grace_ms)
 {
-    double deadline;
+    double deadline, notice_until;
 
     if (!srv)
         return;
@@ -448,8 +463,15 @@ void rpc_server_stop(rpc_server *srv, unsigned grace_ms)
         jobs_stop(srv->jobs);
     /* Watchers first: they would otherwise hold the shutdown for the whole grace period. */
     rpc_health_shutdown(srv);
-    grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->tag_shutdown);
     deadline = render_now_ms() + grace_ms;
+    notice_until = render_now_ms() + (srv->cfg->drain_notice_ms < grace_ms ? srv->cfg->drain_notice_ms : grace_ms);
+    /* The listener stays open while the work in flight drains (and for at least
+     * --drain-notice-ms): health answers NOT_SERVING and new work UNAVAILABLE, so a load balancer
+     * sees the drain and moves traffic, instead of refused connections. */
+    while ((!work_drained(srv) || render_now_ms() < notice_until) && render_now_ms() < deadline)
+        wait_changed(srv, 20);
+    atomic_store(&srv->listener_closed, 1);
+    grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->tag_shutdown);
     while (!drained(srv) && render_now_ms() < deadline)
         wait_changed(srv, 20);
     if (!drained(srv)) {

@@ -1,6 +1,7 @@
 """Regression tests for defects found under test: dead calls holding queue slots, strings cut at
 an embedded NUL, a job submitted right after another expired. Each asserts the exact status and
 that the server still serves the next request."""
+import signal
 import threading
 import time
 import unittest
@@ -165,6 +166,55 @@ class EmbeddedNulTests(unittest.TestCase):
         reply = self.stub.Render(pb.RenderRequest(width=8, height=8, device="cpu",
                                                   coloring=pb.Coloring(palette="viridis")), timeout=TIMEOUT)
         self.assertEqual(reply.width, 8)
+
+
+class DrainTests(unittest.TestCase):
+    """After SIGTERM the listener stays open while work drains: health answers NOT_SERVING (a load
+    balancer sees the drain instead of refused connections), new work gets UNAVAILABLE."""
+
+    def health(self, channel):
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+
+    def test_health_says_not_serving_while_work_drains(self):
+        server = h.Server("--grace-ms", "20000", "--spool-dir", "")
+        try:
+            with grpc.insecure_channel(server.target) as ch:
+                stub = pb_grpc.RendererStub(ch)
+                self.assertEqual(self.health(ch), health_pb2.HealthCheckResponse.SERVING)
+                stream = stub.RenderStream(LONG, timeout=TIMEOUT)
+                chunks = []
+                reader = threading.Thread(target=lambda: chunks.extend(1 for _ in stream), daemon=True)
+                reader.start()
+                self.assertTrue(wait_for(lambda: len(chunks) > 0), "the long stream sent nothing")
+                server.proc.send_signal(signal.SIGTERM)
+                time.sleep(0.3)
+                for _ in range(3):
+                    self.assertEqual(self.health(ch), health_pb2.HealthCheckResponse.NOT_SERVING)
+                    with self.assertRaises(grpc.RpcError) as cm:
+                        stub.Render(TINY, timeout=5)
+                    self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+                    self.assertEqual(cm.exception.details(), "server is shutting down")
+                    time.sleep(0.2)
+                self.assertIsNone(server.proc.poll(), "fractald closed while a stream was in flight")
+                stream.cancel()
+                reader.join(10)
+            server.proc.wait(15)
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+    def test_drain_notice_keeps_health_answering_when_idle(self):
+        server = h.Server("--drain-notice-ms", "1500", "--spool-dir", "")
+        try:
+            with grpc.insecure_channel(server.target) as ch:
+                self.assertEqual(self.health(ch), health_pb2.HealthCheckResponse.SERVING)
+                start = time.monotonic()
+                server.proc.send_signal(signal.SIGTERM)
+                time.sleep(0.5)
+                self.assertEqual(self.health(ch), health_pb2.HealthCheckResponse.NOT_SERVING)
+                server.proc.wait(15)
+                self.assertGreaterEqual(time.monotonic() - start, 1.4)
+        finally:
+            self.assertEqual(server.stop(), 0)
 
 
 if __name__ == "__main__":

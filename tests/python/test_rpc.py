@@ -23,6 +23,10 @@ OPTIONS = [("grpc.max_receive_message_length", 256 << 20)]
 TIMEOUT = 60
 
 
+SLOW_B = pb.RenderRequest(julia=pb.Julia(c=pb.Complex(re=-0.8, im=0.156)), width=8192, height=8192,
+                          max_iter=3000, view=pb.View(center=pb.Complex(re=0.17304, im=0.23854), width=0.0005))
+
+
 def julia(**kw):
     return pb.RenderRequest(**kw)
 
@@ -304,10 +308,9 @@ class CancelTests(RenderTestCase):
     server_args = ("--workers", "1", "--spool-dir", "")
 
     def test_deadline_stops_a_long_render(self):
-        # c = -0.12+0.75i is inside the Mandelbrot set, so nearly every pixel of this view is interior
-        # and costs the full 3000 iterations: 2e11 iterations, tens of seconds on two cores.
-        big = pb.RenderRequest(julia=pb.Julia(c=pb.Complex(re=-0.12, im=0.75)), width=8192, height=8192,
-                               max_iter=3000, view=pb.View(width=0.5))
+        # Workload B's deep view at 8192x8192: every pixel escapes after ~1100 iterations (no interior
+        # shortcut helps), 7e10 iterations in fp64, many seconds on two cores.
+        big = SLOW_B
         start = time.monotonic()
         with self.assertRaises(grpc.RpcError) as cm:
             self.render(big, timeout=0.3)
@@ -316,8 +319,7 @@ class CancelTests(RenderTestCase):
         self.assertLess(time.monotonic() - start, 3.0)
 
     def test_client_cancel_stops_a_long_render(self):
-        big = pb.RenderRequest(julia=pb.Julia(c=pb.Complex(re=-0.12, im=0.75)), width=8192, height=8192,
-                               max_iter=3000, view=pb.View(width=0.5))
+        big = SLOW_B
         future = self.stub.Render.future(big, timeout=TIMEOUT)
         time.sleep(0.3)
         start = time.monotonic()

@@ -15,8 +15,11 @@ from fractal.v1 import fractal_pb2_grpc as pb_grpc
 from fractal_health import health_pb2, health_pb2_grpc
 
 OPTIONS = [("grpc.max_receive_message_length", 256 << 20)]
-# c inside the Mandelbrot set: nearly every pixel is interior and costs max_iter.
-SLOW_JULIA = pb.Julia(c=pb.Complex(re=-0.12, im=0.75))
+# Workload B's deep view: every pixel escapes, after about 1100 iterations on average, so no
+# interior shortcut (cycle detection, rectangle fill) makes these renders short. fp64 (too deep
+# for fp32).
+SLOW_JULIA = pb.Julia(c=pb.Complex(re=-0.8, im=0.156))
+SLOW_VIEW = pb.View(center=pb.Complex(re=0.17304, im=0.23854), width=0.0005)
 
 
 def peak_rss_bytes(pid):
@@ -123,7 +126,7 @@ class StreamTests(ServerCase):
         self.assertIn("supersample must be 1..8, got 9", cm.exception.details())
 
     def test_cancelled_stream_frees_the_worker(self):
-        req = pb.RenderRequest(julia=SLOW_JULIA, width=8192, height=8192, max_iter=3000, view=pb.View(width=0.5))
+        req = pb.RenderRequest(julia=SLOW_JULIA, width=8192, height=8192, max_iter=3000, view=SLOW_VIEW)
         stream = self.stub.RenderStream(req, timeout=60)
         next(stream)  # the first band's events: the render is under way
         stream.cancel()
@@ -164,7 +167,7 @@ class AdmissionTests(ServerCase):
     server_args = ("--workers", "1", "--queue", "1", "--spool-dir", "")
 
     def test_full_queue_is_refused_with_a_retry_hint(self):
-        slow = pb.RenderRequest(julia=SLOW_JULIA, width=4096, height=4096, max_iter=2000, view=pb.View(width=0.5))
+        slow = pb.RenderRequest(julia=SLOW_JULIA, width=4096, height=4096, max_iter=2000, view=SLOW_VIEW)
         running = self.stub.Render.future(slow, timeout=60)
         time.sleep(0.3)
         waiting = self.stub.Render.future(slow, timeout=60)
@@ -191,7 +194,7 @@ class AdmissionTests(ServerCase):
         try:
             with grpc.insecure_channel(server.target, options=OPTIONS) as ch:
                 stub = pb_grpc.RendererStub(ch)
-                slow = pb.RenderRequest(julia=SLOW_JULIA, width=4000, height=4000, max_iter=1000, view=pb.View(width=0.5))
+                slow = pb.RenderRequest(julia=SLOW_JULIA, width=4000, height=4000, max_iter=1000, view=SLOW_VIEW)
                 running = stub.Render.future(slow, timeout=60)
                 time.sleep(0.3)
                 try:
@@ -287,7 +290,7 @@ class DrainTests(unittest.TestCase):
         try:
             with grpc.insecure_channel(server.target, options=OPTIONS) as ch:
                 stub = pb_grpc.RendererStub(ch)
-                slow = pb.RenderRequest(julia=SLOW_JULIA, width=8192, height=8192, max_iter=3000, view=pb.View(width=0.5))
+                slow = pb.RenderRequest(julia=SLOW_JULIA, width=8192, height=8192, max_iter=3000, view=SLOW_VIEW)
                 future = stub.Render.future(slow, timeout=60)
                 time.sleep(0.3)
                 start = time.monotonic()
