@@ -16,7 +16,9 @@
     X(ERR_NOT_FOUND, -9, 5, "not found")                                   \
     X(ERR_DEVICE, -10, 13, "device failure")                               \
     X(ERR_IO, -11, 13, "i/o error")                                        \
-    X(ERR_INTERNAL, -12, 13, "internal error")
+    X(ERR_INTERNAL, -12, 13, "internal error")                             \
+    X(ERR_DATA_LOSS, -13, 15, "data loss")                                 \
+    X(ERR_UNAUTHENTICATED, -14, 16, "unauthenticated")
 
 enum err_code {
     ERR_OK = 0,

@@ -250,21 +250,23 @@ int jobs_requeue(jobs_store *store, const char *id, char *msg, size_t msglen);
  * when the commit fails (nothing deleted). */
 int jobs_expire(jobs_store *store, int64_t now_ms);
 
-/* Opens the result of SUCCEEDED job `id` for reading from the start. The reader keeps the file
- * open, so it may finish even if the job expires meanwhile. Returns 0 and the reader in *out
- * (free with jobs_reader_free), ERR_NOT_FOUND, ERR_PRECONDITION (the job has no result: not
- * SUCCEEDED), ERR_IO (the file is gone or unreadable: the job becomes FAILED, DATA_LOSS) or
- * ERR_NOMEM. msg (may be NULL) gets one line on failure. */
+/* Opens the result of SUCCEEDED job `id` for reading from the start, after reading the whole
+ * file once to check its size and CRC-32, so that a damaged result is refused before a byte of it
+ * is sent. The reader keeps the file open, so it may finish even if the job expires meanwhile.
+ * Returns 0 and the reader in *out (free with jobs_reader_free), ERR_NOT_FOUND, ERR_PRECONDITION
+ * (the job has no result: not SUCCEEDED), ERR_DATA_LOSS (the file is gone, unreadable, of the
+ * wrong size or damaged: the job becomes FAILED, DATA_LOSS) or ERR_NOMEM. msg (may be NULL) gets
+ * one line on failure. */
 int jobs_reader_open(jobs_reader **out, jobs_store *store, const char *id, char *msg, size_t msglen);
 
 /* Size of the result in bytes. */
 uint64_t jobs_reader_size(const jobs_reader *r);
 
 /* Reads up to len bytes of the result, in order, into buf; *nread gets the count (0 at the end).
- * The bytes are checked against the CRC-32 recorded at finish: on the read that reaches the end
- * a mismatch returns ERR_IO instead of the last bytes and the job becomes FAILED (DATA_LOSS), so
- * a stream of a corrupted result ends in an error, never in a wrong image that looks complete.
- * Returns 0, ERR_IO, or ERR_NOMEM. Reads the disk: the page cache usually has it, but a cold
+ * The bytes are checked against the CRC-32 recorded at finish again (the file could change after
+ * the open's check): on the read that reaches the end a mismatch returns ERR_DATA_LOSS instead
+ * of the last bytes and the job becomes FAILED (DATA_LOSS), so a stream never ends in a wrong
+ * image that looks complete. Returns 0, ERR_DATA_LOSS, or ERR_NOMEM. Reads the disk: the page cache usually has it, but a cold
  * read may wait for the device. msg (may be NULL) gets one line on failure. */
 int jobs_reader_read(jobs_reader *r, void *buf, size_t len, size_t *nread, char *msg, size_t msglen);
 

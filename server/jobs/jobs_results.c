@@ -343,6 +343,50 @@ void jobs_result_free(jobs_result *w)
 
 /* ---- the reader ---- */
 
+/* Reads r's whole file and checks its length and CRC-32 against those recorded at finish.
+ * Returns 0, ERR_DATA_LOSS with the reason in why, or ERR_NOMEM. */
+static int verify_whole(const jobs_reader *r, char *why, size_t whylen)
+{
+    enum { CHUNK = 1 << 20 };
+    uint8_t *buf = malloc(CHUNK);
+    uint64_t off = 0;
+    uint32_t crc = 0;
+    struct stat st;
+
+    if (!buf) {
+        snprintf(why, whylen, "out of memory checking the result of job %s", r->id);
+        return ERR_NOMEM;
+    }
+    if (fstat(r->fd, &st) == 0 && (uint64_t)st.st_size != r->size) {
+        snprintf(why, whylen, "result of job %s has %llu bytes on disk, %llu recorded", r->id,
+                 (unsigned long long)st.st_size, (unsigned long long)r->size);
+        free(buf);
+        return ERR_DATA_LOSS;
+    }
+    while (off < r->size) {
+        size_t want = r->size - off < CHUNK ? (size_t)(r->size - off) : CHUNK;
+        ssize_t n = pread(r->fd, buf, want, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            snprintf(why, whylen, "result of job %s: %s at byte %llu of %llu", r->id,
+                     n < 0 ? strerror(errno) : "file ends early", (unsigned long long)off,
+                     (unsigned long long)r->size);
+            free(buf);
+            return ERR_DATA_LOSS;
+        }
+        crc = crc_update(crc, buf, (size_t)n);
+        off += (uint64_t)n;
+    }
+    free(buf);
+    if (crc != r->crc_expected) {
+        snprintf(why, whylen, "result of job %s is damaged on disk (CRC-32 %08x, recorded %08x)", r->id,
+                 (unsigned)crc, (unsigned)r->crc_expected);
+        return ERR_DATA_LOSS;
+    }
+    return 0;
+}
+
 int jobs_reader_open(jobs_reader **out, jobs_store *s, const char *id, char *msg, size_t msglen)
 {
     jobs_reader *r = NULL;
@@ -391,6 +435,15 @@ int jobs_reader_open(jobs_reader **out, jobs_store *s, const char *id, char *msg
             jobs_set_msg(msg, msglen, "no job with id '%.64s'", id);
             goto done;
         }
+        jobs_mark_data_loss(s, id, why);
+        jobs_set_msg(msg, msglen, "%s", why);
+        err = ERR_DATA_LOSS;
+        goto done;
+    }
+    /* The whole file is checked against its size and CRC before the first byte goes to a
+     * client: a damaged result is DATA_LOSS up front, never a stream of wrong bytes that ends in
+     * an error. Reading it twice costs a pass over the page cache, small beside sending it. */
+    if ((err = verify_whole(r, why, sizeof(why))) < 0) {
         jobs_mark_data_loss(s, id, why);
         jobs_set_msg(msg, msglen, "%s", why);
         goto done;
@@ -444,7 +497,7 @@ int jobs_reader_read(jobs_reader *r, void *buf, size_t len, size_t *nread, char 
 fail:
     jobs_mark_data_loss(r->store, r->id, why);
     jobs_set_msg(msg, msglen, "%s", why);
-    return ERR_IO;
+    return ERR_DATA_LOSS;
 }
 
 void jobs_reader_free(jobs_reader *r)

@@ -1,6 +1,7 @@
 """Regression tests for defects found under test: dead calls holding queue slots, strings cut at
 an embedded NUL, a job submitted right after another expired. Each asserts the exact status and
 that the server still serves the next request."""
+import os
 import signal
 import threading
 import time
@@ -213,6 +214,84 @@ class DrainTests(unittest.TestCase):
                 self.assertEqual(self.health(ch), health_pb2.HealthCheckResponse.NOT_SERVING)
                 server.proc.wait(15)
                 self.assertGreaterEqual(time.monotonic() - start, 1.4)
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+
+class JobResultIntegrityTests(unittest.TestCase):
+    def setUp(self):
+        self.server = h.Server()
+        self.channel = grpc.insecure_channel(self.server.target)
+        self.stub = pb_grpc.RendererStub(self.channel)
+
+    def tearDown(self):
+        self.channel.close()
+        self.assertEqual(self.server.stop(), 0)
+
+    def finished_job(self, req):
+        job = self.stub.SubmitJob(req, timeout=TIMEOUT)
+        self.assertTrue(wait_for(lambda: self.stub.GetJob(pb.JobRef(id=job.id), timeout=10).state
+                                 == pb.JOB_STATE_SUCCEEDED, timeout=60))
+        return job.id
+
+    def test_a_damaged_result_is_data_loss_before_any_byte(self):
+        # Big enough for several 1 MiB chunks: the damage sits in the last one.
+        job_id = self.finished_job(pb.RenderRequest(width=1024, height=1024, max_iter=64,
+                                                    format=pb.FORMAT_RAW_U32))
+        path = os.path.join(self.server.spool, "results", job_id)
+        size = os.path.getsize(path)
+        self.assertEqual(size, 1024 * 1024 * 4)
+        with open(path, "r+b") as f:
+            f.seek(size - 1)
+            last = f.read(1)
+            f.seek(size - 1)
+            f.write(bytes([last[0] ^ 0xff]))
+        events = []
+        with self.assertRaises(grpc.RpcError) as cm:
+            for ev in self.stub.FetchJobResult(pb.JobRef(id=job_id), timeout=TIMEOUT):
+                events.append(ev)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.DATA_LOSS)
+        self.assertIn("damaged on disk", cm.exception.details())
+        self.assertEqual(events, [], "damaged bytes were streamed")
+        job = self.stub.GetJob(pb.JobRef(id=job_id), timeout=10)
+        self.assertEqual(job.state, pb.JOB_STATE_FAILED)
+        self.assertEqual(job.error_code, grpc.StatusCode.DATA_LOSS.value[0])
+        reply = self.stub.Render(TINY, timeout=TIMEOUT)
+        self.assertEqual(reply.width, 16)
+
+    def test_a_missing_result_is_data_loss(self):
+        job_id = self.finished_job(TINY)
+        os.unlink(os.path.join(self.server.spool, "results", job_id))
+        with self.assertRaises(grpc.RpcError) as cm:
+            list(self.stub.FetchJobResult(pb.JobRef(id=job_id), timeout=TIMEOUT))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.DATA_LOSS)
+
+
+class DiskBudgetTests(unittest.TestCase):
+    """When results fill --job-disk-budget, new jobs are refused (RESOURCE_EXHAUSTED) and results
+    already made stay fetchable: accepted work is never evicted to make room."""
+
+    def test_full_budget_refuses_new_jobs_and_keeps_results(self):
+        server = h.Server("--job-disk-budget", "2M")
+        try:
+            with grpc.insecure_channel(server.target) as ch:
+                stub = pb_grpc.RendererStub(ch)
+                raw = pb.RenderRequest(width=512, height=512, max_iter=32, format=pb.FORMAT_RAW_U32)  # 1 MiB
+                ids = []
+                for _ in range(2):
+                    ids.append(stub.SubmitJob(raw, timeout=TIMEOUT).id)
+                    self.assertTrue(wait_for(lambda: stub.GetJob(pb.JobRef(id=ids[-1]), timeout=10).state
+                                             == pb.JOB_STATE_SUCCEEDED, timeout=60))
+                with self.assertRaises(grpc.RpcError) as cm:
+                    stub.SubmitJob(TINY, timeout=TIMEOUT)
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+                self.assertIn("job results fill the spool's disk budget (2097152 of 2097152 bytes)",
+                              cm.exception.details())
+                for job_id in ids:
+                    data = b"".join(ev.chunk.data for ev in stub.FetchJobResult(pb.JobRef(id=job_id), timeout=TIMEOUT)
+                                    if ev.WhichOneof("event") == "chunk")
+                    self.assertEqual(len(data), 512 * 512 * 4)
+                self.assertEqual(stub.Render(TINY, timeout=TIMEOUT).width, 16)
         finally:
             self.assertEqual(server.stop(), 0)
 

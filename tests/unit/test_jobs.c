@@ -745,9 +745,12 @@ static void test_damaged_results(void **state)
         assert_non_null(strstr(info.error_message, i == 0 ? "missing" : "has 10 bytes"));
         jobs_info_dispose(&info);
     }
-    /* Same size passes the open; the reader's CRC check catches it at the last chunk. */
+    /* Same size passes the store's open; the reader's open reads it all and refuses it before a
+     * byte is handed out. */
     assert_int_equal(state_of(s, id[2]), JOBS_SUCCEEDED);
-    assert_int_equal(read_all(s, id[2], &bytes, &len), ERR_IO);
+    assert_int_equal(jobs_reader_open(&(jobs_reader *){NULL}, s, id[2], msg, sizeof(msg)), ERR_DATA_LOSS);
+    assert_non_null(strstr(msg, "damaged"));
+    assert_int_equal(read_all(s, id[2], &bytes, &len), ERR_PRECONDITION);
     assert_int_equal(jobs_get(&info, s, id[2]), 0);
     assert_int_equal(info.state, JOBS_FAILED);
     assert_int_equal(info.error_code, JOBS_CODE_DATA_LOSS);
@@ -756,11 +759,27 @@ static void test_damaged_results(void **state)
     assert_int_equal(read_all(s, id[3], &bytes, &len), 0);
     assert_string_equal(bytes, "abcdefghijklmnopqrstuvwxyz");
     free(bytes);
+    /* Damaged after the reader's open checked it: the read that reaches the end refuses it. */
+    {
+        jobs_reader *r = NULL;
+        char buf[32];
+        size_t n = 0;
+        assert_int_equal(jobs_reader_open(&r, s, id[3], msg, sizeof(msg)), 0);
+        snprintf(path, sizeof(path), "%s/%s", f->results, id[3]);
+        assert_non_null(fp = fopen(path, "r+"));
+        fputc('Z', fp);
+        fclose(fp);
+        assert_int_equal(jobs_reader_read(r, buf, 10, &n, msg, sizeof(msg)), 0);
+        assert_int_equal(n, 10);
+        assert_int_equal(jobs_reader_read(r, buf, sizeof(buf), &n, msg, sizeof(msg)), ERR_DATA_LOSS);
+        assert_non_null(strstr(msg, "damaged"));
+        jobs_reader_free(r);
+        assert_int_equal(state_of(s, id[3]), JOBS_FAILED);
+    }
     /* Deleted under a running server: the reader's open finds it out. */
     snprintf(path, sizeof(path), "%s/%s", f->results, id[3]);
     assert_int_equal(unlink(path), 0);
-    assert_int_equal(jobs_reader_open(&(jobs_reader *){NULL}, s, id[3], msg, sizeof(msg)), ERR_IO);
-    assert_int_equal(state_of(s, id[3]), JOBS_FAILED);
+    assert_int_equal(jobs_reader_open(&(jobs_reader *){NULL}, s, id[3], msg, sizeof(msg)), ERR_PRECONDITION);
     jobs_get_stats(&st, s);
     assert_int_equal(st.spool_bytes, 0);
     assert_int_equal(st.failed, 4);
