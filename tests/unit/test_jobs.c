@@ -711,7 +711,7 @@ static void test_max_jobs(void **state)
 static void test_damaged_results(void **state)
 {
     struct fixture *f = *state;
-    char id[4][JOBS_ID_SIZE], path[512], msg[256], *bytes;
+    char id[5][JOBS_ID_SIZE], path[512], msg[256], *bytes;
     struct jobs_info info;
     struct jobs_work w;
     struct jobs_stats st;
@@ -719,14 +719,14 @@ static void test_damaged_results(void **state)
     size_t len;
     FILE *fp;
 
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         submit(s, "r", id[i]);
         w = take(s, id[i]);
         finish_with(s, id[i], "abcdefghijklmnopqrstuvwxyz", 26);
         jobs_work_dispose(&w);
     }
     jobs_close(s);
-    /* 0: deleted; 1: truncated; 2: same size, one byte changed; 3: untouched. */
+    /* 0: deleted; 1: truncated; 2: same size, one byte changed; 3 and 4: untouched. */
     snprintf(path, sizeof(path), "%s/%s", f->results, id[0]);
     assert_int_equal(unlink(path), 0);
     snprintf(path, sizeof(path), "%s/%s", f->results, id[1]);
@@ -777,12 +777,13 @@ static void test_damaged_results(void **state)
         assert_int_equal(state_of(s, id[3]), JOBS_FAILED);
     }
     /* Deleted under a running server: the reader's open finds it out. */
-    snprintf(path, sizeof(path), "%s/%s", f->results, id[3]);
+    snprintf(path, sizeof(path), "%s/%s", f->results, id[4]);
     assert_int_equal(unlink(path), 0);
-    assert_int_equal(jobs_reader_open(&(jobs_reader *){NULL}, s, id[3], msg, sizeof(msg)), ERR_PRECONDITION);
+    assert_int_equal(jobs_reader_open(&(jobs_reader *){NULL}, s, id[4], msg, sizeof(msg)), ERR_DATA_LOSS);
+    assert_int_equal(state_of(s, id[4]), JOBS_FAILED);
     jobs_get_stats(&st, s);
     assert_int_equal(st.spool_bytes, 0);
-    assert_int_equal(st.failed, 4);
+    assert_int_equal(st.failed, 5);
     jobs_close(s);
 }
 
