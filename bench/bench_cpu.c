@@ -1,12 +1,17 @@
-/* bench_cpu.c: throughput of the CPU engine against a plain one-thread scalar loop, measured in
- * one run on workloads A and B of bench/README.md, fp32 and fp64, in Giter/s (sum of escape counts
- * per second). Usage: bench_cpu [REPS]   (FRACTALD_CPU_ISA=avx2|base picks narrower lanes) */
+/* bench_cpu.c: throughput of the CPU engine, measured in one run on workloads A, B and C of
+ * bench/README.md, fp32 and fp64, in Giter/s (sum of escape counts per second): with its exact
+ * interior shortcuts and without (brute force), against the hand-written peer lanes of
+ * ../shared/peers/ (built here with the C compiler, when that folder exists) and a plain
+ * one-thread scalar loop. Usage: bench_cpu [REPS]   (FRACTALD_CPU_ISA=avx2|base picks narrower
+ * lanes, for the engine and the peer alike) */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
+#include "cpu_isa.h"
 #include "engine_cpu.h"
 #include "err.h"
 #include "escape.h"
@@ -14,21 +19,35 @@
 
 #define MAX_REPS 15
 
+#ifndef BENCH_SOURCE_DIR
+#define BENCH_SOURCE_DIR "."
+#endif
+#ifndef BENCH_BINARY_DIR
+#define BENCH_BINARY_DIR "."
+#endif
+
 struct workload {
     const char *name;
     double c_re, c_im, center_re, center_im, view_width;
     uint32_t max_iter;
     uint64_t sum_fp32, sum_fp64;   /* bench/README.md checksums, no FMA */
-    uint32_t scalar_row_step;      /* the scalar loop runs every n-th row to bound the run time */
+    uint32_t scalar_row_step;      /* the scalar loop runs every n-th row (0: not at all) */
+    const char *peer_env;          /* how the peer's driver is told the view (julia.h) */
+    const char *peer_wl;
 };
 
 static const struct workload workloads[] = {
-    {"A", -0.8, 0.156, 0.0, 0.0, 3.0, 1000, 107491740ull, 107566860ull, 1},
-    {"B", -0.8, 0.156, 0.17304, 0.23854, 0.0005, 10000, 2346960036ull, 2348272443ull, 8},
+    {"A", -0.8, 0.156, 0.0, 0.0, 3.0, 1000, 107491740ull, 107566860ull, 1, "", "A"},
+    {"B", -0.8, 0.156, 0.17304, 0.23854, 0.0005, 10000, 2346960036ull, 2348272443ull, 8, "",
+     "B"},
+    {"C", -0.12, 0.75, 0.0, 0.0, 3.0, 10000, 5009662680ull, 5009643062ull, 0,
+     "JULIA_C=-0.12,0.75 JULIA_WIDTH=3.0 JULIA_MAXITER=10000 ", "A"},
 };
 
-
-
+/* The peer build: its binary and variant, or path[0] == 0 with a note saying why not. */
+struct peer {
+    char path[1024], variant[32], note[2048];
+};
 
 static void spec_fill(struct render_spec *spec, const struct workload *w, enum spec_precision p)
 {
@@ -81,35 +100,131 @@ static uint64_t scalar_run(const struct render_spec *spec, uint32_t step, double
     return sum;
 }
 
-/* Median Giter/s of `reps` engine renders after one warm-up render; *sum gets the checksum. */
-static int engine_run(engine_cpu *engine, const struct render_spec *spec, uint32_t *counts,
-                      float *smooth, int reps, double *gips, uint64_t *sum)
+/* One render; *gips gets its Giter/s and *sum its checksum. */
+static int render_once(engine_cpu *engine, const struct render_spec *spec, uint32_t *counts,
+                       float *smooth, double *gips, uint64_t *sum)
 {
-    double rate[MAX_REPS];
     struct engine_cpu_stats st;
+    double t0 = bench_now_s();
     int err;
 
     if ((err = engine_cpu_render(engine, spec, &spec->region, counts, smooth, NULL, &st)) < 0)
         return err;
-    for (int r = 0; r < reps; r++) {
-        double t0 = bench_now_s(), dt;
-        if ((err = engine_cpu_render(engine, spec, &spec->region, counts, smooth, NULL, &st)) < 0)
-            return err;
-        dt = bench_now_s() - t0;
-        rate[r] = (double)st.iterations / dt * 1e-9;
-    }
+    *gips = (double)st.iterations / (bench_now_s() - t0) * 1e-9;
     *sum = st.iterations;
-    *gips = bench_median(rate, reps);
     return 0;
+}
+
+/* Median Giter/s of `reps` renders of each of n engines after one warm-up render each; the
+ * engines take turns render by render, so that a slow spell of the host weighs on all alike.
+ * sum[i] gets engine i's checksum (0 if its renders disagree). */
+static int engines_run(engine_cpu *const *engines, int n, const struct render_spec *spec,
+                       uint32_t *counts, float *smooth, int reps, double *gips, uint64_t *sum)
+{
+    double rate[4][MAX_REPS], g;
+    uint64_t s;
+    int err;
+
+    for (int i = 0; i < n; i++)
+        if ((err = render_once(engines[i], spec, counts, smooth, &g, &sum[i])) < 0)
+            return err;
+    for (int r = 0; r < reps; r++)
+        for (int i = 0; i < n; i++) {
+            if ((err = render_once(engines[i], spec, counts, smooth, &rate[i][r], &s)) < 0)
+                return err;
+            if (s != sum[i])
+                sum[i] = 0;
+        }
+    for (int i = 0; i < n; i++)
+        gips[i] = bench_median(rate[i], (size_t)reps);
+    return 0;
+}
+
+static const char *isa_name(enum cpu_isa isa)
+{
+    return isa == CPU_ISA_AVX512 ? "avx512" : isa == CPU_ISA_AVX2 ? "avx2" : "base (sse2)";
+}
+
+/* Builds the widest peer variant the picked ISA allows (the flags of peers/README.md) into the
+ * build tree, from BENCH_SOURCE_DIR/../shared/peers. The peer is never part of fractald. */
+static void peer_build(struct peer *p, enum cpu_isa isa)
+{
+    char dir[1024], cmd[4096];
+    struct stat sb;
+    const char *flags;
+
+    p->path[0] = 0;
+    snprintf(dir, sizeof(dir), "%s/../shared/peers", BENCH_SOURCE_DIR);
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        snprintf(p->note, sizeof(p->note), "no peer: %.200s is absent", dir);
+        return;
+    }
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (isa == CPU_ISA_AVX512 && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("bmi2")) {
+        snprintf(p->variant, sizeof(p->variant), "avx512-refill");
+        flags = "-march=native -mprefer-vector-width=512";
+    } else if (isa >= CPU_ISA_AVX2 && __builtin_cpu_supports("fma")) {
+        snprintf(p->variant, sizeof(p->variant), "avx2-refill");
+        flags = "-mavx2 -mfma";
+    } else
+#endif
+    {
+        (void)isa;
+        snprintf(p->note, sizeof(p->note), "no peer: it needs AVX2 + FMA or AVX-512 lanes");
+        return;
+    }
+    snprintf(p->path, sizeof(p->path), "%s/peer_%s", BENCH_BINARY_DIR, p->variant);
+    snprintf(cmd, sizeof(cmd),
+             "cc -O3 %s -ffp-contract=off -fopenmp -DNV=6 -DKB=32 -DUSE_FMA=0 -I'%s' "
+             "'%s/julia_omp.c' -o '%s'",
+             flags, dir, dir, p->path);
+    if (system(cmd) != 0) {
+        snprintf(p->note, sizeof(p->note), "no peer: its build failed (%.180s)", cmd);
+        p->path[0] = 0;
+        return;
+    }
+    snprintf(p->note, sizeof(p->note), "peer: %s (%.200s/julia_omp.c, NV=6 KB=32, no FMA)",
+             p->variant, dir);
+}
+
+/* Runs the peer on a workload; returns its median Giter/s (0 on failure), its sum in *sum. */
+static double peer_run(const struct peer *p, const struct workload *w, int f64, unsigned threads,
+                       int reps, uint64_t *sum)
+{
+    char cmd[2048], line[1024];
+    double g = 0;
+    FILE *f;
+
+    *sum = 0;
+    if (p->path[0] == 0)
+        return 0;
+    snprintf(cmd, sizeof(cmd),
+             "%sOMP_NUM_THREADS=%u OMP_PROC_BIND=true OMP_PLACES=cores '%s' %s %s %s %d",
+             w->peer_env, threads, p->path, w->peer_wl, p->variant, f64 ? "f64" : "f32", reps);
+    if ((f = popen(cmd, "r")) == NULL)
+        return 0;
+    while (fgets(line, sizeof(line), f)) {
+        char *a = strstr(line, "Giter_s_median="), *b = strstr(line, "total_iters=");
+        if (strncmp(line, "RESULT", 6) == 0 && a && b) {
+            g = strtod(a + 15, NULL);
+            *sum = strtoull(b + 12, NULL, 10);
+        }
+    }
+    pclose(f);
+    return g;
 }
 
 int main(int argc, char **argv)
 {
-    engine_cpu *engine = NULL;
+    engine_cpu *engine = NULL, *brute = NULL;
     uint32_t *counts = NULL;
     float *smooth = NULL;
     int reps = 5, err = 0, bad = 0;
     double t_start = bench_now_s();
+    struct peer peer;
+    char model[256];
+    enum cpu_isa isa = cpu_isa_widest();
 
     if (argc > 1)
         reps = atoi(argv[1]);
@@ -123,53 +238,78 @@ int main(int argc, char **argv)
         err = ERR_NOMEM;
         goto done;
     }
+    bench_cpu_model(model, sizeof(model));
+    printf("cpu: %s; lanes: %s%s\n", model, isa_name(isa),
+           getenv("FRACTALD_CPU_ISA") ? " (FRACTALD_CPU_ISA)" : " (widest)");
     {
         double t0 = bench_now_s();
         if ((err = engine_cpu_new(&engine, 0)) < 0)
             goto done;
-        printf("engine: %u threads, started in %.2f ms; %s lanes; median of %d runs after a "
-               "warm-up\n",
-               engine_cpu_threads(engine), (bench_now_s() - t0) * 1e3,
-               getenv("FRACTALD_CPU_ISA") ? getenv("FRACTALD_CPU_ISA") : "widest", reps);
+        printf("engine: %u threads, started in %.2f ms; median of %d runs after a warm-up\n",
+               engine_cpu_threads(engine), (bench_now_s() - t0) * 1e3, reps);
     }
-    printf("%-3s %-5s %11s %11s %11s %8s  %-12s %s\n", "wl", "prec", "engine", "eng+smooth",
-           "scalar-1t", "ratio", "sum", "check");
+    setenv("FRACTALD_CPU_SHORTCUTS", "0", 1);
+    err = engine_cpu_new(&brute, 0);
+    unsetenv("FRACTALD_CPU_SHORTCUTS");
+    if (err < 0)
+        goto done;
+    peer_build(&peer, isa);
+    printf("%s\n", peer.note);
+    printf("%-3s %-5s %9s %9s %7s %10s %9s %8s %9s %7s  %-11s %s\n", "wl", "prec", "engine",
+           "brute", "eng/bru", "eng+smooth", "peer", "eng/peer", "scalar-1t", "eng/sc", "sum",
+           "check");
     for (size_t wi = 0; wi < sizeof(workloads) / sizeof(workloads[0]); wi++) {
         const struct workload *w = &workloads[wi];
         for (int p = SPEC_FP32; p <= SPEC_FP64; p++) {
+            engine_cpu *both[2] = {engine, brute};
             struct render_spec spec;
-            double g_eng, g_smooth, rate[MAX_REPS], secs, g_scalar;
-            uint64_t sum, sum2, want = p == SPEC_FP32 ? w->sum_fp32 : w->sum_fp64;
+            double g[2], g_smooth, rate[MAX_REPS], secs, g_scalar = 0, g_peer;
+            uint64_t sum[2], sum_s, sum_p, want = p == SPEC_FP32 ? w->sum_fp32 : w->sum_fp64;
             int sreps = reps < 3 ? reps : 3, ok;
+            char peer_col[2][16], sc_col[2][16];
 
             spec_fill(&spec, w, (enum spec_precision)p);
-            if ((err = engine_run(engine, &spec, counts, NULL, reps, &g_eng, &sum)) < 0)
+            if ((err = engines_run(both, 2, &spec, counts, NULL, reps, g, sum)) < 0)
                 goto done;
-            if ((err = engine_run(engine, &spec, counts, smooth, reps, &g_smooth, &sum2)) < 0)
+            if ((err = engines_run(&engine, 1, &spec, counts, smooth, reps, &g_smooth,
+                                   &sum_s)) < 0)
                 goto done;
-            for (int r = 0; r < sreps; r++) {
-                uint64_t s = scalar_run(&spec, w->scalar_row_step, &secs);
-                rate[r] = (double)s / secs * 1e-9;
+            g_peer = peer_run(&peer, w, p == SPEC_FP64, engine_cpu_threads(engine), reps,
+                              &sum_p);
+            if (w->scalar_row_step) {
+                for (int r = 0; r < sreps; r++) {
+                    uint64_t s = scalar_run(&spec, w->scalar_row_step, &secs);
+                    rate[r] = (double)s / secs * 1e-9;
+                }
+                g_scalar = bench_median(rate, (size_t)sreps);
             }
-            g_scalar = bench_median(rate, sreps);
-            ok = sum == want && sum2 == want;
+            ok = sum[0] == want && sum[1] == want && sum_s == want;
             bad |= !ok;
-            printf("%-3s %-5s %11.2f %11.2f %11.3f %7.1fx  %-12llu %s\n", w->name,
-                   p == SPEC_FP32 ? "fp32" : "fp64", g_eng, g_smooth, g_scalar,
-                   g_eng / g_scalar, (unsigned long long)sum,
-                   ok ? "ok" : "MISMATCH with bench/README.md");
+            snprintf(peer_col[0], sizeof(peer_col[0]), g_peer > 0 ? "%.2f" : "-", g_peer);
+            snprintf(peer_col[1], sizeof(peer_col[1]), g_peer > 0 ? "%.2fx" : "-",
+                     g[0] / g_peer);
+            snprintf(sc_col[0], sizeof(sc_col[0]), g_scalar > 0 ? "%.3f" : "-", g_scalar);
+            snprintf(sc_col[1], sizeof(sc_col[1]), g_scalar > 0 ? "%.1fx" : "-",
+                     g[0] / g_scalar);
+            printf("%-3s %-5s %9.2f %9.2f %6.2fx %10.2f %9s %8s %9s %7s  %-11llu %s%s\n",
+                   w->name, p == SPEC_FP32 ? "fp32" : "fp64", g[0], g[1], g[0] / g[1], g_smooth,
+                   peer_col[0], peer_col[1], sc_col[0], sc_col[1], (unsigned long long)sum[0],
+                   ok ? "ok" : "MISMATCH with bench/README.md",
+                   g_peer > 0 && sum_p != want ? " (peer sum differs)" : "");
             fflush(stdout);
         }
     }
-    printf("Giter/s; engine = all threads, counts only; eng+smooth = counts and smooth values;\n"
-           "scalar-1t = escape.h scalar loop, one thread (B: every 8th row); ratio = "
-           "engine / scalar-1t. Total %.1f s.\n",
+    printf("Giter/s; engine = all threads, counts only, exact interior shortcuts on; brute = the "
+           "same\nwith FRACTALD_CPU_SHORTCUTS=0 (renders alternate with engine's); eng+smooth = "
+           "counts and\nsmooth values; peer = the peer lanes, same threads; scalar-1t = escape.h "
+           "scalar loop, one\nthread (B: every 8th row; C: not run). Total %.1f s.\n",
            bench_now_s() - t_start);
 
 done:
     if (err < 0)
         fprintf(stderr, "bench_cpu: %s\n", err_name(err));
     engine_cpu_free(engine);
+    engine_cpu_free(brute);
     free(counts);
     free(smooth);
     return err < 0 || bad ? 1 : 0;

@@ -1,9 +1,33 @@
-/* bench_stats.h: the clock and order statistics every benchmark of bench/ reports with. */
+/* bench_stats.h: the clock, order statistics and machine description every benchmark of bench/
+ * reports with. */
 #ifndef FRACTALD_BENCH_STATS_H
 #define FRACTALD_BENCH_STATS_H
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+
+/* The first "model name" of /proc/cpuinfo into buf, or "unknown": every benchmark prints it. */
+static inline void bench_cpu_model(char *buf, size_t len)
+{
+    char line[512];
+    FILE *f = fopen("/proc/cpuinfo", "r");
+
+    snprintf(buf, len, "unknown");
+    if (!f)
+        return;
+    while (fgets(line, sizeof(line), f)) {
+        char *colon = strchr(line, ':');
+        if (strncmp(line, "model name", 10) == 0 && colon) {
+            colon += 1 + (colon[1] == ' ');
+            snprintf(buf, len, "%s", colon);
+            buf[strcspn(buf, "\n")] = '\0';
+            break;
+        }
+    }
+    fclose(f);
+}
 
 /* Seconds on the monotonic clock. */
 static inline double bench_now_s(void)

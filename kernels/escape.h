@@ -33,14 +33,12 @@
  * be written t * 2 (both exact). FMA contraction changes results: C builds use -ffp-contract=off;
  * OpenCL programs that must agree exactly are built without -cl-mad-enable and
  * -cl-fast-relaxed-math, and with -cl-fp32-correctly-rounded-divide-sqrt (the fp32 division in
- * the mapping is otherwise allowed 2.5 ulp). OpenCL's log/log2 have looser error bounds than
- * libm, so smooth values from a device agree with the CPU's within a few ulp, not bit for bit.
+ * the mapping is otherwise allowed 2.5 ulp).
  *
- * Smooth value for an escaped sample, in REAL, returned as float:
- *     mu = ((REAL)n + 1) - log2(0.5 * log(x2 + y2) / log(R))
- * clamped to [0, n + 1]: NaN and negative values become 0 (an orbit that overflowed, or
- * a huge R), and the upper bound, which only matters for R <= 1 where ln R <= 0, keeps mu finite.
- * Interior samples get -1.
+ * The smooth value is not here: devices return the escape count and the final z, and the host
+ * computes it for every engine with one function (server/engines/smooth.h), whose logarithm is
+ * the project's own (OpenCL's log/log2 have looser error bounds than libm, and libm's last bit
+ * differs between hosts).
  */
 
 #ifdef __OPENCL_VERSION__
@@ -50,18 +48,14 @@
 #endif
 typedef uint esc_u32;
 #define ESC_LOGF(v) log(v)
-#define ESC_LOG2F(v) log2(v)
 #define ESC_LOGD(v) log(v)
-#define ESC_LOG2D(v) log2(v)
 #else
 #include <math.h>
 #include <stdint.h>
 #define ESC_HAVE_FP64 1
 typedef uint32_t esc_u32;
 #define ESC_LOGF(v) logf(v)
-#define ESC_LOG2F(v) log2f(v)
 #define ESC_LOGD(v) log(v)
-#define ESC_LOG2D(v) log2(v)
 #endif
 
 /* Values match enum spec_fractal of server/spec.h. */
@@ -78,22 +72,22 @@ typedef uint32_t esc_u32;
 #define ESC_ESCAPED(x2, y2, r2max) (!((x2) + (y2) <= (r2max)))
 
 /*
- * ESC_DEFINE(REAL, SFX, LIT, LOG, LOG2) defines, for one precision:
+ * ESC_DEFINE(REAL, SFX, LIT, LOG) defines, for one precision:
  *
  *   esc_view_SFX                 the per-render constants, built by esc_view_init_SFX;
  *   esc_view_init_SFX(...)       fills it from the spec's values rounded to REAL;
  *   esc_x_SFX / esc_y_SFX        the sample mapping of one column / row;
  *   esc_orbit_SFX(...)           continues an orbit from z_n to its escape or max_iter;
- *   esc_sample_SFX(...)          maps and iterates one sample of the grid;
- *   esc_smooth_SFX(...)          the smooth value of a finished sample.
+ *   esc_sample_SFX(...)          maps and iterates one sample of the grid.
  *
  * A macro template rather than a second header included twice, so that this file stays one
  * string for OpenCL programs.
  */
-#define ESC_DEFINE(REAL, SFX, LIT, LOG, LOG2)                                                  \
+#define ESC_DEFINE(REAL, SFX, LIT, LOG)                                                        \
                                                                                                \
 /* Constants of one render in this precision. half_w and half_h are the grid size / 2; r2max  \
- * is R*R rounded to REAL (may be +inf); log_r is ln R in REAL. */                             \
+ * is R*R rounded to REAL (may be +inf); log_r is ln R in REAL, a kernel argument that the     \
+ * smooth value does not use (smooth.h takes ln r2max by its own logarithm). */               \
 typedef struct {                                                                               \
     REAL center_re, center_im, s, half_w, half_h;                                              \
     REAL c_re, c_im, r2max, log_r;                                                             \
@@ -152,7 +146,7 @@ static inline esc_u32 esc_orbit_##SFX(REAL *zr, REAL *zi, REAL cr, REAL ci, REAL
 }                                                                                              \
                                                                                                \
 /* The scalar reference for sample (i, j) of the grid: returns its escape count and leaves     \
- * the final z in (*zr, *zi) for esc_smooth. */                                               \
+ * the final z in (*zr, *zi) for the smooth value (server/engines/smooth.h). */               \
 static inline esc_u32 esc_sample_##SFX(const esc_view_##SFX *v, esc_u32 i, esc_u32 j,          \
                                        REAL *zr, REAL *zi)                                     \
 {                                                                                              \
@@ -165,30 +159,14 @@ static inline esc_u32 esc_sample_##SFX(const esc_view_##SFX *v, esc_u32 i, esc_u
     *zr = x;                                                                                   \
     *zi = y;                                                                                   \
     return esc_orbit_##SFX(zr, zi, v->c_re, v->c_im, v->r2max, 0, v->max_iter);                \
-}                                                                                              \
-                                                                                               \
-/* Smooth value of a sample with escape count n and final z: -1 for interior (n >= max_iter), \
- * else mu = n + 1 - log2(ln|z| / ln R) in REAL, clamped to [0, n + 1] (see the top). */      \
-static inline float esc_smooth_##SFX(const esc_view_##SFX *v, esc_u32 n, REAL zr, REAL zi)     \
-{                                                                                              \
-    REAL top, mu;                                                                              \
-    if (n >= v->max_iter)                                                                      \
-        return -1.0f;                                                                          \
-    top = (REAL)n + LIT(1.0);                                                                  \
-    mu = top - LOG2(LIT(0.5) * LOG(zr * zr + zi * zi) / v->log_r);                             \
-    if (!(mu > LIT(0.0)))                                                                      \
-        mu = LIT(0.0);                                                                         \
-    else if (mu > top)                                                                         \
-        mu = top;                                                                              \
-    return (float)mu;                                                                          \
 }
 
 #define ESC_LIT_F32(x) x##f
 #define ESC_LIT_F64(x) x
 
-ESC_DEFINE(float, f32, ESC_LIT_F32, ESC_LOGF, ESC_LOG2F)
+ESC_DEFINE(float, f32, ESC_LIT_F32, ESC_LOGF)
 #ifdef ESC_HAVE_FP64
-ESC_DEFINE(double, f64, ESC_LIT_F64, ESC_LOGD, ESC_LOG2D)
+ESC_DEFINE(double, f64, ESC_LIT_F64, ESC_LOGD)
 #endif
 
 #endif

@@ -15,6 +15,7 @@
  *   -DFRACTALD_VECTOR         define render_vector (else render_scalar)
  *   -DVW=n -DVG=n             vector width (2, 4, 8, 16) and vectors per work-item (VECTOR only)
  *   -DRK=n                    iterations between escape checks (VECTOR only)
+ *   -DFRACTALD_SHORTCUTS      exact interior shortcuts (below); NAIVE is built without them
  *
  * Both kernels take the same arguments, so the host drives them alike. They are resumable: a
  * launch spends at most `budget` of work per work-item (blocks of RK iterations for VECTOR,
@@ -23,18 +24,38 @@
  * work-items that have finished all their samples: the host is done when it equals nwork.
  * Samples are numbered row-major over the rectangle; counts/zout are indexed by that number.
  * zout[2p], zout[2p+1] receive the final z of sample p (FLAG_SMOOTH): the host computes the
- * smooth value from it with escape.h's esc_smooth, as the CPU engine does, so smooth values are
- * bit-identical across engines (a device's log/log2 may differ from libm's by an ulp).
+ * smooth value from it with server/engines/smooth.h, as the CPU engine does, so smooth values are
+ * bit-identical across engines (a device's log/log2 may differ from libm's by an ulp). An
+ * interior sample (count max_iter) gets z = 0 there in every kernel: the host gives it -1
+ * whatever its z.
+ *
+ * Interior shortcuts (FRACTALD_SHORTCUTS), each exact, i.e. the counts are brute force's:
+ * - cycle detection (Brent): every so often a lane saves its z; a later z exactly equal to it,
+ *   in the working precision, means the orbit is periodic from there on, every z of the period
+ *   was checked inside R, so it never escapes: count max_iter. Equality is exact: z values
+ *   that compare equal (+0 == -0 included) have equal squares, so their orbits pass the same
+ *   checks. NaN never compares equal. The save times follow Brent's doubling, per lane, so any
+ *   period is found once the saves are past the orbit's transient and the window exceeds the
+ *   period;
+ * - FLAG_MAIN (Mandelbrot with R >= 2): c well inside the main cardioid or the period-2 bulb,
+ *   where the orbit of 0 converges to an attracting fixed point or 2-cycle of multiplier
+ *   |lambda| <= 0.999, stays in the filled Julia set (inside |z| < 2) and never escapes R >= 2;
+ *   the margin to |lambda| = 1 is many orders of magnitude above the rounding of the test and
+ *   of the orbit, so no c for which brute force escapes is taken (near the cusp and the
+ *   bulb's root, where convergence slows down without bound, the test declines and the orbit
+ *   runs).
  */
 
 #ifdef FRACTALD_F64
 #define REAL double
 #define MASKE long
+#define MASKE_MIN LONG_MIN
 #define SFX f64
 #define LIT(x) x
 #else
 #define REAL float
 #define MASKE int
+#define MASKE_MIN INT_MIN
 #define SFX f32
 #define LIT(x) x##f
 #endif
@@ -50,6 +71,26 @@
 /* flags bits */
 #define FLAG_CAREFUL 1u   /* some c may bring an escaped orbit back inside R: check every step */
 #define FLAG_SMOOTH 2u    /* write the final z of every sample to zout */
+#define FLAG_MAIN 4u      /* Mandelbrot with R >= 2: test c for the cardioid and the bulb */
+
+/* Squared multiplier bound of the main-component test: |lambda| <= 0.999. */
+#define MAIN_L2 LIT(0.998)
+
+/* Nonzero when the Mandelbrot c = x + iy lies in the main cardioid with multiplier
+ * |1 - sqrt(1 - 4c)|^2 <= MAIN_L2 or in the period-2 bulb with |4(c + 1)|^2 <= MAIN_L2 (see the
+ * top: its orbit of 0 never escapes R >= 2). |1 - w|^2 = 1 - 2 Re w + |w|^2 with w = sqrt(1 - 4c),
+ * Re w = sqrt((|1 - 4c| + Re(1 - 4c)) / 2). */
+static inline int in_main_components(REAL x, REAL y)
+{
+    REAL u = LIT(1.0) - LIT(4.0) * x, v = LIT(4.0) * y, bx = x + LIT(1.0);
+    REAL m = sqrt(u * u + v * v), re = sqrt((m + u) * LIT(0.5));
+
+    return (LIT(1.0) + m) - (re + re) <= MAIN_L2 ||
+           LIT(16.0) * (bx * bx + y * y) <= MAIN_L2;
+}
+
+/* Iterations between the cycle checks of render_scalar (each check: two compares). */
+#define CYC_STEP 16u
 
 #define KERNEL_ARGS                                                                            \
     int fractal, REAL center_re, REAL center_im, REAL s, REAL half_w, REAL half_h, REAL c_re,   \
@@ -97,11 +138,50 @@ static inline void sample_start(const VIEW *v, uint p, uint rect_x, uint rect_y,
 
 #ifndef FRACTALD_VECTOR
 
+/* esc_orbit with cycle detection (FRACTALD_SHORTCUTS): continues the orbit at z_n up to its
+ * escape or lim, checking every iteration as esc_orbit does, and every CYC_STEP iterations
+ * compares z with the one saved in *sr, *si (saved when *age, the checks so far, reaches a power
+ * of 2). Returns the escape count, lim when lim came first, or max_iter (z = 0) for a cycle;
+ * *ran gets the iterations executed. */
+static inline uint orbit_cyc(REAL *zr, REAL *zi, REAL cr, REAL ci, REAL r2max, uint n, uint lim,
+                             uint max_iter, REAL *sr, REAL *si, uint *age, uint *ran)
+{
+    REAL x = *zr, y = *zi, x2, y2, t;
+    const uint n0 = n;
+
+    while (n < lim) {
+        uint end = lim - n > CYC_STEP ? n + CYC_STEP : lim;
+
+        for (; n < end; n++) {
+            x2 = x * x;
+            y2 = y * y;
+            if (ESC_ESCAPED(x2, y2, r2max))
+                goto out;
+            ESC_STEP(x, y, cr, ci, x2, y2, t);
+        }
+        if (x == *sr && y == *si) {
+            *ran = n - n0;
+            *zr = *zi = LIT(0.0);
+            return max_iter;
+        }
+        if ((++*age & (*age - 1)) == 0) {
+            *sr = x;
+            *si = y;
+        }
+    }
+out:
+    *ran = n - n0;
+    *zr = x;
+    *zi = y;
+    return n;
+}
+
 /*
  * render_scalar: work-item w owns samples w, w + nwork, w + 2*nwork, ... (neighbouring
  * work-items take neighbouring samples, so a GPU's loads and stores coalesce) and runs their
- * orbits one after another with escape.h's own esc_orbit, checking every iteration. With nwork
- * == nsamples it is the NAIVE kernel: one sample per work-item.
+ * orbits one after another with escape.h's own esc_orbit, checking every iteration (with the
+ * shortcuts: orbit_cyc, and the main-component test for FLAG_MAIN). With nwork == nsamples and
+ * no shortcuts it is the NAIVE kernel: one sample per work-item, brute force.
  * State per work-item: st_pos = current sample (>= nsamples once finished), st_n and st_zr/zi =
  * its orbit so far.
  */
@@ -111,6 +191,11 @@ kernel void render_scalar(KERNEL_ARGS)
     VIEW v;
     uint idx, n, left = budget;
     REAL zr, zi, cr, ci;
+#ifdef FRACTALD_SHORTCUTS
+    /* The cycle state starts afresh with each launch and each sample. */
+    REAL sr = NAN, si = NAN;
+    uint age = 0;
+#endif
 
     if (w >= nwork)
         return;
@@ -136,8 +221,19 @@ kernel void render_scalar(KERNEL_ARGS)
     }
     for (;;) {
         uint lim = max_iter - n > left ? n + left : max_iter;
+#ifdef FRACTALD_SHORTCUTS
+        uint used, m;
+
+        if (n == 0 && (flags & FLAG_MAIN) && in_main_components(cr, ci)) {
+            m = max_iter;
+            used = 0;
+        } else {
+            m = orbit_cyc(&zr, &zi, cr, ci, r2max, n, lim, max_iter, &sr, &si, &age, &used);
+        }
+#else
         uint m = ESC(orbit)(&zr, &zi, cr, ci, r2max, n, lim);
         uint used = m - n;
+#endif
 
         if (m == lim && m < max_iter) {
             /* Budget spent inside this orbit: z_m is not checked yet, the next launch does. */
@@ -146,8 +242,8 @@ kernel void render_scalar(KERNEL_ARGS)
         }
         counts[idx] = m;
         if (flags & FLAG_SMOOTH) {
-            zout[2 * (size_t)idx] = zr;
-            zout[2 * (size_t)idx + 1] = zi;
+            zout[2 * (size_t)idx] = m < max_iter ? zr : LIT(0.0);
+            zout[2 * (size_t)idx + 1] = m < max_iter ? zi : LIT(0.0);
         }
         idx += nwork;
         if (idx >= nsamples) {
@@ -157,6 +253,10 @@ kernel void render_scalar(KERNEL_ARGS)
         }
         sample_start(&v, idx, rect_x, rect_y, rect_w, &zr, &zi, &cr, &ci);
         n = 0;
+#ifdef FRACTALD_SHORTCUTS
+        sr = si = NAN;
+        age = 0;
+#endif
         /* A sample costs at least its one escape check, so a launch of quickly escaping
          * samples still ends. */
         used += 1;
@@ -234,7 +334,23 @@ typedef struct {
     uint cur, cur_end;                /* the claimed chunk of samples not yet in a lane */
     uint col, row;                    /* rectangle coordinates of sample cur */
     uint exhausted, alive;
+#ifdef FRACTALD_SHORTCUTS
+    /* Cycle state: the saved z (NaN equals nothing) and the checks since the sample started
+     * or the launch did (AGE_NEVER for a parked lane). In memory, not in registers: kept live
+     * across the unrolled block, they made PoCL spill the orbits' z (B fp32 2x slower). */
+    REAL sr[L], si[L];
+    MASKE age[L];
+#endif
 } lanes;
+
+/* Blocks between two cycle checks (a lane's age counts its checks), and the steps of the last
+ * block compared with the saved z besides its end. */
+#define CYC_BLOCKS 8u
+#define CYC_BACK 8
+
+/* An age that reaches no power of 2 within any launch: a parked lane (z = c = 0, a cycle) is
+ * never saved, so never found cycling. */
+#define AGE_NEVER (MASKE_MIN + 1)
 
 /* Gives lane l the next sample: from the work-item's chunk, claiming a new chunk of `chunk`
  * samples from ctl[0] when it is used up; parks the lane (z = c = 0 never escapes) once every
@@ -242,7 +358,7 @@ typedef struct {
  * it. */
 static inline __attribute__((always_inline)) void
 refill(lanes *ln, uint l, ulong clock, const VIEW *v, uint rect_x, uint rect_y, uint rect_w,
-       uint nsamples, uint chunk, volatile global uint *ctl)
+       uint nsamples, uint chunk, uint flags, volatile global uint *ctl)
 {
     if (ln->cur == ln->cur_end && !ln->exhausted) {
         uint c0 = atomic_add(&ctl[0], chunk);
@@ -277,10 +393,28 @@ refill(lanes *ln, uint l, ulong clock, const VIEW *v, uint rect_x, uint rect_y, 
         ln->start[l] = clock;
         ln->due[l] = clock + v->max_iter;
         ln->alive++;
+#ifdef FRACTALD_SHORTCUTS
+        /* Interior by the main-component test: the lane holds it for one block as if its n had
+         * reached max_iter (due now), so that block's settle writes max_iter and z = 0. (Taking
+         * the next sample here instead, a loop, made PoCL spill the block's z: B 2x slower.) */
+        if ((flags & FLAG_MAIN) && in_main_components(x, y)) {
+            ln->zr[l] = ln->zi[l] = ln->cr[l] = ln->ci[l] = LIT(0.0);
+            ln->start[l] = clock - v->max_iter;
+            ln->due[l] = clock;
+        }
+#endif
+#ifdef FRACTALD_SHORTCUTS
+        ln->sr[l] = ln->si[l] = NAN;
+        ln->age[l] = 0;
+#endif
     } else {
         ln->zr[l] = ln->zi[l] = ln->cr[l] = ln->ci[l] = LIT(0.0);
         ln->pos[l] = NO_SAMPLE;
         ln->due[l] = ULONG_MAX;
+#ifdef FRACTALD_SHORTCUTS
+        ln->sr[l] = ln->si[l] = NAN;
+        ln->age[l] = AGE_NEVER;
+#endif
     }
 }
 
@@ -323,7 +457,11 @@ static inline uint first_out(const private REAL *pr, const private REAL *pi, REA
  * scalar count and final z of escape.h, and take the next sample at once (lane refill). The
  * vector step is ESC_STEP's operation order. Checking only the last z is exact when an escaped
  * orbit cannot come back inside R (|c| <= R^2 - R, decided by the host for the whole
- * rectangle); otherwise (FLAG_CAREFUL) every step's check is accumulated.
+ * rectangle); otherwise (FLAG_CAREFUL) every step's check is accumulated. With the shortcuts,
+ * each lane compares its z after every CYC_BLOCKS blocks (and at the last CYC_BACK steps) with
+ * the z it saved (ln.sr, ln.si) and saves it when its age in checks reaches a power of 2; the
+ * lanes found cycling are settled as interior. A lane found inside at a block's end was inside at every
+ * step of it (above), so the period between two saved, equal z was checked inside throughout.
  * This is server/engines/engine_cpu.c's lane machine, in OpenCL C.
  * State per work-item: per lane z, n and sample in st_zr/zi, st_n, st_pos (L entries each);
  * st_wi[4w..4w+3] = chunk start, chunk end, finished, every sample claimed.
@@ -344,6 +482,10 @@ kernel void render_vector(KERNEL_ARGS)
     /* The block clock starts at 2^32 so that start = clock - n never wraps below 0. */
     ulong clock = (ulong)1 << 32, min_due = ULONG_MAX;
     uint blocks = 0;
+#ifdef FRACTALD_SHORTCUTS
+    uint cbits[VG];                   /* lanes found cycling by this check, a bit per lane */
+    uint check;
+#endif
 
     if (w >= nwork || (!init && st_wi[4 * w + 2]))
         return;
@@ -353,7 +495,7 @@ kernel void render_vector(KERNEL_ARGS)
         ln.cur = ln.cur_end = ln.col = ln.row = 0;
         ln.exhausted = 0;
         for (uint l = 0; l < L; l++)
-            refill(&ln, l, clock, &v, rect_x, rect_y, rect_w, nsamples, chunk, ctl);
+            refill(&ln, l, clock, &v, rect_x, rect_y, rect_w, nsamples, chunk, flags, ctl);
     } else {
         ln.cur = st_wi[4 * w];
         ln.cur_end = st_wi[4 * w + 1];
@@ -366,6 +508,10 @@ kernel void render_vector(KERNEL_ARGS)
                 ln.zr[l] = ln.zi[l] = ln.cr[l] = ln.ci[l] = LIT(0.0);
                 ln.pos[l] = NO_SAMPLE;
                 ln.due[l] = ULONG_MAX;
+#ifdef FRACTALD_SHORTCUTS
+                ln.sr[l] = ln.si[l] = NAN;
+                ln.age[l] = AGE_NEVER;
+#endif
                 continue;
             }
             sample_start(&v, p, rect_x, rect_y, rect_w, &ln.zr[l], &ln.zi[l], &ln.cr[l],
@@ -376,6 +522,10 @@ kernel void render_vector(KERNEL_ARGS)
             ln.start[l] = clock - st_n[base + l];
             ln.due[l] = ln.start[l] + max_iter;
             ln.alive++;
+#ifdef FRACTALD_SHORTCUTS
+            ln.sr[l] = ln.si[l] = NAN;
+            ln.age[l] = 0;
+#endif
         }
     }
     for (uint l = 0; l < L; l++)
@@ -442,8 +592,16 @@ kernel void render_vector(KERNEL_ARGS)
             zi[g] = b[g];
         }
         full = clock >= min_due;
+#ifdef FRACTALD_SHORTCUTS
+        /* The cycle check runs here, with the settle, every CYC_BLOCKS blocks: any code of it in
+         * the block's path made PoCL spill the block's z (B fp32 1.6x slower). */
+        check = blocks % CYC_BLOCKS == 0;
+        if (!fold_or(any_out) && !full && !check)
+            continue;
+#else
         if (!fold_or(any_out) && !full)
             continue;
+#endif
 
         /* Settle the lanes flagged by the check and (full) those whose n reached max_iter: the
          * vectors go to the lane arrays, one loop settles and refills the lanes a group at a
@@ -453,6 +611,26 @@ kernel void render_vector(KERNEL_ARGS)
             VSTORE(zr[g], g, ln.zr);
             VSTORE(zi[g], g, ln.zi);
             gbits[g] = LANE_MASK(out[g]);
+#ifdef FRACTALD_SHORTCUTS
+            cbits[g] = 0;
+            if (check) {
+                /* Lanes inside whose z now, or at one of the last CYC_BACK steps (saved in hr,
+                 * hi: later than the saved z, taken at an earlier check), equals the saved z:
+                 * any period up to CYC_BACK is found at the first check after the save. */
+                VREAL sx = VLOAD(g, ln.sr), sy = VLOAD(g, ln.si);
+                VMASK age = VLOAD(g, ln.age) + (VMASK)(1);
+                VMASK save = (age & (age - (VMASK)(1))) == (VMASK)(0);
+                VMASK hit = (zr[g] == sx) & (zi[g] == sy);
+
+                for (int k = RK - CYC_BACK; k < RK; k++)
+                    hit |= (hr[k * VG + g] == sx) & (hi[k * VG + g] == sy);
+                cbits[g] = LANE_MASK(hit & ~out[g]);
+                gbits[g] |= cbits[g];
+                VSTORE(select(sx, zr[g], save), g, ln.sr);
+                VSTORE(select(sy, zi[g], save), g, ln.si);
+                VSTORE(age, g, ln.age);
+            }
+#endif
         }
         if (full) {
             min_due = ULONG_MAX;
@@ -493,6 +671,10 @@ kernel void render_vector(KERNEL_ARGS)
                 REAL x = LIT(0.0), y = LIT(0.0);
 
                 n0 = (uint)(clock - RK - ln.start[l]);
+#ifdef FRACTALD_SHORTCUTS
+                if (cbits[g] & (1u << e))
+                    k = max_iter;    /* a cycle: interior, z = 0 */
+#endif
                 if (n0 + k >= max_iter) {
                     n = max_iter;
                 } else if (k > RK) {
@@ -512,7 +694,7 @@ kernel void render_vector(KERNEL_ARGS)
                     zout[2 * (size_t)ln.pos[l] + 1] = y;
                 }
                 ln.alive--;
-                refill(&ln, l, clock, &v, rect_x, rect_y, rect_w, nsamples, chunk, ctl);
+                refill(&ln, l, clock, &v, rect_x, rect_y, rect_w, nsamples, chunk, flags, ctl);
                 min_due = min(min_due, ln.due[l]);
             }
         }

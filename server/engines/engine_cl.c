@@ -19,6 +19,7 @@
 #include "err.h"
 #include "escape.h"
 #include "host_threads.h"
+#include "smooth.h"
 
 #ifndef CL_PLATFORM_NOT_FOUND_KHR
 #define CL_PLATFORM_NOT_FOUND_KHR -1001
@@ -68,6 +69,7 @@ enum {
 
 #define FLAG_CAREFUL 1u
 #define FLAG_SMOOTH 2u
+#define FLAG_MAIN 4u
 
 struct engine_cl {
     struct engine_cl_info info;
@@ -392,12 +394,14 @@ static int build_program(struct engine_cl *e, int prec, const char *cache_dir, i
 
     *from_cache = 0;
     if (e->info.variant == ENGINE_CL_VECTOR)
-        snprintf(options, sizeof(options), "-DRK=%d -DVW=%u -DVG=%d -DFRACTALD_VECTOR%s",
+        snprintf(options, sizeof(options), "-DRK=%d -DVW=%u -DVG=%d -DFRACTALD_VECTOR%s%s",
                  ECL_BLOCK, vector_width(e->pref_width[prec], prec == PREC_F64 ? 4 : 8),
                  prec == PREC_F64 ? ECL_GROUPS_F64 : ECL_GROUPS_F32,
-                 prec == PREC_F64 ? " -DFRACTALD_F64" : "");
+                 prec == PREC_F64 ? " -DFRACTALD_F64" : "",
+                 e->info.shortcuts ? " -DFRACTALD_SHORTCUTS" : "");
     else
-        snprintf(options, sizeof(options), "%s", prec == PREC_F64 ? "-DFRACTALD_F64" : "");
+        snprintf(options, sizeof(options), "%s%s", prec == PREC_F64 ? "-DFRACTALD_F64" : "",
+                 e->info.shortcuts ? " -DFRACTALD_SHORTCUTS" : "");
     key = cache_key(e, options);
     path[0] = '\0';
     if (cache_dir && cache_dir[0]) {
@@ -483,7 +487,7 @@ static double safe_c2(double r, double r2max)
 }
 
 static void params_init(struct launch_params *lp, const struct render_spec *spec,
-                        const struct spec_rect *rect, bool want_smooth)
+                        const struct spec_rect *rect, bool want_smooth, bool shortcuts)
 {
     uint32_t gw = spec->width * spec->supersample, gh = spec->height * spec->supersample;
     uint32_t xs[2] = {rect->x, rect->x + rect->width - 1};
@@ -521,6 +525,11 @@ static void params_init(struct launch_params *lp, const struct render_spec *spec
                 }
     }
     lp->flags = (!(c2 <= lim) ? FLAG_CAREFUL : 0) | (want_smooth ? FLAG_SMOOTH : 0);
+    /* The main-component test holds for orbits that stay inside R = 2 (render.cl), which the
+     * check sees as x2 + y2 <= r2max in the working precision. */
+    if (shortcuts && spec->fractal == SPEC_MANDELBROT &&
+        (lp->prec == PREC_F32 ? lp->v32.r2max >= 4.0f : lp->v64.r2max >= 4.0))
+        lp->flags |= FLAG_MAIN;
 }
 
 /* Sets a REAL kernel argument in the kernel's precision. */
@@ -753,16 +762,14 @@ static int render_band(struct engine_cl *e, const struct launch_params *lp,
                                      (size_t)nsamples * 2 * (prec ? sizeof(double) : sizeof(float)),
                                      e->zhost, 0, NULL, NULL));
     CL_CHECK(clFinish(e->queue));
-    /* The smooth value from the final z, by escape.h's own function on the host: bit for bit
-     * the CPU engine's value (a device's log/log2 may differ from libm's by an ulp). */
+    /* The smooth values from the final z, by smooth.h's pass on the host: bit for bit the CPU
+     * engine's values (a device's log/log2 may differ from libm's by an ulp). */
     if (smooth && prec == PREC_F64)
-        for (uint32_t i = 0; i < nsamples; i++)
-            smooth[i] = esc_smooth_f64(&lp->v64, counts[i], ((double *)e->zhost)[2 * i],
-                                       ((double *)e->zhost)[2 * i + 1]);
+        smooth_rect_f64(&lp->v64, band->x, band->y, band->width, nsamples, counts,
+                        (const double *)e->zhost, smooth);
     else if (smooth)
-        for (uint32_t i = 0; i < nsamples; i++)
-            smooth[i] = esc_smooth_f32(&lp->v32, counts[i], ((float *)e->zhost)[2 * i],
-                                       ((float *)e->zhost)[2 * i + 1]);
+        smooth_rect_f32(&lp->v32, band->x, band->y, band->width, nsamples, counts,
+                        (const float *)e->zhost, smooth);
 
 done:
     return err;
@@ -826,7 +833,7 @@ int engine_cl_render(engine_cl *engine, const struct render_spec *spec, const st
             engine->scratch_cap = need;
         }
     }
-    params_init(&lp, spec, rect, smooth != NULL);
+    params_init(&lp, spec, rect, smooth != NULL, engine->info.shortcuts);
     for (uint32_t row = 0; row < rect->height; row += band_rows) {
         struct spec_rect band = {rect->x, rect->y + row, rect->width,
                                  rect->height - row < band_rows ? rect->height - row : band_rows};
@@ -986,6 +993,8 @@ int engine_cl_discover(engine_cl ***out, size_t *count, const struct engine_cl_o
     cl_uint nplat = 0;
     size_t n = 0, nfailed = 0, nthreads_before = 0;
     pid_t *threads_before = NULL;
+    const char *env;
+    bool brute;
     cl_int rc;
     int err = 0;
 
@@ -995,6 +1004,8 @@ int engine_cl_discover(engine_cl ***out, size_t *count, const struct engine_cl_o
         opts = &defaults;
     if (msg && msglen)
         msg[0] = '\0';
+    env = getenv("FRACTALD_CL_BRUTE_FORCE");
+    brute = (opts->version >= 2 && opts->brute_force) || (env && env[0] && strcmp(env, "0") != 0);
     rc = clGetPlatformIDs(0, NULL, &nplat);
     if (rc == CL_PLATFORM_NOT_FOUND_KHR || (rc == CL_SUCCESS && nplat == 0)) {
         snprintf(msg, msglen, "no OpenCL platform: the ICD loader found no installed driver");
@@ -1056,6 +1067,7 @@ int engine_cl_discover(engine_cl ***out, size_t *count, const struct engine_cl_o
             e->info.variant = opts->variant != ENGINE_CL_AUTO ? opts->variant
                               : e->info.type == DEVICE_CPU   ? ENGINE_CL_VECTOR
                                                              : ENGINE_CL_SCALAR;
+            e->info.shortcuts = e->info.variant != ENGINE_CL_NAIVE && !brute;
             prepare(e, opts);
             nfailed += e->failed != 0;
         }

@@ -18,14 +18,24 @@ typedef struct engine_cl engine_cl;
  * NAIVE (one pixel per work-item, no refill) exists as the benchmarks' baseline. */
 enum engine_cl_variant { ENGINE_CL_AUTO = 0, ENGINE_CL_VECTOR, ENGINE_CL_SCALAR, ENGINE_CL_NAIVE };
 
-#define ENGINE_CL_OPTIONS_VERSION 1
+/*
+ * Interior shortcuts: VECTOR and SCALAR detect orbits that became exactly periodic (Brent's
+ * cycle detection on exact equality of z in the working precision) and, for the Mandelbrot set
+ * with R >= 2, c well inside the main cardioid or the period-2 bulb; both settle the sample as
+ * interior (count max_iter) without running its remaining iterations. They never change a
+ * count: every engine's output stays bit-identical to brute force (kernels/render.cl says
+ * why). `brute_force` builds the programs without them (the benchmarks' baseline), as does the
+ * environment variable FRACTALD_CL_BRUTE_FORCE=1, read at discovery. NAIVE never has them.
+ */
+#define ENGINE_CL_OPTIONS_VERSION 2
 struct engine_cl_options {
     unsigned version;             /* ENGINE_CL_OPTIONS_VERSION */
     const char *cache_dir;        /* compiled program binaries; NULL or "" = no cache */
     unsigned max_launch_ms;       /* target duration of one kernel launch; 0 = 50 */
     enum engine_cl_variant variant;
+    bool brute_force;             /* no interior shortcuts (above) */
 };
-#define ENGINE_CL_OPTIONS_INIT {ENGINE_CL_OPTIONS_VERSION, NULL, 50, ENGINE_CL_AUTO}
+#define ENGINE_CL_OPTIONS_INIT {ENGINE_CL_OPTIONS_VERSION, NULL, 50, ENGINE_CL_AUTO, false}
 
 /* What a device is. type takes devices.h's enum device_type values. */
 struct engine_cl_info {
@@ -40,6 +50,7 @@ struct engine_cl_info {
     uint64_t max_alloc_bytes;     /* CL_DEVICE_MAX_MEM_ALLOC_SIZE */
     unsigned platform_index, device_index;
     enum engine_cl_variant variant;  /* the kernel it runs (AUTO resolved) */
+    bool shortcuts;               /* its programs have the interior shortcuts */
     bool from_cache;              /* every program was loaded from the binary cache */
     double build_ms;              /* preparing the programs at discovery: build or cache load,
                                    * plus one small warm-up render */

@@ -13,6 +13,7 @@
 #include "cpu_isa.h"
 #include "err.h"
 #include "escape.h"
+#include "smooth.h"
 
 /* Iterations between escape checks. A lane idles for up to this many steps after its escape, and
  * settling scans this many saved z values; 8..32 measured alike on workload B, 16 best on A. */
@@ -29,6 +30,17 @@
 #define ECPU_TILE_MAX 8192u
 #define ECPU_TILES_PER_THREAD 32u
 
+/* Blocks between cycle checks (Brent's algorithm on the z of block ends, engine_cpu.h): a check
+ * costs about a dozen vector operations per group, a block about 16 * 9, so checking every 4th
+ * block keeps the cost near 1 % where nothing cycles (workloads A, B). */
+#define ECPU_CYCLE_EVERY 4
+
+/* The cardioid / bulb shortcut takes c only where the attracting cycle's multiplier has
+ * |lambda| <= 1 - ECPU_BULB_MARGIN: on the boundary itself (|lambda| = 1, e.g. the cusps at 0.25
+ * and -0.75) orbits converge so slowly that rounding could still matter, so the thin shell
+ * next to it is iterated (and usually caught by cycle detection) instead. */
+#define ECPU_BULB_MARGIN (1.0 / 256)
+
 /* Relative margin of the test that lets a lane skip per-iteration escape checks (see
  * lane_safe_limit); fp32 rounding of one step is below 1e-6 relative. */
 #define ECPU_SAFE_MARGIN 1e-4
@@ -36,11 +48,16 @@
 struct engine_cpu;
 struct ecpu_job;
 
+/* What a lane machine did (struct engine_cpu_counters, for the samples it finished). */
+struct ecpu_tally {
+    uint64_t iterations, executed, bulb, cycles;
+};
+
 /* A lane machine: computes tile `tile` of the job and, while the job is the only one queued,
- * further tiles it claims itself. Returns the sum of escape counts of the samples it finished;
- * sets *aborted when it stopped because the job's cancel flag was raised. */
-typedef uint64_t (*ecpu_machine_fn)(struct engine_cpu *engine, struct ecpu_job *job, uint64_t tile,
-                                    int *aborted);
+ * further tiles it claims itself. Adds what it did for the samples it finished to *tally; sets
+ * *aborted when it stopped because the job's cancel flag was raised. */
+typedef void (*ecpu_machine_fn)(struct engine_cpu *engine, struct ecpu_job *job, uint64_t tile,
+                                struct ecpu_tally *tally, int *aborted);
 
 /* One engine_cpu_render call. Lives on the caller's stack; queued while it has unclaimed tiles. */
 struct ecpu_job {
@@ -51,7 +68,11 @@ struct ecpu_job {
     esc_view_f32 v32;
     esc_view_f64 v64;
     double safe_c2;                 /* lanes with |c|^2 <= this may skip per-iteration checks */
+    int bulbs;                      /* take the cardioid / bulb shortcut at refill */
+    int cycles;                     /* detect cycles */
     uint32_t rect_x, rect_y, rect_w;
+    float *x32;                     /* x of every column of the rectangle (fp32 jobs) */
+    double *x64;                    /* the same for fp64 jobs */
     uint64_t nsamples, tile_size;
     uint64_t ntiles;
     uint32_t *counts;
@@ -62,7 +83,7 @@ struct ecpu_job {
     uint64_t next_tile;             /* == ntiles once every tile is claimed (or on cancel) */
     unsigned active;                /* workers inside a lane machine for this job */
     int cancelled;
-    uint64_t iterations;
+    struct ecpu_tally tally;
     pthread_cond_t done;            /* signalled when next_tile == ntiles and active == 0 */
 };
 
@@ -74,6 +95,8 @@ struct engine_cpu {
     unsigned nthreads, started;
     pthread_t *threads;
     ecpu_machine_fn machine_f32, machine_f64;
+    int shortcuts;                  /* FRACTALD_CPU_SHORTCUTS != "0" at engine_cpu_new */
+    struct engine_cpu_counters counters;   /* under lock */
 };
 
 static int cancel_raised(const struct ecpu_job *job)
@@ -148,6 +171,30 @@ static double lane_safe_limit(double r, double r2max)
     return lim > 0 ? lim * lim : -1.0;
 }
 
+/* Nonzero when c = (x, y) lies inside the Mandelbrot set's main cardioid or period-2 bulb with
+ * the margin ECPU_BULB_MARGIN: the orbit of 0 then converges to an attracting fixed point or
+ * 2-cycle with multiplier |lambda| <= 1 - margin, inside |z| < 2, and never escapes. Computed
+ * in double from the working-precision c (exact), so the rounding of the test itself is orders
+ * of magnitude below the margin. Fixed point: lambda = 1 - sqrt(1 - 4c); 2-cycle:
+ * lambda = 4 (c + 1). */
+static int in_main_bulbs(double x, double y)
+{
+    const double r = 1.0 - ECPU_BULB_MARGIN;
+    double y2 = y * y, bx = x + 1.0, a, b, m, wr, wi;
+
+    if (16.0 * (bx * bx + y2) <= r * r)
+        return 1;
+    /* The cardioid lies within x in [-0.75, 0.375], |y| <= 0.65. */
+    if (x < -0.75 || x > 0.375 || y2 > 0.65 * 0.65)
+        return 0;
+    a = 1.0 - 4.0 * x;
+    b = -4.0 * y;
+    m = sqrt(a * a + b * b);
+    wr = sqrt(0.5 * (m + a));       /* sqrt(1 - 4c) = wr + i wi, principal branch (wr >= 0) */
+    wi = sqrt(0.5 * (m - a));
+    return (1.0 - wr) * (1.0 - wr) + wi * wi <= r * r;
+}
+
 /* The lane machines, one per precision and instruction set, come from the template part of this
  * file (below, after #else), included once per instantiation. GROUPS independent vectors hide the
  * ~10-cycle latency of one step; 7 (fp32) and 6 (fp64) were fastest with 16 AVX2 registers (8
@@ -156,9 +203,11 @@ static double lane_safe_limit(double r, double r2max)
 
 #define ECPU_REAL float
 #define ECPU_IREAL int32_t
+#define ECPU_UREAL uint32_t
 #define ECPU_SFX f32
 #define ECPU_IS_F64 0
 #define ECPU_VIEW(job) (&(job)->v32)
+#define ECPU_XTAB(job) ((job)->x32)
 
 #if defined(__x86_64__)
 #define ECPU_NAME machine_f32_avx512
@@ -180,14 +229,18 @@ static double lane_safe_limit(double r, double r2max)
 
 #undef ECPU_REAL
 #undef ECPU_IREAL
+#undef ECPU_UREAL
 #undef ECPU_SFX
 #undef ECPU_IS_F64
 #undef ECPU_VIEW
+#undef ECPU_XTAB
 #define ECPU_REAL double
 #define ECPU_IREAL int64_t
+#define ECPU_UREAL uint64_t
 #define ECPU_SFX f64
 #define ECPU_IS_F64 1
 #define ECPU_VIEW(job) (&(job)->v64)
+#define ECPU_XTAB(job) ((job)->x64)
 
 #if defined(__x86_64__)
 #define ECPU_NAME machine_f64_avx512
@@ -239,7 +292,8 @@ static void *worker_main(void *arg)
     pthread_mutex_lock(&engine->lock);
     for (;;) {
         struct ecpu_job *job;
-        uint64_t tile, iters = 0;
+        struct ecpu_tally t = {0, 0, 0, 0};
+        uint64_t tile;
         int aborted = 0, got;
 
         while (!engine->stopping && engine->head == NULL)
@@ -261,11 +315,14 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&engine->lock);
 
         if (got)
-            iters = job->machine(engine, job, tile, &aborted);
+            job->machine(engine, job, tile, &t, &aborted);
 
         pthread_mutex_lock(&engine->lock);
         if (got) {
-            job->iterations += iters;
+            job->tally.iterations += t.iterations;
+            job->tally.executed += t.executed;
+            job->tally.bulb += t.bulb;
+            job->tally.cycles += t.cycles;
             job->active--;
         }
         if (aborted && !job->cancelled) {
@@ -303,6 +360,10 @@ int engine_cpu_new(engine_cpu **out, unsigned threads)
         goto done;
     have_cond = 1;
     engine->nthreads = threads;
+    {
+        const char *sc = getenv("FRACTALD_CPU_SHORTCUTS");
+        engine->shortcuts = !(sc && strcmp(sc, "0") == 0);
+    }
     pick_machines(engine);
     for (; engine->started < threads; engine->started++)
         if (pthread_create(&engine->threads[engine->started], NULL, worker_main, engine) != 0)
@@ -348,6 +409,18 @@ unsigned engine_cpu_threads(const engine_cpu *engine)
     return engine->nthreads;
 }
 
+int engine_cpu_shortcuts(const engine_cpu *engine)
+{
+    return engine->shortcuts;
+}
+
+void engine_cpu_counters(struct engine_cpu_counters *out, engine_cpu *engine)
+{
+    pthread_mutex_lock(&engine->lock);
+    *out = engine->counters;
+    pthread_mutex_unlock(&engine->lock);
+}
+
 /* Fills the read-only part of a job from the spec and rectangle. */
 static void job_setup(struct ecpu_job *job, const engine_cpu *engine, const struct render_spec *spec,
                       const struct spec_rect *rect)
@@ -362,13 +435,19 @@ static void job_setup(struct ecpu_job *job, const engine_cpu *engine, const stru
                           gw, gh, (float)spec->escape_radius, spec->max_iter);
         job->machine = engine->machine_f32;
         job->safe_c2 = lane_safe_limit((double)(float)spec->escape_radius, job->v32.r2max);
+        job->bulbs = job->v32.r2max >= 4.0f;
     } else {
         esc_view_init_f64(&job->v64, (int)spec->fractal, spec->c_re, spec->c_im, spec->center_re,
                           spec->center_im, spec->view_width, gw, gh, spec->escape_radius,
                           spec->max_iter);
         job->machine = engine->machine_f64;
         job->safe_c2 = lane_safe_limit(spec->escape_radius, job->v64.r2max);
+        job->bulbs = job->v64.r2max >= 4.0;
     }
+    /* The orbit of 0 for c in the cardioid or the bulb stays within |z| < 2, so with R >= 2 it
+     * never escapes; a smaller R can see it leave. */
+    job->bulbs = job->bulbs && engine->shortcuts && spec->fractal == SPEC_MANDELBROT;
+    job->cycles = engine->shortcuts;
     job->rect_x = rect->x;
     job->rect_y = rect->y;
     job->rect_w = rect->width;
@@ -398,6 +477,23 @@ int engine_cpu_render(engine_cpu *engine, const struct render_spec *spec,
     if (rect->width == 0 || rect->height == 0)
         goto done;
     job_setup(&job, engine, spec, rect);
+    /* The column mapping once per render rather than once per sample: refill then loads x
+     * (the same value esc_x computes). */
+    if (spec->precision == SPEC_FP32) {
+        if ((job.x32 = malloc(sizeof(float) * rect->width)) == NULL) {
+            err = ERR_NOMEM;
+            goto done;
+        }
+        for (uint32_t i = 0; i < rect->width; i++)
+            job.x32[i] = esc_x_f32(&job.v32, rect->x + i);
+    } else {
+        if ((job.x64 = malloc(sizeof(double) * rect->width)) == NULL) {
+            err = ERR_NOMEM;
+            goto done;
+        }
+        for (uint32_t i = 0; i < rect->width; i++)
+            job.x64[i] = esc_x_f64(&job.v64, rect->x + i);
+    }
     if (pthread_cond_init(&job.done, NULL) != 0) {
         err = ERR_NOMEM;
         goto done;
@@ -413,10 +509,14 @@ int engine_cpu_render(engine_cpu *engine, const struct render_spec *spec,
     pthread_cond_broadcast(&engine->work);
     while (job.next_tile < job.ntiles || job.active > 0)
         pthread_cond_wait(&job.done, &engine->lock);
+    engine->counters.iterations += job.tally.iterations;
+    engine->counters.executed += job.tally.executed;
+    engine->counters.bulb += job.tally.bulb;
+    engine->counters.cycles += job.tally.cycles;
     pthread_mutex_unlock(&engine->lock);
 
     if (stats) {
-        stats->iterations = job.iterations;
+        stats->iterations = job.tally.iterations;
         stats->tiles = (uint32_t)job.ntiles;
     }
     if (job.cancelled)
@@ -425,6 +525,8 @@ int engine_cpu_render(engine_cpu *engine, const struct render_spec *spec,
 done:
     if (have_cond)
         pthread_cond_destroy(&job.done);
+    free(job.x32);
+    free(job.x64);
     return err;
 }
 
@@ -432,7 +534,8 @@ done:
 
 /*
  * Template part: one lane machine. Parameters: ECPU_NAME (function name), ECPU_ATTR (target
- * attribute), ECPU_REAL / ECPU_IREAL (float and the integer of its width), ECPU_SFX (f32/f64,
+ * attribute), ECPU_REAL / ECPU_IREAL / ECPU_UREAL (float, and the signed and unsigned integers
+ * of its width), ECPU_SFX (f32/f64,
  * picks the escape.h functions), ECPU_VIEW(job), ECPU_VBYTES (bytes per vector), ECPU_GROUPS
  * (independent vectors, enough to cover the ~10-cycle latency of one step).
  *
@@ -442,7 +545,9 @@ done:
  * its saved z values in order (vector-wide, one group at a time), so its count and final z are
  * exactly those of the scalar reference; then it takes the next sample at once (lane refill). Lanes whose c
  * could bring an escaped orbit back inside R (see lane_safe_limit) switch the whole machine to
- * blocks that also accumulate the check at every step.
+ * blocks that also accumulate the check at every step. Every ECPU_CYCLE_EVERY blocks the z of
+ * every lane is compared with its saved z (cycle detection); with the shortcuts on, Mandelbrot
+ * samples inside the cardioid or the period-2 bulb are written out at refill without a lane.
  */
 
 /* ECPU_MOVMSK(m): bits of the lanes where the comparison mask m is true, in one instruction where
@@ -464,11 +569,12 @@ done:
 #define ECPU_ESC(fn) ECPU_CAT(ECPU_CAT(esc_, fn), ECPU_CAT(_, ECPU_SFX))
 
 ECPU_ATTR
-static uint64_t ECPU_NAME(struct engine_cpu *engine, struct ecpu_job *job, uint64_t tile,
-                          int *aborted)
+static void ECPU_NAME(struct engine_cpu *engine, struct ecpu_job *job, uint64_t tile,
+                      struct ecpu_tally *tally, int *aborted)
 {
     typedef ECPU_REAL vreal __attribute__((vector_size(ECPU_VBYTES)));
     typedef ECPU_IREAL vmask __attribute__((vector_size(ECPU_VBYTES)));
+    typedef ECPU_UREAL vage __attribute__((vector_size(ECPU_VBYTES)));
     typedef float vps __attribute__((vector_size(ECPU_VBYTES), unused));
     typedef double vpd __attribute__((vector_size(ECPU_VBYTES), unused));
     enum {
@@ -479,63 +585,85 @@ static uint64_t ECPU_NAME(struct engine_cpu *engine, struct ecpu_job *job, uint6
     };
     _Static_assert(LANES <= 64, "lane bits live in one uint64_t");
     const ECPU_CAT(esc_view_, ECPU_SFX) *v = ECPU_VIEW(job);
-    const ECPU_REAL r2max = v->r2max;
+    const ECPU_REAL r2max = v->r2max, *const xtab = ECPU_XTAB(job);
     const uint32_t max_iter = v->max_iter, w = job->rect_w;
-    const int mandel = v->fractal == ESC_MANDELBROT;
+    const int mandel = v->fractal == ESC_MANDELBROT, bulbs = job->bulbs, cycles = job->cycles;
     vreal zr[G], zi[G], cr[G], ci[G];
     vreal hr[K][G], hi[K][G];            /* z at the start of each step of the current block */
+    vreal sr[G], si[G];                  /* cycle detection: the z saved last, per lane */
+    vage birth[G];                       /* cycle detection: the check count at refill */
     uint64_t start[LANES], due[LANES], pos[LANES];
     unsigned char unsafe[LANES];
     unsigned short todo[LANES];
     vmask first[G];
     unsigned ntodo;
-    uint64_t iter = 0, min_due = UINT64_MAX, sum = 0, feed = 0, feed_end = 0, blocks = 0;
+    uint64_t iter = 0, min_due = UINT64_MAX, feed = 0, feed_end = 0, blocks = 0, live = 0;
+    uint64_t sum = 0, executed = 0, nbulb = 0, ncycle = 0;
     uint32_t col = 0, row = 0, y_row = UINT32_MAX;
+    ECPU_UREAL checks = 0;
     ECPU_REAL y_val = 0;
     unsigned alive = 0, nunsafe = 0;
     int have_feed = 1;
+    struct ECPU_CAT(smooth_batch_, ECPU_SFX) smooth_b;
 
     feed = tile * job->tile_size;
     feed_end = feed + job->tile_size < job->nsamples ? feed + job->tile_size : job->nsamples;
     col = (uint32_t)(feed % w);
     row = (uint32_t)(feed / w);
     memset(unsafe, 0, sizeof(unsafe));
+    /* Smooth values go out in batches, through smooth.h's vectorised pass. */
+    ECPU_CAT(smooth_batch_init_, ECPU_SFX)(&smooth_b, v, job->smooth);
 
 /* Gives lane l (group g, element e) the next sample, or parks it (z = c = 0 never escapes) when
- * the job has no more tiles for this machine. */
+ * the job has no more tiles for this machine. Samples the cardioid / bulb test finishes are
+ * written out here and never take a lane. */
 #define ECPU_REFILL(l, g, e)                                                                      \
     do {                                                                                          \
-        if (feed == feed_end && have_feed) {                                                      \
-            have_feed = claim_more(engine, job, &tile, aborted);                                  \
-            if (have_feed) {                                                                      \
-                feed = tile * job->tile_size;                                                     \
-                feed_end = feed + job->tile_size < job->nsamples ? feed + job->tile_size          \
-                                                                 : job->nsamples;                 \
-                col = (uint32_t)(feed % w);                                                       \
-                row = (uint32_t)(feed / w);                                                       \
-            }                                                                                     \
-        }                                                                                         \
         if (unsafe[l]) {                                                                          \
             unsafe[l] = 0;                                                                        \
             nunsafe--;                                                                            \
         }                                                                                         \
-        if (feed == feed_end) {                                                                   \
-            zr[g][e] = zi[g][e] = cr[g][e] = ci[g][e] = 0;                                        \
-            due[l] = UINT64_MAX;                                                                  \
-        } else {                                                                                  \
-            ECPU_REAL x_ = ECPU_ESC(x)(v, job->rect_x + col);                                     \
-            ECPU_REAL y_;                                                                         \
+        for (;;) {                                                                                \
+            ECPU_REAL x_, y_;                                                                     \
+            uint64_t p_;                                                                          \
             double c2_;                                                                           \
+            if (feed == feed_end && have_feed) {                                                  \
+                have_feed = claim_more(engine, job, &tile, aborted);                              \
+                if (have_feed) {                                                                  \
+                    feed = tile * job->tile_size;                                                 \
+                    feed_end = feed + job->tile_size < job->nsamples ? feed + job->tile_size      \
+                                                                     : job->nsamples;             \
+                    col = (uint32_t)(feed % w);                                                   \
+                    row = (uint32_t)(feed / w);                                                   \
+                }                                                                                 \
+            }                                                                                     \
+            if (feed == feed_end) {                                                               \
+                zr[g][e] = zi[g][e] = cr[g][e] = ci[g][e] = 0;                                    \
+                due[l] = UINT64_MAX;                                                              \
+                live &= ~((uint64_t)1 << (l));                                                    \
+                break;                                                                            \
+            }                                                                                     \
+            x_ = xtab[col];                                                                       \
             if (row != y_row) {                                                                   \
                 y_row = row;                                                                      \
                 y_val = ECPU_ESC(y)(v, job->rect_y + row);                                        \
             }                                                                                     \
             y_ = y_val;                                                                           \
-            pos[l] = feed++;                                                                      \
+            p_ = feed++;                                                                          \
             if (++col == w) {                                                                     \
                 col = 0;                                                                          \
                 row++;                                                                            \
             }                                                                                     \
+            if (bulbs && in_main_bulbs((double)x_, (double)y_)) {                                 \
+                sum += max_iter;                                                                  \
+                nbulb++;                                                                          \
+                if (job->counts)                                                                  \
+                    job->counts[p_] = max_iter;                                                   \
+                if (job->smooth)                                                                  \
+                    job->smooth[p_] = -1.0f;                                                      \
+                continue;                                                                         \
+            }                                                                                     \
+            pos[l] = p_;                                                                          \
             if (mandel) {                                                                         \
                 zr[g][e] = 0;                                                                     \
                 zi[g][e] = 0;                                                                     \
@@ -547,6 +675,9 @@ static uint64_t ECPU_NAME(struct engine_cpu *engine, struct ecpu_job *job, uint6
                 cr[g][e] = v->c_re;                                                               \
                 ci[g][e] = v->c_im;                                                               \
             }                                                                                     \
+            sr[g][e] = zr[g][e];                                                                  \
+            si[g][e] = zi[g][e];                                                                  \
+            birth[g][e] = checks;                                                                 \
             start[l] = iter;                                                                      \
             due[l] = iter + max_iter;                                                             \
             c2_ = (double)cr[g][e] * cr[g][e] + (double)ci[g][e] * ci[g][e];                      \
@@ -554,7 +685,9 @@ static uint64_t ECPU_NAME(struct engine_cpu *engine, struct ecpu_job *job, uint6
                 unsafe[l] = 1;                                                                    \
                 nunsafe++;                                                                        \
             }                                                                                     \
+            live |= (uint64_t)1 << (l);                                                           \
             alive++;                                                                              \
+            break;                                                                                \
         }                                                                                         \
     } while (0)
 
@@ -567,7 +700,7 @@ static uint64_t ECPU_NAME(struct engine_cpu *engine, struct ecpu_job *job, uint6
     while (alive > 0) {
         vreal a[G], b[G], x2, y2, t;
         vmask ok[G];
-        uint64_t flagged = 0;
+        uint64_t flagged = 0, cycled = 0, settle;
 
         if (*aborted)
             break;
@@ -627,18 +760,46 @@ static uint64_t ECPU_NAME(struct engine_cpu *engine, struct ecpu_job *job, uint6
             zr[g] = a[g];
             zi[g] = b[g];
         }
-        if (!flagged && iter < min_due)
+
+        /* Cycle detection (Brent): a lane not flagged has every z so far inside R (once out a
+         * safe lane stays out; careful blocks check every step), so a z bit-equal to the saved
+         * one closes a cycle of inside points and the orbit never escapes. The saved z is
+         * refreshed when the lane's age in checks is a power of two, so a cycle of any period
+         * is found once the window (doubling) covers it past the pre-period. Ages count modulo
+         * 2^bits, which they never reach (max_iter < 2^32 steps). */
+        if (cycles && blocks % ECPU_CYCLE_EVERY == 0) {
+            checks++;
+#pragma GCC unroll 16
+            for (int g = 0; g < G; g++) {
+                vmask eq = ((vmask)zr[g] == (vmask)sr[g]) & ((vmask)zi[g] == (vmask)si[g]);
+                vage age = checks - birth[g];
+                vmask save = (vmask)((age & (age - 1)) == 0);
+
+                sr[g] = (vreal)(((vmask)zr[g] & save) | ((vmask)sr[g] & ~save));
+                si[g] = (vreal)(((vmask)zi[g] & save) | ((vmask)si[g] & ~save));
+#ifdef ECPU_MOVMSK
+                cycled |= (uint64_t)(unsigned)ECPU_MOVMSK(eq) << (g * W);
+#else
+                for (unsigned e = 0; e < W; e++)
+                    cycled |= (uint64_t)(eq[e] & 1) << (g * W + e);
+#endif
+            }
+            /* Parked lanes (z = c = 0) cycle at once: only lanes holding a sample count. */
+            cycled &= live & ~flagged;
+        }
+        if (!(flagged | cycled) && iter < min_due)
             continue;
 
-        /* List the lanes to settle: those flagged by the check, then (rarely) those that reached
-         * max_iter in this block, recomputing min_due over the others. */
+        /* List the lanes to settle: those flagged by the check or found cycling, then (rarely)
+         * those that reached max_iter in this block, recomputing min_due over the others. */
         ntodo = 0;
-        for (uint64_t bits = flagged; bits; bits &= bits - 1)
+        settle = flagged | cycled;
+        for (uint64_t bits = settle; bits; bits &= bits - 1)
             todo[ntodo++] = (unsigned short)__builtin_ctzll(bits);
         if (iter >= min_due) {
             min_due = UINT64_MAX;
             for (unsigned l = 0; l < LANES; l++) {
-                if (flagged >> l & 1)
+                if (settle >> l & 1)
                     continue;
                 if (due[l] <= iter) {
                     todo[ntodo++] = (unsigned short)l;
@@ -649,7 +810,7 @@ static uint64_t ECPU_NAME(struct engine_cpu *engine, struct ecpu_job *job, uint6
             }
         }
 
-        /* For each group holding a lane to settle, first[g] = the step k (0..K) of the first
+        /* For each group holding a flagged lane, first[g] = the step k (0..K) of the first
          * escaped z among the saved ones, K + 1 if none: the count of leading steps whose z passed
          * the escape check of escape.h, computed for all lanes of the group at once. */
 #pragma GCC unroll 16
@@ -659,6 +820,19 @@ static uint64_t ECPU_NAME(struct engine_cpu *engine, struct ecpu_job *job, uint6
             if (!(flagged >> (g * W) & (((uint64_t)1 << W) - 1)))
                 continue;
             first[g] = (vmask){0};
+            if (nunsafe == 0) {
+                /* Safe lanes stay out once out, so the steps inside R come first: counting
+                 * them needs no running AND, and the two sums halve the dependency chain. */
+                vmask c0 = (vmask){0}, c1 = (vmask){0};
+                for (int k = 0; k < K; k += 2) {
+                    c0 -= (hr[k][g] * hr[k][g] + hi[k][g] * hi[k][g] <= r2max);
+                    c1 -= (hr[k + 1][g] * hr[k + 1][g] + hi[k + 1][g] * hi[k + 1][g] <= r2max);
+                }
+                /* A flagged lane has its current z out, so it counts K at most (and an
+                 * unflagged one needs no first). */
+                first[g] = c0 + c1;
+                continue;
+            }
             for (int k = 0; k < K; k++) {
                 inside &= (hr[k][g] * hr[k][g] + hi[k][g] * hi[k][g] <= r2max);
                 first[g] -= inside;
@@ -669,28 +843,39 @@ static uint64_t ECPU_NAME(struct engine_cpu *engine, struct ecpu_job *job, uint6
 
         for (unsigned i = 0; i < ntodo; i++) {
             unsigned l = todo[i], g = l / W, e = l % W;
-            uint64_t n0 = iter - K - start[l], k = (uint64_t)first[g][e];
+            uint64_t n0 = iter - K - start[l];
             uint32_t n = max_iter;
             ECPU_REAL x = 0, y = 0;
 
-            if (n0 + k < max_iter) {
-                if (k > K) {
-                    /* Unreachable: a flagged lane's escape is among the z just checked. Keep the
-                     * lane running rather than write a wrong count. */
-                    if (due[l] < min_due)
-                        min_due = due[l];
-                    continue;
+            if (!(flagged >> l & 1)) {
+                /* Cycling: interior, finished after iter - start steps (or max_iter, if it got
+                 * there first). */
+                executed += n0 + K < max_iter ? n0 + K : max_iter;
+                ncycle++;
+            } else {
+                uint64_t k = (uint64_t)first[g][e];
+
+                if (n0 + k < max_iter) {
+                    if (k > K) {
+                        /* Unreachable: a flagged lane's escape is among the z just checked.
+                         * Keep the lane running rather than write a wrong count. */
+                        if (due[l] < min_due)
+                            min_due = due[l];
+                        continue;
+                    }
+                    /* z_{n0 + k} is hr/hi[k] for k < K and the current z for k == K. */
+                    n = (uint32_t)(n0 + k);
+                    x = k < K ? hr[k][g][e] : zr[g][e];
+                    y = k < K ? hi[k][g][e] : zi[g][e];
                 }
-                /* z_{n0 + k} is hr/hi[k] for k < K and the current z for k == K. */
-                n = (uint32_t)(n0 + k);
-                x = k < K ? hr[k][g][e] : zr[g][e];
-                y = k < K ? hi[k][g][e] : zi[g][e];
+                executed += n;
             }
             sum += n;
             if (job->counts)
                 job->counts[pos[l]] = n;
             if (job->smooth)
-                job->smooth[pos[l]] = ECPU_ESC(smooth)(v, n, x, y);
+                ECPU_CAT(smooth_batch_add_, ECPU_SFX)(&smooth_b, pos[l], n, x, y, cr[g][e],
+                                                      ci[g][e]);
             alive--;
             ECPU_REFILL(l, g, e);
             if (due[l] < min_due)
@@ -698,7 +883,12 @@ static uint64_t ECPU_NAME(struct engine_cpu *engine, struct ecpu_job *job, uint6
         }
     }
 #undef ECPU_REFILL
-    return sum;
+    if (job->smooth)
+        ECPU_CAT(smooth_batch_flush_, ECPU_SFX)(&smooth_b);
+    tally->iterations += sum;
+    tally->executed += executed;
+    tally->bulb += nbulb;
+    tally->cycles += ncycle;
 }
 
 #undef ECPU_MOVMSK

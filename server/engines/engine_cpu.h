@@ -1,7 +1,17 @@
 /* engine_cpu.h: the built-in CPU engine, the reference every other engine is tested against.
  * A persistent pool of worker threads computes rectangles of the sample grid (spec.h) with SIMD
  * inner loops, lane refill and blocked escape checks; it computes exactly the function of
- * kernels/escape.h. */
+ * kernels/escape.h.
+ *
+ * Exact interior shortcuts (on by default) finish samples that provably never escape without
+ * iterating them to max_iter; counts and smooth values stay those of escape.h on every sample:
+ *   - Mandelbrot, escape radius >= 2: c well inside the main cardioid or the period-2 bulb
+ *     (attracting multiplier |lambda| <= 1 - 2^-8, tested in double at lane refill) is interior;
+ *   - every fractal: an orbit whose z (both components bit-equal, in the working precision)
+ *     repeats an earlier z is periodic and never escapes (Brent's cycle detection on the z of
+ *     block ends).
+ * FRACTALD_CPU_SHORTCUTS=0 in the environment, read once by engine_cpu_new, turns them off
+ * (brute force, for tests and benchmarks); any other value or none leaves them on. */
 #ifndef FRACTALD_ENGINE_CPU_H
 #define FRACTALD_ENGINE_CPU_H
 
@@ -18,6 +28,16 @@ struct engine_cpu_stats {
     uint32_t tiles;        /* pieces the rectangle was cut into */
 };
 
+/* What an engine has done since engine_cpu_new, over every render (engine_cpu_counters). */
+struct engine_cpu_counters {
+    uint64_t iterations;   /* sum of escape counts of every finished sample */
+    uint64_t executed;     /* orbit steps the lanes ran for those samples (== iterations with
+                            * the shortcuts off; a step past an escape inside a block is not
+                            * counted) */
+    uint64_t bulb;         /* samples finished by the cardioid / period-2 bulb test */
+    uint64_t cycles;       /* samples finished by cycle detection */
+};
+
 /* Starts a pool of `threads` worker threads (0 = one per online CPU).
  * Returns 0 and the engine in *out (caller frees with engine_cpu_free), or ERR_NOMEM. */
 int engine_cpu_new(engine_cpu **out, unsigned threads);
@@ -27,6 +47,13 @@ void engine_cpu_free(engine_cpu *engine);
 
 /* Number of worker threads. */
 unsigned engine_cpu_threads(const engine_cpu *engine);
+
+/* Nonzero when the engine uses the interior shortcuts (FRACTALD_CPU_SHORTCUTS, above). */
+int engine_cpu_shortcuts(const engine_cpu *engine);
+
+/* Copies the engine's counters into *out; safe while renders run (each render adds its share
+ * when it finishes). */
+void engine_cpu_counters(struct engine_cpu_counters *out, engine_cpu *engine);
 
 /* Computes the samples of `rect`, a rectangle of the spec's sample grid (coordinates in samples,
  * not pixels: the grid is (width*supersample) x (height*supersample)), in spec->precision.

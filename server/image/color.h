@@ -19,8 +19,8 @@ int color_palette_load(struct spec_coloring *out, const char *name);
 /* Palette coordinate of a smooth value: t in [0, 1] for an escaped sample (mu >= 0), or a negative
  * number for an interior sample (mu < 0, or NaN). With cycle == 0: t = ln(1 + mu) / ln(1 + max_iter),
  * clamped to 1; with cycle > 0: t = frac(mu / cycle + offset). reverse turns t into 1 - t.
- * ln is color.c's own logarithm, not libm's: correctly rounded but in rare cases (within 2^-12 ulp
- * of a rounding boundary), and the same on every host. The row functions below colour each sample
+ * ln is the project's logarithm (platform/fastlog.h), not libm's: correctly rounded but in rare
+ * cases (within 2^-12 ulp of a rounding boundary), and the same on every host. The row functions below colour each sample
  * at exactly this t. */
 double color_coordinate(const struct spec_coloring *coloring, uint32_t max_iter, float mu);
 

@@ -1,7 +1,9 @@
 /* test_engine_cl.c: the OpenCL engine on every device found (PoCL here) against the CPU engine,
- * sample by sample, for each kernel variant; cancellation, launch splitting, device errors,
- * discovery without any ICD, and the program binary cache. Skips when no device exists. */
+ * sample by sample, for each kernel variant; the interior shortcuts against brute force;
+ * cancellation, launch splitting, device errors, discovery without any ICD, and the program
+ * binary cache. Skips when no device exists. */
 #include <dirent.h>
+#include <math.h>
 #include <pthread.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -16,6 +18,8 @@
 #include "engine_cl.h"
 #include "engine_cpu.h"
 #include "err.h"
+#include "escape.h"
+#include "smooth.h"
 #include "spec_helpers.h"
 
 extern char **environ;
@@ -27,7 +31,7 @@ extern char **environ;
  * kernels do escape.h's arithmetic in its order, without FMA); MIN_EXACT leaves room for a
  * device that flushes fp32 subnormals, which can change an orbit that passes near 0. Smooth
  * values of samples with equal counts: bit-identical (the device returns the final z and the
- * host computes the smooth value with escape.h's esc_smooth, as the CPU engine does). */
+ * host computes the smooth value with smooth.h's pass, as the CPU engine does). */
 #define MIN_EXACT 0.9999
 
 #define NVARIANTS 3
@@ -39,6 +43,9 @@ struct fixture {
     engine_cpu *cpu;
     engine_cl **engines[NVARIANTS];
     size_t count[NVARIANTS];
+    /* The same variants built without the interior shortcuts (NAIVE never has them). */
+    engine_cl **brute[NVARIANTS];
+    size_t nbrute[NVARIANTS];
     char cache_dir[64];
     /* The lowest fraction of exact counts over every comparison, printed at the end. */
     double worst_exact;
@@ -93,10 +100,15 @@ static int setup(void **state)
     o.cache_dir = fx.cache_dir;
     for (int v = 0; v < NVARIANTS; v++) {
         o.variant = variants[v];
+        o.brute_force = false;
         if (engine_cl_discover(&fx.engines[v], &fx.count[v], &o, msg, sizeof(msg)) < 0)
             return -1;
         if (v == 0)
             print_message("engine_cl: %s\n", msg);
+        o.brute_force = true;
+        if (variants[v] != ENGINE_CL_NAIVE &&
+            engine_cl_discover(&fx.brute[v], &fx.nbrute[v], &o, msg, sizeof(msg)) < 0)
+            return -1;
     }
     return 0;
 }
@@ -104,8 +116,10 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    for (int v = 0; v < NVARIANTS; v++)
+    for (int v = 0; v < NVARIANTS; v++) {
         engine_cl_free_all(fx.engines[v], fx.count[v]);
+        engine_cl_free_all(fx.brute[v], fx.nbrute[v]);
+    }
     engine_cpu_free(fx.cpu);
     if (fx.cache_dir[0])
         remove_tree(fx.cache_dir);
@@ -123,6 +137,24 @@ static size_t usable(int v, engine_cl **out, size_t max)
     for (size_t i = 0; i < fx.count[v] && n < max; i++)
         if (engine_cl_failure(fx.engines[v][i]) == NULL)
             out[n++] = fx.engines[v][i];
+    if (n == 0) {
+        print_message("engine_cl: no usable OpenCL device, skipped\n");
+        skip();
+    }
+    return n;
+}
+
+/* usable() for the engines built without shortcuts; list[i] is on the device of usable()'s.
+ * NAIVE has none: its own engines are brute force. */
+static size_t usable_brute(int v, engine_cl **out, size_t max)
+{
+    size_t n = 0;
+
+    if (variants[v] == ENGINE_CL_NAIVE)
+        return usable(v, out, max);
+    for (size_t i = 0; i < fx.nbrute[v] && n < max; i++)
+        if (engine_cl_failure(fx.brute[v][i]) == NULL)
+            out[n++] = fx.brute[v][i];
     if (n == 0) {
         print_message("engine_cl: no usable OpenCL device, skipped\n");
         skip();
@@ -360,6 +392,299 @@ static void test_null_outputs(void **state)
     }
 }
 
+/* The brute-force reference of escape.h for rectangle r of the spec: counts and smooth values. */
+static void reference(const struct render_spec *s, const struct spec_rect *r, uint32_t *counts,
+                      float *smooth)
+{
+    uint32_t gw = s->width * s->supersample, gh = s->height * s->supersample;
+
+    if (s->precision == SPEC_FP32) {
+        esc_view_f32 v;
+        struct smooth_f32 sm;
+        esc_view_init_f32(&v, (int)s->fractal, (float)s->c_re, (float)s->c_im,
+                          (float)s->center_re, (float)s->center_im, (float)s->view_width, gw, gh,
+                          (float)s->escape_radius, s->max_iter);
+        smooth_init_f32(&sm, &v);
+        for (uint32_t j = 0; j < r->height; j++)
+            for (uint32_t i = 0; i < r->width; i++) {
+                size_t k = (size_t)j * r->width + i;
+                float zr, zi;
+                counts[k] = esc_sample_f32(&v, r->x + i, r->y + j, &zr, &zi);
+                smooth[k] = smooth_sample_f32(&sm, r->x + i, r->y + j, counts[k], zr, zi);
+            }
+    } else {
+        esc_view_f64 v;
+        struct smooth_f64 sm;
+        esc_view_init_f64(&v, (int)s->fractal, s->c_re, s->c_im, s->center_re, s->center_im,
+                          s->view_width, gw, gh, s->escape_radius, s->max_iter);
+        smooth_init_f64(&sm, &v);
+        for (uint32_t j = 0; j < r->height; j++)
+            for (uint32_t i = 0; i < r->width; i++) {
+                size_t k = (size_t)j * r->width + i;
+                double zr, zi;
+                counts[k] = esc_sample_f64(&v, r->x + i, r->y + j, &zr, &zi);
+                smooth[k] = smooth_sample_f64(&sm, r->x + i, r->y + j, counts[k], zr, zi);
+            }
+    }
+}
+
+/* The shortcut engines (VECTOR, SCALAR) against brute force, sample by sample: equal to the
+ * same kernel built without the shortcuts on the same device, count and smooth value, on every
+ * sample; and to escape.h's scalar reference within MIN_EXACT. Returns the samples the
+ * reference found interior, so a caller can check its view stresses what it means to. */
+static size_t check_shortcuts(const struct render_spec *s, const struct spec_rect *r)
+{
+    size_t n = (size_t)r->width * r->height, interior = 0;
+    uint32_t *c_ref = malloc(n * sizeof(uint32_t)), *c_bf = malloc(n * sizeof(uint32_t));
+    uint32_t *c_sc = malloc(n * sizeof(uint32_t));
+    float *s_ref = malloc(n * sizeof(float)), *s_bf = malloc(n * sizeof(float));
+    float *s_sc = malloc(n * sizeof(float));
+    char msg[256];
+
+    assert_non_null(c_ref);
+    assert_non_null(c_bf);
+    assert_non_null(c_sc);
+    assert_non_null(s_ref);
+    assert_non_null(s_bf);
+    assert_non_null(s_sc);
+    reference(s, r, c_ref, s_ref);
+    for (size_t k = 0; k < n; k++)
+        interior += c_ref[k] == s->max_iter;
+    for (int v = 0; v < 2; v++) {
+        engine_cl *sc[8], *bf[8];
+        size_t ns = usable(v, sc, 8), nb = usable_brute(v, bf, 8);
+
+        assert_int_equal(ns, nb);
+        for (size_t i = 0; i < ns; i++) {
+            size_t exact = 0;
+            int rc;
+
+            if (s->precision == SPEC_FP64 && !engine_cl_get_info(sc[i])->fp64)
+                continue;
+            assert_true(engine_cl_get_info(sc[i])->shortcuts);
+            assert_false(engine_cl_get_info(bf[i])->shortcuts);
+            memset(c_sc, 0xee, n * sizeof(uint32_t));
+            memset(s_sc, 0xee, n * sizeof(float));
+            if ((rc = engine_cl_render(sc[i], s, r, c_sc, s_sc, NULL, NULL, msg, sizeof(msg))) ||
+                (rc = engine_cl_render(bf[i], s, r, c_bf, s_bf, NULL, NULL, msg, sizeof(msg))))
+                fail_msg("engine_cl_render: %s: %s", err_name(rc), msg);
+            for (size_t k = 0; k < n; k++) {
+                if (c_sc[k] != c_bf[k] || memcmp(&s_sc[k], &s_bf[k], sizeof(float)) != 0)
+                    fail_msg("%s %s shortcuts, sample (%u, %u): n=%u smooth %.9g, brute force "
+                             "n=%u smooth %.9g (reference n=%u)",
+                             variant_names[variants[v]],
+                             s->precision == SPEC_FP32 ? "fp32" : "fp64",
+                             r->x + (uint32_t)(k % r->width), r->y + (uint32_t)(k / r->width),
+                             c_sc[k], (double)s_sc[k], c_bf[k], (double)s_bf[k], c_ref[k]);
+                exact += c_sc[k] == c_ref[k] &&
+                         memcmp(&s_sc[k], &s_ref[k], sizeof(float)) == 0;
+            }
+            if ((double)exact / (double)n < MIN_EXACT)
+                fail_msg("%s %s: only %zu of %zu samples equal escape.h's",
+                         variant_names[variants[v]], s->precision == SPEC_FP32 ? "fp32" : "fp64",
+                         exact, n);
+        }
+    }
+    free(c_ref);
+    free(c_bf);
+    free(c_sc);
+    free(s_ref);
+    free(s_bf);
+    free(s_sc);
+    return interior;
+}
+
+/* check_shortcuts in both precisions. Unless `outside` (a Julia c outside the Mandelbrot set:
+ * no interior at all), the view must hold interior and escaping samples both (it straddles a
+ * boundary), in each precision. */
+static void check_shortcuts_both(struct render_spec s, bool outside)
+{
+    struct spec_rect r = grid_of(&s);
+    size_t n = (size_t)r.width * r.height;
+
+    for (int p = SPEC_FP32; p <= SPEC_FP64; p++) {
+        size_t interior;
+
+        s.precision = (enum spec_precision)p;
+        interior = check_shortcuts(&s, &r);
+        if (outside ? interior != 0 : interior == 0 || interior == n)
+            fail_msg("view c=%.9g%+.9gi centre %.9g%+.9gi width %g, %s: %zu of %zu samples "
+                     "interior",
+                     s.c_re, s.c_im, s.center_re, s.center_im, s.view_width,
+                     p == SPEC_FP32 ? "fp32" : "fp64", interior, n);
+    }
+}
+
+/* Boundary point of the main cardioid (t = 0: the cusp) and of the period-2 bulb. */
+static void cardioid_point(double t, double *re, double *im)
+{
+    *re = 0.5 * cos(t) - 0.25 * cos(2 * t);
+    *im = 0.5 * sin(t) - 0.25 * sin(2 * t);
+}
+
+/* The Mandelbrot main-component test and cycle detection on views that stress them: across the
+ * cusp (0.25) and the bulb's root (-0.75), where convergence slows without bound and the test
+ * must decline (an odd height puts a row on the real axis, where the thin outside of the cusp
+ * lies; an odd width a column on -0.75 + iy, the axis of the seahorse valley); c just inside
+ * and just outside the cardioid and the bulb (tiny views across their boundary); thin
+ * filaments and a period-3 minibrot on the antenna. */
+static void test_shortcuts_mandelbrot(void **state)
+{
+    double re, im;
+
+    (void)state;
+    check_shortcuts_both(make_spec(SPEC_MANDELBROT, 0, 0, 0.25, 0, 0.02, 64, 40, 20000, 2.0,
+                                   SPEC_FP32, 1), false);
+    check_shortcuts_both(make_spec(SPEC_MANDELBROT, 0, 0, 0.25, 0, 2e-5, 48, 33, 20000, 2.0,
+                                   SPEC_FP32, 1), false);
+    check_shortcuts_both(make_spec(SPEC_MANDELBROT, 0, 0, -0.75, 0, 0.01, 65, 41, 20000, 2.0,
+                                   SPEC_FP32, 1), false);
+    check_shortcuts_both(make_spec(SPEC_MANDELBROT, 0, 0, -0.75, 0.002, 1e-4, 48, 32, 20000, 2.0,
+                                   SPEC_FP32, 1), false);
+    cardioid_point(1.0, &re, &im);
+    check_shortcuts_both(make_spec(SPEC_MANDELBROT, 0, 0, re, im, 1e-4, 48, 32, 20000, 2.0,
+                                   SPEC_FP32, 1), false);
+    cardioid_point(2.5, &re, &im);
+    check_shortcuts_both(make_spec(SPEC_MANDELBROT, 0, 0, re, im, 1e-3, 48, 32, 20000, 2.0,
+                                   SPEC_FP32, 1), false);
+    /* The bulb's boundary, -1 + e^{it} / 4, at t = 1. */
+    check_shortcuts_both(make_spec(SPEC_MANDELBROT, 0, 0, -1 + 0.25 * cos(1.0), 0.25 * sin(1.0),
+                                   1e-4, 48, 32, 20000, 2.0, SPEC_FP32, 1), false);
+    /* The antenna: filaments and the period-3 minibrot at -1.7549. */
+    check_shortcuts_both(make_spec(SPEC_MANDELBROT, 0, 0, -1.76, 0, 0.03, 64, 40, 5000, 2.0,
+                                   SPEC_FP32, 1), false);
+    /* Seahorse valley filaments, and the whole set, with R = 2 and a larger R. */
+    check_shortcuts_both(make_spec(SPEC_MANDELBROT, 0, 0, -0.7436, 0.1318, 0.003, 64, 40, 5000,
+                                   2.0, SPEC_FP32, 1), false);
+    check_shortcuts_both(make_spec(SPEC_MANDELBROT, 0, 0, -0.5, 0, 3.0, 96, 64, 5000, 2.0,
+                                   SPEC_FP32, 1), false);
+    check_shortcuts_both(make_spec(SPEC_MANDELBROT, 0, 0, -0.5, 0, 3.0, 64, 40, 3000, 50.0,
+                                   SPEC_FP32, 1), false);
+    /* R < 2: orbits inside the cardioid do escape, so the test must stay off. */
+    check_shortcuts_both(make_spec(SPEC_MANDELBROT, 0, 0, -0.2, 0, 1.0, 64, 40, 3000, 0.45,
+                                   SPEC_FP32, 1), false);
+}
+
+/* Cycle detection on Julia sets: workload C's rabbit (period 3), c just inside and just outside
+ * the cardioid near the cusp (slow, parabolic-like convergence, where fp32 rounding makes the
+ * cycles), a Siegel-disc-like c on the cardioid boundary, workload A's c (outside the set: no
+ * interior, long escapes) and an escaped orbit able to come back inside R (careful blocks). */
+static void test_shortcuts_julia(void **state)
+{
+    double re, im;
+
+    (void)state;
+    check_shortcuts_both(make_spec(SPEC_JULIA, -0.12, 0.75, 0, 0, 3.0, 96, 54, 10000, 2.0,
+                                   SPEC_FP32, 1), false);
+    check_shortcuts_both(make_spec(SPEC_JULIA, 0.2499, 0, 0, 0, 3.0, 64, 40, 10000, 2.0,
+                                   SPEC_FP32, 1), false);
+    check_shortcuts_both(make_spec(SPEC_JULIA, 0.2501, 0, 0.5, 0, 0.01, 64, 40, 10000, 2.0,
+                                   SPEC_FP32, 1), true);
+    cardioid_point(2 * 3.14159265358979 * 0.6180339887, &re, &im);
+    check_shortcuts_both(make_spec(SPEC_JULIA, re, im, 0, 0, 3.0, 64, 40, 10000, 2.0,
+                                   SPEC_FP32, 1), false);
+    check_shortcuts_both(make_spec(SPEC_JULIA, -0.8, 0.156, 0, 0, 3.0, 64, 40, 3000, 2.0,
+                                   SPEC_FP32, 1), true);
+    check_shortcuts_both(make_spec(SPEC_JULIA, -1.0, 0.05, 0, 0, 3.0, 64, 40, 10000, 1.1,
+                                   SPEC_FP32, 1), false);
+}
+
+/* The shortcuts' state across launches: with max_launch_ms = 1 a render of long orbits is cut
+ * into many launches, and still equals brute force sample by sample. */
+static void test_shortcuts_launches(void **state)
+{
+    struct engine_cl_options o = ENGINE_CL_OPTIONS_INIT;
+    struct render_spec s = make_spec(SPEC_MANDELBROT, 0, 0, -0.75, 0.05, 0.2, 96, 64, 200000, 2.0,
+                                     SPEC_FP32, 1);
+    struct spec_rect r = grid_of(&s);
+    size_t n = (size_t)r.width * r.height;
+    uint32_t *c1 = malloc(n * sizeof(uint32_t)), *c2 = malloc(n * sizeof(uint32_t));
+    char msg[256];
+
+    (void)state;
+    assert_non_null(c1);
+    assert_non_null(c2);
+    usable(0, (engine_cl *[8]){0}, 8);
+    o.cache_dir = fx.cache_dir;
+    o.max_launch_ms = 1;
+    for (int v = 0; v < 2; v++) {
+        engine_cl **list = NULL, *bf[8];
+        size_t nl = 0, nb = usable_brute(v, bf, 8);
+
+        o.variant = variants[v];
+        assert_int_equal(engine_cl_discover(&list, &nl, &o, msg, sizeof(msg)), 0);
+        assert_int_equal(nl, fx.nbrute[v]);
+        for (int p = SPEC_FP32; p <= SPEC_FP64; p++)
+            for (size_t i = 0; i < nl && i < nb; i++) {
+                struct engine_cpu_stats st;
+
+                s.precision = (enum spec_precision)p;
+                if (engine_cl_failure(list[i]) ||
+                    (p == SPEC_FP64 && !engine_cl_get_info(list[i])->fp64))
+                    continue;
+                assert_int_equal(engine_cl_render(list[i], &s, &r, c1, NULL, NULL, &st, msg,
+                                                  sizeof(msg)),
+                                 0);
+                assert_int_equal(engine_cl_render(bf[i], &s, &r, c2, NULL, NULL, NULL, msg,
+                                                  sizeof(msg)),
+                                 0);
+                print_message("engine_cl: %s %s shortcuts in %u launches of 1 ms\n",
+                              variant_names[variants[v]], p == SPEC_FP32 ? "fp32" : "fp64",
+                              st.tiles);
+                assert_true(st.tiles >= 3);
+                assert_memory_equal(c1, c2, n * sizeof(uint32_t));
+            }
+        engine_cl_free_all(list, nl);
+    }
+    free(c1);
+    free(c2);
+}
+
+/* Proof that the shortcuts engage: on a view like workload C (mostly interior, here max_iter
+ * 10^5) they make VECTOR and SCALAR at least 5x faster than the same kernel without them, in
+ * both precisions (brute force spends max_iter on every interior sample). */
+static void test_shortcuts_engaged(void **state)
+{
+    struct render_spec s = make_spec(SPEC_JULIA, -0.12, 0.75, 0, 0, 3.0, 128, 72, 100000, 2.0,
+                                     SPEC_FP32, 1);
+    struct spec_rect r = grid_of(&s);
+    uint32_t *counts = malloc((size_t)128 * 72 * sizeof(uint32_t));
+    char msg[256];
+
+    (void)state;
+    assert_non_null(counts);
+    for (int v = 0; v < 2; v++) {
+        engine_cl *sc[8], *bf[8];
+        size_t ns = usable(v, sc, 8);
+
+        usable_brute(v, bf, 8);
+        for (int p = SPEC_FP32; p <= SPEC_FP64; p++)
+            for (size_t i = 0; i < ns; i++) {
+                double t0, t_sc, t_bf;
+
+                s.precision = (enum spec_precision)p;
+                if (p == SPEC_FP64 && !engine_cl_get_info(sc[i])->fp64)
+                    continue;
+                t0 = now_s();
+                assert_int_equal(engine_cl_render(sc[i], &s, &r, counts, NULL, NULL, NULL, msg,
+                                                  sizeof(msg)),
+                                 0);
+                t_sc = now_s() - t0;
+                t0 = now_s();
+                assert_int_equal(engine_cl_render(bf[i], &s, &r, counts, NULL, NULL, NULL, msg,
+                                                  sizeof(msg)),
+                                 0);
+                t_bf = now_s() - t0;
+                print_message("engine_cl: %s %s, C-like view: %.1f ms with the shortcuts, %.1f "
+                              "ms without (%.1fx)\n",
+                              variant_names[variants[v]], p == SPEC_FP32 ? "fp32" : "fp64",
+                              t_sc * 1e3, t_bf * 1e3, t_bf / t_sc);
+                assert_true(t_bf > 5 * t_sc);
+            }
+    }
+    free(counts);
+}
+
 struct canceller {
     atomic_int *flag;
     long delay_ms;
@@ -377,9 +702,9 @@ static void *cancel_main(void *p)
     return NULL;
 }
 
-/* A render of minutes (an interior view, max_iter 10^7) cancelled after 300 ms returns
- * ERR_CANCELLED within 250 ms of the flag, on every variant; the engine then serves the next
- * render. */
+/* A render of minutes (an interior view, max_iter 10^7, without the shortcuts that would make
+ * it short) cancelled after 300 ms returns ERR_CANCELLED within 250 ms of the flag, on every
+ * variant; the engine then serves the next render. */
 static void test_cancel(void **state)
 {
     struct render_spec s = make_spec(SPEC_JULIA, -0.12, 0.75, 0, 0, 0.2, 512, 512, 10000000, 2.0,
@@ -394,7 +719,7 @@ static void test_cancel(void **state)
     assert_non_null(counts);
     for (int v = 0; v < NVARIANTS; v++) {
         engine_cl *list[8];
-        size_t n = usable(v, list, 8);
+        size_t n = usable_brute(v, list, 8);
         for (size_t i = 0; i < n; i++) {
             atomic_int flag;
             struct canceller c = {&flag, 300, 0};
@@ -426,8 +751,9 @@ static void test_cancel(void **state)
     free(counts);
 }
 
-/* With max_launch_ms = 10 a render of about half a second takes many launches, and each one
- * is bounded: the render still equals the CPU engine's. */
+/* With max_launch_ms = 10 a render of about half a second (brute force: the shortcuts make
+ * this interior view short) takes many launches, and each one is bounded: the render still
+ * equals the CPU engine's. */
 static void test_launches(void **state)
 {
     struct engine_cl_options o = ENGINE_CL_OPTIONS_INIT;
@@ -444,6 +770,7 @@ static void test_launches(void **state)
     usable(0, (engine_cl *[8]){0}, 8);
     o.cache_dir = fx.cache_dir;
     o.max_launch_ms = 10;
+    o.brute_force = true;
     assert_int_equal(engine_cl_discover(&list, &n, &o, msg, sizeof(msg)), 0);
     for (size_t i = 0; i < n; i++) {
         struct engine_cpu_stats st;
@@ -485,6 +812,7 @@ static void test_device_error(void **state)
     usable(0, (engine_cl *[8]){0}, 8);
     o.cache_dir = fx.cache_dir;
     o.max_launch_ms = 5;
+    o.brute_force = true;
     assert_int_equal(engine_cl_discover(&list, &n, &o, msg, sizeof(msg)), 0);
     for (size_t i = 0; i < n; i++) {
         if (engine_cl_failure(list[i]))
@@ -695,6 +1023,10 @@ int test_engine_cl_run(void)
         cmocka_unit_test(test_supersample),
         cmocka_unit_test(test_odd_sizes),
         cmocka_unit_test(test_null_outputs),
+        cmocka_unit_test(test_shortcuts_mandelbrot),
+        cmocka_unit_test(test_shortcuts_julia),
+        cmocka_unit_test(test_shortcuts_launches),
+        cmocka_unit_test(test_shortcuts_engaged),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_launches),
         cmocka_unit_test(test_device_error),

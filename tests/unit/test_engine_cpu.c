@@ -1,5 +1,6 @@
-/* test_engine_cpu.c: the CPU engine against the scalar reference of kernels/escape.h, pixel by
- * pixel: escape counts equal and smooth values bit-identical, in fp32 and fp64. */
+/* test_engine_cpu.c: the CPU engine against the scalar references of kernels/escape.h and
+ * engines/smooth.h, pixel by pixel: escape counts equal and smooth values bit-identical, in fp32
+ * and fp64. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,8 +12,10 @@
 #include "err.h"
 #include "spec_helpers.h"
 #include "escape.h"
+#include "smooth.h"
 
-/* escape.h's scalar reference over a rectangle of the sample grid; returns the count sum. */
+/* The scalar references over a rectangle of the sample grid, escape.h's for the counts and
+ * smooth.h's for the smooth values; returns the count sum. */
 static uint64_t ref_render(const struct render_spec *s, const struct spec_rect *r,
                            uint32_t *counts, float *smooth)
 {
@@ -22,25 +25,29 @@ static uint64_t ref_render(const struct render_spec *s, const struct spec_rect *
 
     if (s->precision == SPEC_FP32) {
         esc_view_f32 v;
+        struct smooth_f32 sm;
         esc_view_init_f32(&v, (int)s->fractal, (float)s->c_re, (float)s->c_im,
                           (float)s->center_re, (float)s->center_im, (float)s->view_width, gw, gh,
                           (float)s->escape_radius, s->max_iter);
+        smooth_init_f32(&sm, &v);
         for (uint32_t j = r->y; j < r->y + r->height; j++)
             for (uint32_t i = r->x; i < r->x + r->width; i++, k++) {
                 float zr, zi;
                 counts[k] = esc_sample_f32(&v, i, j, &zr, &zi);
-                smooth[k] = esc_smooth_f32(&v, counts[k], zr, zi);
+                smooth[k] = smooth_sample_f32(&sm, i, j, counts[k], zr, zi);
                 sum += counts[k];
             }
     } else {
         esc_view_f64 v;
+        struct smooth_f64 sm;
         esc_view_init_f64(&v, (int)s->fractal, s->c_re, s->c_im, s->center_re, s->center_im,
                           s->view_width, gw, gh, s->escape_radius, s->max_iter);
+        smooth_init_f64(&sm, &v);
         for (uint32_t j = r->y; j < r->y + r->height; j++)
             for (uint32_t i = r->x; i < r->x + r->width; i++, k++) {
                 double zr, zi;
                 counts[k] = esc_sample_f64(&v, i, j, &zr, &zi);
-                smooth[k] = esc_smooth_f64(&v, counts[k], zr, zi);
+                smooth[k] = smooth_sample_f64(&sm, i, j, counts[k], zr, zi);
                 sum += counts[k];
             }
     }
@@ -87,6 +94,22 @@ static uint64_t check_full(engine_cpu *engine, const struct render_spec *s)
 {
     struct spec_rect r = grid_of(s);
     return check_rect(engine, s, &r);
+}
+
+/* A new engine with FRACTALD_CPU_SHORTCUTS set to `shortcuts` ("0": brute force) and, when isa
+ * is not NULL, FRACTALD_CPU_ISA to it, both read by engine_cpu_new only. */
+static engine_cpu *new_engine(const char *shortcuts, const char *isa, unsigned threads)
+{
+    engine_cpu *engine = NULL;
+
+    setenv("FRACTALD_CPU_SHORTCUTS", shortcuts, 1);
+    if (isa)
+        setenv("FRACTALD_CPU_ISA", isa, 1);
+    assert_int_equal(engine_cpu_new(&engine, threads), 0);
+    unsetenv("FRACTALD_CPU_SHORTCUTS");
+    unsetenv("FRACTALD_CPU_ISA");
+    assert_int_equal(engine_cpu_shortcuts(engine), strcmp(shortcuts, "0") != 0);
+    return engine;
 }
 
 static int setup(void **state)
@@ -274,6 +297,117 @@ static void test_null_outputs(void **state)
     assert_true(st.iterations == sum);
 }
 
+/* Views that stress the interior shortcuts (engine_cpu.h): Mandelbrot views straddling the cusp
+ * of the cardioid at 0.25, its junction with the period-2 bulb at -0.75, a generic point of the
+ * cardioid's boundary (theta = 1), the top of the bulb and its junction with the period-4 bulb at
+ * -1.25 (samples just inside and just outside, where orbits take thousands of steps either to
+ * escape or to settle on a cycle), the real-axis filament near -1.77, and Julia interiors where
+ * fp32 rounding makes the orbits cycle (workload C's c, a deep-ish view; the rabbit's interior). */
+struct shortcut_view {
+    enum spec_fractal fractal;
+    double c_re, c_im, center_re, center_im, width;
+    uint32_t w, h, max_iter, supersample;
+};
+
+static const struct shortcut_view shortcut_views[] = {
+    {SPEC_MANDELBROT, 0, 0, 0.25, 0.0, 0.004, 48, 32, 20000, 1},
+    {SPEC_MANDELBROT, 0, 0, -0.75, 0.0, 0.004, 48, 32, 20000, 1},
+    {SPEC_MANDELBROT, 0, 0, 0.3741849, 0.1934225, 0.002, 40, 30, 20000, 1},
+    {SPEC_MANDELBROT, 0, 0, -1.0, 0.25, 0.004, 40, 30, 20000, 1},
+    {SPEC_MANDELBROT, 0, 0, -1.25, 0.0, 0.004, 40, 30, 20000, 1},
+    {SPEC_MANDELBROT, 0, 0, -0.5, 0.0, 3.2, 60, 40, 3000, 2},
+    {SPEC_MANDELBROT, 0, 0, -1.7687, 0.0012, 0.01, 40, 30, 5000, 1},
+    {SPEC_JULIA, -0.12, 0.75, 0.0, 0.0, 3.0, 64, 36, 10000, 1},
+    {SPEC_JULIA, -0.12, 0.75, -0.2, 0.15, 0.0005, 40, 30, 20000, 1},
+    {SPEC_JULIA, -0.123, 0.745, 0.3, -0.2, 0.01, 40, 30, 20000, 2},
+    {SPEC_JULIA, 0.0, 1.0, 0.0, 0.0, 3.0, 48, 32, 2000, 1},
+};
+
+static struct render_spec shortcut_spec(const struct shortcut_view *sv, enum spec_precision p)
+{
+    return make_spec(sv->fractal, sv->c_re, sv->c_im, sv->center_re, sv->center_im, sv->width,
+                     sv->w, sv->h, sv->max_iter, 2.0, p, sv->supersample);
+}
+
+/* The shortcuts change no sample: every view above, both precisions, the full grid and a region
+ * of it, against the brute-force scalar reference, count by count and smooth value by smooth
+ * value (check_rect). */
+static void test_shortcuts_exact(void **state)
+{
+    assert_true(engine_cpu_shortcuts(*state));
+    for (size_t i = 0; i < sizeof(shortcut_views) / sizeof(shortcut_views[0]); i++)
+        for (int p = SPEC_FP32; p <= SPEC_FP64; p++) {
+            struct render_spec s = shortcut_spec(&shortcut_views[i], (enum spec_precision)p);
+            struct spec_rect r = {5, 3, s.width * s.supersample - 9, 11};
+            check_full(*state, &s);
+            check_rect(*state, &s, &r);
+        }
+}
+
+/* The shortcuts really engage: on workload C's view and the Mandelbrot set the engine runs a
+ * fraction of the steps brute force runs, with the same counts; with FRACTALD_CPU_SHORTCUTS=0
+ * every step is run. */
+static void test_shortcuts_engaged(void **state)
+{
+    engine_cpu *brute = new_engine("0", NULL, 0);
+    struct render_spec c[SPEC_FP64 + 1], m[SPEC_FP64 + 1];
+    uint32_t *a = malloc(160 * 90 * sizeof(uint32_t)), *b = malloc(160 * 90 * sizeof(uint32_t));
+
+    assert_non_null(a);
+    assert_non_null(b);
+    for (int p = SPEC_FP32; p <= SPEC_FP64; p++) {
+        c[p] = make_spec(SPEC_JULIA, -0.12, 0.75, 0, 0, 3.0, 160, 90, 10000, 2.0,
+                         (enum spec_precision)p, 1);
+        m[p] = make_spec(SPEC_MANDELBROT, 0, 0, -0.5, 0, 3.2, 160, 90, 10000, 2.0,
+                         (enum spec_precision)p, 1);
+    }
+    for (int p = SPEC_FP32; p <= SPEC_FP64; p++)
+        for (int which = 0; which < 2; which++) {
+            const struct render_spec *s = which ? &m[p] : &c[p];
+            struct spec_rect r = grid_of(s);
+            struct engine_cpu_counters on0, on1, off0, off1;
+            struct engine_cpu_stats st_on, st_off;
+
+            engine_cpu_counters(&on0, *state);
+            assert_int_equal(engine_cpu_render(*state, s, &r, a, NULL, NULL, &st_on), 0);
+            engine_cpu_counters(&on1, *state);
+            engine_cpu_counters(&off0, brute);
+            assert_int_equal(engine_cpu_render(brute, s, &r, b, NULL, NULL, &st_off), 0);
+            engine_cpu_counters(&off1, brute);
+            assert_memory_equal(a, b, 160 * 90 * sizeof(uint32_t));
+            assert_true(st_on.iterations == st_off.iterations);
+            assert_true(on1.iterations - on0.iterations == st_on.iterations);
+            assert_true(off1.iterations - off0.iterations == st_off.iterations);
+            /* Brute force runs every step and takes no shortcut. */
+            assert_true(off1.executed - off0.executed == st_off.iterations);
+            assert_true(off1.bulb == off0.bulb && off1.cycles == off0.cycles);
+            if (getenv("TEST_VERBOSE"))
+                printf("%s p=%d: iterations %llu executed %llu bulb %llu cycles %llu\n",
+                       which ? "mandel" : "julia", p, (unsigned long long)st_on.iterations,
+                       (unsigned long long)(on1.executed - on0.executed),
+                       (unsigned long long)(on1.bulb - on0.bulb),
+                       (unsigned long long)(on1.cycles - on0.cycles));
+            /* Mostly interior: the shortcuts cut the steps run by 5x at least. */
+            assert_true((on1.executed - on0.executed) * 5 < st_on.iterations);
+            if (which) {
+                assert_true(on1.bulb - on0.bulb > 160 * 90 / 8);
+                assert_true(on1.cycles > on0.cycles);
+            } else {
+                /* Cycle detection alone, on Julia sets: it finds almost every interior
+                 * sample (about a quarter of this view). */
+                uint64_t interior = 0;
+                for (size_t k = 0; k < 160 * 90; k++)
+                    interior += a[k] == s->max_iter;
+                assert_true(interior > 160 * 90 / 8);
+                assert_true(on1.bulb == on0.bulb);
+                assert_true((on1.cycles - on0.cycles) * 100 >= interior * 95);
+            }
+        }
+    engine_cpu_free(brute);
+    free(a);
+    free(b);
+}
+
 /* Every lane machine this CPU can run, not only the widest: the base (SSE2 / generic) lanes
  * through FRACTALD_CPU_ISA, and AVX2 where AVX-512 would be picked. */
 static void test_narrow_lanes(void **state)
@@ -296,6 +430,11 @@ static void test_narrow_lanes(void **state)
             check_full(engine, &a);
             check_full(engine, &m);
             check_full(engine, &h);
+            /* The shortcuts in these lanes too: cusps, the bulb, cycling fp32 interiors. */
+            for (size_t v = 0; v < sizeof(shortcut_views) / sizeof(shortcut_views[0]); v += 2) {
+                struct render_spec c = shortcut_spec(&shortcut_views[v], (enum spec_precision)p);
+                check_full(engine, &c);
+            }
         }
         engine_cpu_free(engine);
     }
@@ -394,10 +533,12 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* A render of minutes (interior, max_iter 10^7) cancelled after 50 ms returns ERR_CANCELLED
- * within a fraction of a second: the flag is polled inside long tiles too. */
+/* A render of minutes (interior, max_iter 10^7, brute force: cycle detection would finish it in
+ * milliseconds) cancelled after 50 ms returns ERR_CANCELLED within a fraction of a second: the
+ * flag is polled inside long tiles too. */
 static void test_cancel_during(void **state)
 {
+    engine_cpu *engine = new_engine("0", NULL, 0);
     struct render_spec s = make_spec(SPEC_JULIA, -0.12, 0.75, 0, 0, 0.2, 256, 256, 10000000, 2.0,
                                      SPEC_FP64, 1);
     struct spec_rect r = grid_of(&s);
@@ -411,10 +552,12 @@ static void test_cancel_during(void **state)
     atomic_init(&flag, 0);
     assert_int_equal(pthread_create(&t, NULL, cancel_main, &c), 0);
     t0 = now_s();
-    assert_int_equal(engine_cpu_render(*state, &s, &r, counts, NULL, &flag, NULL), ERR_CANCELLED);
+    (void)state;
+    assert_int_equal(engine_cpu_render(engine, &s, &r, counts, NULL, &flag, NULL), ERR_CANCELLED);
     dt = now_s() - t0;
     pthread_join(t, NULL);
     free(counts);
+    engine_cpu_free(engine);
     assert_true(dt < 1.0);
 }
 
@@ -447,6 +590,8 @@ int test_engine_cpu_run(void)
         cmocka_unit_test(test_radius),
         cmocka_unit_test(test_large_c),
         cmocka_unit_test(test_null_outputs),
+        cmocka_unit_test(test_shortcuts_exact),
+        cmocka_unit_test(test_shortcuts_engaged),
         cmocka_unit_test(test_narrow_lanes),
         cmocka_unit_test(test_concurrent),
         cmocka_unit_test(test_cancel_before),

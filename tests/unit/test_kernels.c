@@ -1,5 +1,6 @@
 /* test_kernels.c: kernels/escape.h, the scalar reference of the escape-time math, against plain
- * loops written here from docs/MATH.md, plus the mapping's corner cases and the smooth value. */
+ * loops written here from docs/MATH.md, plus the mapping's corner cases. (The smooth value, which
+ * the host computes, is tested in test_smooth.c.) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -223,59 +224,6 @@ static void test_iteration_edges(void **state)
     assert_true(fi == 4096.0f * 4095.5f * 2.0f);
 }
 
-static void test_smooth(void **state)
-{
-    esc_view_f64 v;
-    esc_view_f32 f;
-
-    (void)state;
-    esc_view_init_f64(&v, ESC_JULIA, -0.8, 0.156, 0, 0, 3.0, 300, 200, 2.0, 256);
-    esc_view_init_f32(&f, ESC_JULIA, -0.8f, 0.156f, 0, 0, 3.0f, 300, 200, 2.0f, 256);
-
-    /* Interior: -1 whatever z is. */
-    assert_true(esc_smooth_f64(&v, 256, 0.1, 0.1) == -1.0f);
-    assert_true(esc_smooth_f32(&f, 300, 5.0f, 0.0f) == -1.0f);
-
-    /* |z_n| = R exactly gives n + 1; |z_n| = R^2 gives n. */
-    assert_true(fabsf(esc_smooth_f64(&v, 7, 2.0, 0.0) - 8.0f) < 1e-6f);
-    assert_true(fabsf(esc_smooth_f64(&v, 7, 4.0, 0.0) - 7.0f) < 1e-6f);
-    assert_true(fabsf(esc_smooth_f32(&f, 7, 0.0f, 4.0f) - 7.0f) < 1e-5f);
-
-    /* Clamped at 0: a huge |z| at n = 0 would give a negative value; NaN gives 0. */
-    assert_true(esc_smooth_f64(&v, 0, 1e100, 0.0) == 0.0f);
-    assert_true(esc_smooth_f32(&f, 0, NAN, 0.0f) == 0.0f);
-    assert_true(esc_smooth_f64(&v, 3, INFINITY, 0.0) == 0.0f);
-
-    /* Decreasing in |z_n| for a fixed n: smaller exit, later "fractional" escape. */
-    {
-        float prev = 1e9f;
-        for (double r = 2.01; r < 6; r += 0.1) {
-            float mu = esc_smooth_f64(&v, 10, r, 0.0);
-            assert_true(mu < prev);
-            prev = mu;
-        }
-    }
-
-    /* On a real image: every escaped sample has mu in [n - 0.5, n + 1] (|z_n| <= R^2 + |c|),
-     * and fp32 and fp64 agree to a small fraction of an iteration where their counts agree. */
-    for (uint32_t j = 0; j < 200; j += 3) {
-        for (uint32_t i = 0; i < 300; i += 3) {
-            double zr, zi;
-            float fr, fi;
-            uint32_t n = esc_sample_f64(&v, i, j, &zr, &zi);
-            uint32_t m = esc_sample_f32(&f, i, j, &fr, &fi);
-            float mu = esc_smooth_f64(&v, n, zr, zi), mf = esc_smooth_f32(&f, m, fr, fi);
-            if (n == 256) {
-                assert_true(mu == -1.0f);
-                continue;
-            }
-            assert_true(mu >= (float)n - 0.5f && mu <= (float)n + 1.0f);
-            if (n == m && n < 8)
-                assert_true(fabsf(mu - mf) < 0.05f);
-        }
-    }
-}
-
 int test_kernels_run(void)
 {
     const struct CMUnitTest tests[] = {
@@ -283,7 +231,6 @@ int test_kernels_run(void)
         cmocka_unit_test(test_workload_a_reduced),
         cmocka_unit_test(test_mapping),
         cmocka_unit_test(test_iteration_edges),
-        cmocka_unit_test(test_smooth),
     };
     return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);
 }
