@@ -307,7 +307,7 @@ int request_to_spec(struct render_spec *out, int *device_index, const Fractal__V
         FAIL(ERR_INVALID, "device must be at most %zu bytes, got %zu", sizeof(s->device) - 1,
              strlen(req->device));
     snprintf(s->device, sizeof(s->device), "%s", req->device ? req->device : "");
-    s->rect_fill = !req->no_rect_fill;
+    s->rect_fill = req->rect_fill;
     if ((err = check_cost(s, lim, streamed, msg, msglen)) < 0)
         return err;
     if ((err = devices_select(devs, s->device, s->precision == SPEC_FP64, msg, msglen)) < 0)
@@ -367,7 +367,7 @@ static int with_resolved_request(const struct render_spec *s,
         req.region = &region;
     }
     req.device = (char *)s->device;
-    req.no_rect_fill = !s->rect_fill;
+    req.rect_fill = s->rect_fill;
 
     /* The resolved palette is written as explicit stops, so the image can be made again even by a
      * server whose built-in palettes have changed. */

@@ -12,6 +12,7 @@
 #include "err.h"
 #include "host_threads.h"
 #include "log.h"
+#include "rect_fill.h"
 
 /* No tile is cut smaller than this (unless the band is): below it the per-tile overhead of a
  * device (a queue round trip, a kernel launch) outweighs the work. */
@@ -164,6 +165,19 @@ static uint32_t rows_for(const struct device *d, const struct request *r)
     return rows < 1 ? 1 : rows > r->rect.height ? r->rect.height : (uint32_t)rows;
 }
 
+/* With rectangle fill, a strip ends on a multiple of RECT_FILL_BAND_ROWS rows of the grid (or at
+ * the end of the request), so that no fill box straddles two strips and needs its border rows
+ * computed by both (rect_fill.h). */
+static uint32_t band_aligned(const struct request *r, uint32_t rows)
+{
+    uint32_t start = r->rect.y + r->next_row, left = r->rect.height - r->next_row;
+    uint32_t end = (start + rows) / RECT_FILL_BAND_ROWS * RECT_FILL_BAND_ROWS;
+
+    if (end <= start)
+        end = (start / RECT_FILL_BAND_ROWS + 1) * RECT_FILL_BAND_ROWS;
+    return end - start < left ? end - start : left;
+}
+
 static void list_append(struct sched *s, struct request *r)
 {
     r->prev = s->tail;
@@ -249,6 +263,8 @@ static struct request *take_tile(struct sched *s, size_t index, struct strip *ou
             if (st->height == 0)
                 r->nretry--;
         } else {
+            if (r->spec->rect_fill)
+                rows = band_aligned(r, rows);
             out->y = r->next_row;
             out->height = rows < r->rect.height - r->next_row ? rows : r->rect.height - r->next_row;
             r->next_row += out->height;
@@ -320,6 +336,20 @@ static bool hold_privately(struct worker *w, struct request *r, const struct str
     return true;
 }
 
+/* A request's strip on device d: through the rectangle-fill layer when the request allows it
+ * (rect_fill.h), else one call of the device. */
+static int device_render(struct device *d, const struct render_spec *spec, const struct spec_rect *rect,
+                         uint32_t *counts, float *smooth, const atomic_int *cancel,
+                         struct engine_cpu_stats *stats, char *msg, size_t msglen)
+{
+    struct rect_fill rf;
+
+    if (!spec->rect_fill)
+        return d->ops->render(d->backend, spec, rect, counts, smooth, cancel, stats, msg, msglen);
+    rect_fill_init(&rf, d->ops, d->backend);
+    return rect_fill_render(&rf, spec, rect, counts, smooth, cancel, stats, msg, msglen);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -359,11 +389,11 @@ static void *worker_main(void *arg)
             err = ERR_DEVICE;
         } else if (private) {
             /* Until the lock is taken again, r may be gone: only the worker's copies are used. */
-            err = d->ops->render(d->backend, &w->spec, &rect, w->want_counts ? w->counts : NULL,
-                                 w->want_smooth ? w->smooth : NULL, &w->tile_abort, &st, msg, sizeof(msg));
+            err = device_render(d, &w->spec, &rect, w->want_counts ? w->counts : NULL,
+                                w->want_smooth ? w->smooth : NULL, &w->tile_abort, &st, msg, sizeof(msg));
         } else {
-            err = d->ops->render(d->backend, r->spec, &rect, r->counts ? r->counts + offset : NULL,
-                                 r->smooth ? r->smooth + offset : NULL, &r->abort, &st, msg, sizeof(msg));
+            err = device_render(d, r->spec, &rect, r->counts ? r->counts + offset : NULL,
+                                r->smooth ? r->smooth + offset : NULL, &r->abort, &st, msg, sizeof(msg));
         }
         atomic_fetch_add(&d->busy_us, (uint64_t)((now_ms() - t0) * 1e3));
 

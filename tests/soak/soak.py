@@ -56,7 +56,7 @@ FINISHED = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
 # An escape-dominated deep view (workload B of the benchmarks): no interior shortcut helps, so
 # 1024x1024 at 3000 iterations takes seconds on two cores. Used where a render must still be
 # running when its deadline passes or the client cancels it.
-DEEP = dict(julia=pb.Julia(c=pb.Complex(re=-0.8, im=0.156)), max_iter=3000, no_rect_fill=True,
+DEEP = dict(julia=pb.Julia(c=pb.Complex(re=-0.8, im=0.156)), max_iter=3000,
             view=pb.View(center=pb.Complex(re=0.17304, im=0.23854), width=0.0005))
 SLOW = pb.RenderRequest(width=1024, height=1024, format=pb.FORMAT_RAW_U32, **DEEP)
 SLOW_STREAM = pb.RenderRequest(width=2048, height=1024, format=pb.FORMAT_RAW_U32, **DEEP)
@@ -67,7 +67,7 @@ SLOW_JOB = pb.RenderRequest(width=640, height=480, **DEEP)
 # region's pixels are the full image's; with fill on, 2 of 201 random tiles differed by a pixel).
 TILE_SCENE = pb.RenderRequest(mandelbrot=pb.Mandelbrot(), width=1024, height=768, max_iter=300,
                               view=pb.View(center=pb.Complex(re=-0.6), width=3.0), format=pb.FORMAT_RAW_U32,
-                              no_rect_fill=True)
+                              rect_fill=False)
 
 # Bad requests and the exact status and message each must get (the server's wording, as the
 # Python black-box tests pin it). Palette lists and limits that other work may extend are left out.
@@ -116,7 +116,7 @@ def parse_args(argv):
                    help="time after the traffic for the last jobs to finish (SOAK_DRAIN_S)")
     p.add_argument("--rect-fill", choices=["mixed", "on", "off"], default=os.environ.get("SOAK_RECT_FILL", "mixed"),
                    help="rectangle fill in the random requests: half and half, always (the default "
-                        "path) or never (no_rect_fill) (SOAK_RECT_FILL)")
+                        "path) or never (rect_fill false, the default) (SOAK_RECT_FILL)")
     p.add_argument("--server-args", default=os.environ.get("SOAK_SERVER_ARGS", ""), help="extra fractald flags")
     p.add_argument("--report-json", default=os.environ.get("SOAK_REPORT_JSON", ""), help="also write the report here")
     p.add_argument("--keep", action="store_true", default=os.environ.get("SOAK_KEEP", "") not in ("", "0"),
@@ -388,7 +388,7 @@ def describe_difference(a, b, req):
                 1 for i in range(min(len(ra), len(rb))) if ra[i] != rb[i])) if rows else "same pixels, other encoding")
     except Exception as e:  # noqa: BLE001 - a diagnostic only
         where = "undecodable: %r" % e
-    return "%s; rect fill %s; request {%s}" % (where, "off" if req.no_rect_fill else "on", " ".join(str(req).split()))
+    return "%s; rect fill %s; request {%s}" % (where, "on" if req.rect_fill else "off", " ".join(str(req).split()))
 
 
 def steady_growth(ys):
@@ -451,7 +451,7 @@ class Soak:
             req.supersample = rng.choice([2, 3])
         # Rectangle fill (the default) or every pixel computed, as SOAK_RECT_FILL says.
         mode = self.args.rect_fill
-        req.no_rect_fill = mode == "off" or (mode == "mixed" and rng.random() < 0.5)
+        req.rect_fill = mode == "on" or (mode == "mixed" and rng.random() < 0.5)
         ss = req.supersample if req.HasField("opt_supersample") else 1
         while req.width * req.height * ss * ss > max_samples:
             req.width, req.height = max(32, req.width // 2), max(32, req.height // 2)
@@ -484,7 +484,7 @@ class Soak:
         req.region.x, req.region.y, req.region.width, req.region.height = x, y, w, h
         as_png = rng.random() < 0.3
         if as_png:  # the default path, rectangle fill on; checked for size and validity only
-            req.format, req.no_rect_fill = pb.FORMAT_PNG, self.args.rect_fill == "off"
+            req.format, req.rect_fill = pb.FORMAT_PNG, self.args.rect_fill == "on"
         st, rep, _ = self.books.call("Render", lambda t: self.stub(rng).Render(req, timeout=t), 60,
                                      (SC.RESOURCE_EXHAUSTED,))
         if st != "OK":

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 int test_kernels_run(void);
+int test_smooth_run(void);
 int test_engine_cpu_run(void);
 int test_engine_cl_run(void);
 int test_color_run(void);
@@ -22,5 +23,6 @@ int test_sched_pocl_run(void);
 int test_sched_noicd_run(void);
 int test_jobs_run(void);
 int test_config_run(void);
+int test_rect_fill_run(void);
 
 #endif

@@ -14,6 +14,7 @@ struct unit_group {
 
 static const struct unit_group groups[] = {
     {"kernels", test_kernels_run},
+    {"smooth", test_smooth_run},
     {"engine_cpu", test_engine_cpu_run},
     {"engine_cl", test_engine_cl_run},
     {"color", test_color_run},
@@ -26,6 +27,7 @@ static const struct unit_group groups[] = {
     {"sched_noicd", test_sched_noicd_run},
     {"jobs", test_jobs_run},
     {"config", test_config_run},
+    {"rect_fill", test_rect_fill_run},
 };
 
 int main(int argc, char **argv)
