@@ -61,6 +61,8 @@ struct fractal_client {
     int depth;                   /* public calls in flight (they nest) */
     int cancelled;               /* fractal_client_cancel reached the call in flight */
     grpc_call *active;           /* the gRPC call in flight, if any */
+    char *auth_value;            /* "Bearer TOKEN", sent with every call; NULL for none */
+    grpc_metadata auth_md;       /* its metadata entry, slices borrowing auth_value */
     char error[FR_ERROR_MAX];
 };
 
@@ -148,22 +150,119 @@ char *fr_client_errbuf(fractal_client *c)
 
 /* ---- client ---------------------------------------------------------------------------------- */
 
-/* Fields of a version 1 fractal_client_options; later fields must not be touched in one. */
+/* Fields of version 1 and 2 fractal_client_options; later fields must not be touched in one. */
 #define CLIENT_OPTIONS_V1_SIZE (offsetof(fractal_client_options, max_receive_bytes) + sizeof(size_t))
+#define CLIENT_OPTIONS_V2_SIZE (offsetof(fractal_client_options, retry_max_ms) + sizeof(uint32_t))
 
 int fractal_client_options_init(fractal_client_options *opts, unsigned version)
 {
     const fractal_client_options defaults = FRACTAL_CLIENT_OPTIONS_INIT;
 
-    if (opts == NULL || (version != 1 && version != FRACTAL_CLIENT_OPTIONS_VERSION))
+    if (opts == NULL || version < 1 || version > FRACTAL_CLIENT_OPTIONS_VERSION)
         return FRACTAL_EINVAL;
-    if (version == 1) {
-        memcpy(opts, &defaults, CLIENT_OPTIONS_V1_SIZE);
-        opts->version = 1;
+    if (version < FRACTAL_CLIENT_OPTIONS_VERSION) {
+        memcpy(opts, &defaults, version == 1 ? CLIENT_OPTIONS_V1_SIZE : CLIENT_OPTIONS_V2_SIZE);
+        opts->version = version;
     } else {
         *opts = defaults;
     }
     return 0;
+}
+
+/* Reads a whole PEM file into a NUL-terminated string (free it); NULL when it cannot be read, is
+ * over 16 MiB or holds no PEM block. */
+static char *read_pem(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL, *grown;
+    size_t len = 0, cap = 0, n;
+
+    if (f == NULL)
+        return NULL;
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            if (cap >= ((size_t)16 << 20) || (grown = realloc(buf, cap = cap ? cap * 2 : 8192)) == NULL) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = grown;
+        }
+        if ((n = fread(buf + len, 1, 4096, f)) == 0)
+            break;
+        len += n;
+    }
+    fclose(f);
+    buf[len] = '\0';
+    if (strstr(buf, "-----BEGIN ") == NULL) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+static void free_secret(char *s)
+{
+    if (s != NULL) {
+        volatile char *p = s;
+        size_t i;
+
+        for (i = 0; p[i]; i++)
+            p[i] = 0;
+    }
+    free(s);
+}
+
+static int set(const char *s)
+{
+    return s != NULL && s[0] != '\0';
+}
+
+/* RFC 6750 b64token, the characters a bearer token may hold (and so a metadata value can). */
+static int token_ok(const char *t)
+{
+    size_t i = 0, len = strlen(t);
+
+    while (i < len && ((t[i] >= 'a' && t[i] <= 'z') || (t[i] >= 'A' && t[i] <= 'Z') ||
+                       (t[i] >= '0' && t[i] <= '9') || strchr("-._~+/", t[i]) != NULL))
+        i++;
+    if (i == 0 || len > 512)
+        return 0;
+    while (i < len && t[i] == '=')
+        i++;
+    return i == len;
+}
+
+/* The channel's credentials: TLS through grpc core's own when asked, else plaintext. */
+static int channel_credentials(grpc_channel_credentials **out, const fractal_client_options *opts)
+{
+    grpc_ssl_pem_key_cert_pair pair = { NULL, NULL };
+    char *ca = NULL, *cert = NULL, *key = NULL;
+    int err = FRACTAL_EIO;
+
+    *out = NULL;
+    if (opts->version < 3 || (!opts->tls && !set(opts->ca_file))) {
+        if (opts->version >= 3 && (set(opts->cert_file) || set(opts->key_file)))
+            return FRACTAL_EINVAL; /* a client certificate means nothing without TLS */
+        *out = grpc_insecure_credentials_create();
+        return *out ? 0 : FRACTAL_ENOMEM;
+    }
+    if (set(opts->cert_file) != set(opts->key_file))
+        return FRACTAL_EINVAL;
+    if ((set(opts->ca_file) && (ca = read_pem(opts->ca_file)) == NULL) ||
+        (set(opts->cert_file) && ((cert = read_pem(opts->cert_file)) == NULL ||
+                                  (key = read_pem(opts->key_file)) == NULL)))
+        goto done;
+    pair.private_key = key;
+    pair.cert_chain = cert;
+    /* NULL roots: grpc core's default, the system's CAs. The strings are copied. */
+    *out = grpc_ssl_credentials_create_ex(ca, cert ? &pair : NULL, NULL, NULL);
+    err = *out ? 0 : FRACTAL_ENOMEM;
+done:
+    free(ca);
+    free(cert);
+    free_secret(key);
+    return err;
 }
 
 int fractal_client_new(fractal_client **out, const char *target, const fractal_client_options *opts)
@@ -182,12 +281,23 @@ int fractal_client_new(fractal_client **out, const char *target, const fractal_c
     *out = NULL;
     if (opts == NULL)
         opts = &defaults;
-    if (target == NULL || target[0] == '\0' ||
-        (opts->version != 1 && opts->version != FRACTAL_CLIENT_OPTIONS_VERSION) ||
-        opts->max_receive_bytes == 0 || opts->max_receive_bytes > INT_MAX)
+    if (target == NULL || target[0] == '\0' || opts->version < 1 || opts->version > FRACTAL_CLIENT_OPTIONS_VERSION ||
+        opts->max_receive_bytes == 0 || opts->max_receive_bytes > INT_MAX ||
+        (opts->version >= 3 && set(opts->token) && !token_ok(opts->token)))
         return FRACTAL_EINVAL;
     if ((c = calloc(1, sizeof *c)) == NULL)
         return FRACTAL_ENOMEM;
+    if (opts->version >= 3 && set(opts->token)) {
+        size_t len = strlen(opts->token);
+        if ((c->auth_value = malloc(len + 8)) == NULL) {
+            free(c);
+            return FRACTAL_ENOMEM;
+        }
+        memcpy(c->auth_value, "Bearer ", 7);
+        memcpy(c->auth_value + 7, opts->token, len + 1);
+        c->auth_md.key = grpc_slice_from_static_string("authorization");
+        c->auth_md.value = grpc_slice_from_static_string(c->auth_value);
+    }
     c->deadline_ms = opts->deadline_ms;
     c->max_attempts = defaults.max_attempts;
     c->retry_initial_ms = defaults.retry_initial_ms;
@@ -205,18 +315,21 @@ int fractal_client_new(fractal_client **out, const char *target, const fractal_c
 
     /* The wait clock is monotonic, so that a wall-clock step cannot stretch a backoff. */
     if (pthread_condattr_init(&cond_attr) != 0) {
+        free_secret(c->auth_value);
         free(c);
         return FRACTAL_ENOMEM;
     }
     pthread_condattr_setclock(&cond_attr, CLOCK_MONOTONIC);
     if (pthread_mutex_init(&c->lock, NULL) != 0) {
         pthread_condattr_destroy(&cond_attr);
+        free_secret(c->auth_value);
         free(c);
         return FRACTAL_ENOMEM;
     }
     if (pthread_cond_init(&c->wake, &cond_attr) != 0) {
         pthread_condattr_destroy(&cond_attr);
         pthread_mutex_destroy(&c->lock);
+        free_secret(c->auth_value);
         free(c);
         return FRACTAL_ENOMEM;
     }
@@ -240,7 +353,8 @@ int fractal_client_new(fractal_client **out, const char *target, const fractal_c
     args[3].value.integer = (int)(c->retry_max_ms > INT_MAX ? INT_MAX : c->retry_max_ms);
     channel_args.num_args = 4;
     channel_args.args = args;
-    creds = grpc_insecure_credentials_create();
+    if ((err = channel_credentials(&creds, opts)) < 0)
+        goto done;
     c->channel = grpc_channel_create(target, creds, &channel_args);
     grpc_channel_credentials_release(creds);
     c->cq = grpc_completion_queue_create_for_pluck(NULL);
@@ -284,6 +398,7 @@ void fractal_client_free(fractal_client *client)
         pthread_mutex_destroy(&client->lock);
         grpc_shutdown();
     }
+    free_secret(client->auth_value);
     free(client);
 }
 
@@ -515,6 +630,11 @@ static int unary_attempt(ProtobufCMessage **out, fractal_client *c, enum fr_meth
 
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (c->auth_value) {
+        /* The token rides in each call's initial metadata; the entry lives as long as the client. */
+        ops[0].data.send_initial_metadata.count = 1;
+        ops[0].data.send_initial_metadata.metadata = &c->auth_md;
+    }
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = send_bb;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -571,6 +691,11 @@ static int stream_attempt(fractal_client *c, enum fr_method method, grpc_slice p
 
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (c->auth_value) {
+        /* The token rides in each call's initial metadata; the entry lives as long as the client. */
+        ops[0].data.send_initial_metadata.count = 1;
+        ops[0].data.send_initial_metadata.metadata = &c->auth_md;
+    }
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = send_bb;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;

@@ -1,24 +1,33 @@
 /* options.c: render options <-> fractal.v1.RenderRequest (the one place that knows both shapes),
  * their defaults, and reading them back from the request fractald stores in a PNG. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
 #include "proto_json.h"
 
+/* Bytes of a version 1 fractal_render_options; later fields must not be touched in one. */
+#define RENDER_OPTIONS_V1_SIZE (offsetof(fractal_render_options, device) + FRACTAL_DEVICE_NAME_MAX)
+
 int fractal_render_options_init(fractal_render_options *opts, unsigned version)
 {
     const fractal_render_options defaults = FRACTAL_RENDER_OPTIONS_INIT;
 
-    if (opts == NULL || version != FRACTAL_RENDER_OPTIONS_VERSION)
+    if (opts == NULL || (version != 1 && version != FRACTAL_RENDER_OPTIONS_VERSION))
         return FRACTAL_EINVAL;
-    *opts = defaults;
+    if (version == 1) {
+        memcpy(opts, &defaults, RENDER_OPTIONS_V1_SIZE);
+        opts->version = 1;
+    } else {
+        *opts = defaults;
+    }
     return 0;
 }
 
 int opts_check(const fractal_render_options *opts, char *err, size_t errlen)
 {
-    if (opts->version != FRACTAL_RENDER_OPTIONS_VERSION)
+    if (opts->version != 1 && opts->version != FRACTAL_RENDER_OPTIONS_VERSION)
         return fr_errorf(err, errlen, FRACTAL_EINVAL,
                          "render options version %u is not supported (this library: %u)",
                          opts->version, FRACTAL_RENDER_OPTIONS_VERSION);
@@ -116,6 +125,8 @@ void opts_to_request(opts_wire *w, const fractal_render_options *o)
         req->region = &w->region;
     }
     req->device = (char *)o->device; /* read only by the packer */
+    /* A version 1 struct ends before the field: the server's default. */
+    req->rect_fill = o->version >= 2 && o->rect_fill != 0;
 }
 
 static fractal_color color_from_wire(const Fractal__V1__Color *w)
@@ -208,6 +219,7 @@ int opts_from_request(fractal_render_options *out, const Fractal__V1__RenderRequ
     }
     if (req->device && (e = copy_field(o.device, sizeof o.device, req->device, "device", err, errlen)) < 0)
         return e;
+    o.rect_fill = req->rect_fill != 0;
     *out = o;
     return 0;
 }

@@ -3,6 +3,7 @@
  * give the same messages. */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <ctype.h>
 #include <getopt.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "err.h"
 #include "log.h"
@@ -50,6 +52,10 @@ void config_defaults(struct config *out)
     out->stream_write_timeout_ms = 30000;
     out->max_watchers = 1024;
     out->log_level = LOG_INFO;
+    /* Half each: with two clients active neither can starve the other, and a client alone is
+     * not limited at all (the shares apply only while more than one client is active). */
+    out->client_queue_share = 0.5;
+    out->client_cost_share = 0.5;
     out->limits.max_side = 65536;
     /* 2^28 samples: 16384 x 16384 pixels, or 2048 x 2048 at supersample 8. */
     out->limits.max_samples = (uint64_t)1 << 28;
@@ -86,6 +92,17 @@ static void print_usage(const struct config *d)
            "  --stream-write-timeout-ms N  cancel a stream whose reader takes nothing for this long (default %u)\n"
            "  --max-watchers N         Health.Watch streams open at once (default %u)\n"
            "  --log-level LEVEL        debug, info, warn, error or off (default info)\n"
+           "  --tls-cert FILE          serve TLS with this PEM certificate chain (needs --tls-key)\n"
+           "  --tls-key FILE           the PEM private key of --tls-cert\n"
+           "  --tls-client-ca FILE     require client certificates signed by these PEM CAs (mutual TLS)\n"
+           "  --token-file FILE        require 'authorization: Bearer TOKEN'; tokens one per line,\n"
+           "                           NAME:TOKEN to name one, '#' comments; reread on SIGHUP\n"
+           "  --auth-health            health checks need a token too (default: open, for probes)\n"
+           "  --insecure               allow a non-loopback --listen without TLS or tokens\n"
+           "  --client-queue-share F   most of the render queue one client may hold while others are\n"
+           "                           active, 0..1 (default %.2g; 1 = no per-client limit)\n"
+           "  --client-cost-share F    most of --max-inflight-cost one client may hold while others\n"
+           "                           are active, 0..1 (default %.2g; 1 = no per-client limit)\n"
            "  --list-devices           print the devices fractald would use, and exit\n"
            "  --config FILE            device-selection config, an INI file (README: Choosing devices)\n"
            "  --devices SPEC           device config in one line, \"key = value; ...\" (overrides\n"
@@ -101,7 +118,8 @@ static void print_usage(const struct config *d)
            (unsigned long long)d->limits.max_samples, d->limits.max_iter, d->limits.max_cost,
            d->limits.max_message_bytes, d->limits.max_request_bytes, d->max_inflight_cost, d->grace_ms,
            d->spool_dir, (unsigned long long)d->job_retention_ms, (unsigned long long)d->job_disk_budget,
-           d->max_jobs, d->io_workers, d->stream_write_timeout_ms, d->max_watchers);
+           d->max_jobs, d->io_workers, d->stream_write_timeout_ms, d->max_watchers, d->client_queue_share,
+           d->client_cost_share);
 }
 
 
@@ -111,7 +129,9 @@ enum setting_kind {
     SET_COST,       /* a number >= 1 ("1e12" allowed) */
     SET_LISTEN,     /* HOST:PORT, [V6]:PORT or unix:PATH, port 0..65535 */
     SET_PATH,       /* a string that fits the field; "" allowed */
-    SET_LEVEL       /* a log level name */
+    SET_LEVEL,      /* a log level name */
+    SET_FLAG,       /* a flag without a value; in the file true/false, yes/no, on/off, 1/0 */
+    SET_SHARE       /* a fraction, 0 < F <= 1 */
 };
 
 /* One server setting: the flag's name (the file key is the same with '_' for '-'), where it lives
@@ -148,6 +168,14 @@ static const struct setting settings[] = {
     {"io-workers", SET_UINT, FIELD(io_workers), 1, 64},
     {"stream-write-timeout-ms", SET_UINT, FIELD(stream_write_timeout_ms), 100, 3600000},
     {"max-watchers", SET_UINT, FIELD(max_watchers), 0, 1000000},
+    {"tls-cert", SET_PATH, FIELD(tls_cert), 0, 0},
+    {"tls-key", SET_PATH, FIELD(tls_key), 0, 0},
+    {"tls-client-ca", SET_PATH, FIELD(tls_client_ca), 0, 0},
+    {"token-file", SET_PATH, FIELD(token_file), 0, 0},
+    {"auth-health", SET_FLAG, FIELD(auth_health), 0, 0},
+    {"insecure", SET_FLAG, FIELD(insecure), 0, 0},
+    {"client-queue-share", SET_SHARE, FIELD(client_queue_share), 0, 0},
+    {"client-cost-share", SET_SHARE, FIELD(client_cost_share), 0, 0},
 };
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
@@ -247,6 +275,36 @@ int config_check_listen(const char *what, const char *addr, char *msg, size_t ms
     return 0;
 }
 
+int config_listen_is_loopback(const char *addr)
+{
+    char host[256];
+    const char *end;
+    struct in_addr v4;
+    struct in6_addr v6;
+    size_t len;
+
+    if (strncmp(addr, "unix:", 5) == 0)
+        return 1;
+    if (addr[0] == '[') {
+        addr++;
+        end = strchr(addr, ']');
+    } else {
+        end = strrchr(addr, ':');
+    }
+    if (!end || (len = (size_t)(end - addr)) >= sizeof(host))
+        return 0;
+    memcpy(host, addr, len);
+    host[len] = '\0';
+    if (strcasecmp(host, "localhost") == 0)
+        return 1;
+    if (inet_pton(AF_INET, host, &v4) == 1)
+        return (ntohl(v4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &v6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&v6) ||
+               (IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127);
+    return 0;
+}
+
 /* Sets one setting from text; `what` names it in messages ("--workers", "FILE:3: workers"). */
 static int apply_setting(struct config *cfg, const struct setting *s, const char *what, const char *text,
                          char *msg, size_t msglen)
@@ -294,6 +352,35 @@ static int apply_setting(struct config *cfg, const struct setting *s, const char
         }
         memcpy(field, &level, sizeof(level));
         return 0;
+    case SET_FLAG: {
+        /* A flag on the command line comes without a value (text NULL). */
+        static const char *const yes[] = {"true", "yes", "on", "1"}, *const no[] = {"false", "no", "off", "0"};
+        int on = -1;
+        if (!text)
+            on = 1;
+        for (size_t i = 0; text && i < 4; i++) {
+            if (strcasecmp(text, yes[i]) == 0)
+                on = 1;
+            if (strcasecmp(text, no[i]) == 0)
+                on = 0;
+        }
+        if (on < 0) {
+            snprintf(msg, msglen, "%s must be true or false, got '%s'", what, text);
+            return ERR_INVALID;
+        }
+        memcpy(field, &on, sizeof(on));
+        return 0;
+    }
+    case SET_SHARE: {
+        char *end = NULL;
+        double d = strtod(text, &end);
+        if (end == text || *end != '\0' || !isfinite(d) || d <= 0 || d > 1) {
+            snprintf(msg, msglen, "%s must be a fraction 0 < F <= 1 (1 = no per-client limit), got '%s'", what, text);
+            return ERR_INVALID;
+        }
+        memcpy(field, &d, sizeof(d));
+        return 0;
+    }
     }
     return ERR_INTERNAL;
 }
@@ -370,6 +457,30 @@ int config_load_file(struct config *cfg, const char *path, char *msg, size_t msg
     return 0;
 }
 
+/* The settings that only make sense together, and the refusal of a listener anyone on the
+ * network could use. */
+static int check_exposure(const struct config *cfg, char *msg, size_t msglen)
+{
+    if (!cfg->tls_cert[0] != !cfg->tls_key[0]) {
+        snprintf(msg, msglen, "--tls-cert and --tls-key go together: give both or neither");
+        return ERR_INVALID;
+    }
+    if (cfg->tls_client_ca[0] && !cfg->tls_cert[0]) {
+        snprintf(msg, msglen, "--tls-client-ca needs TLS: give --tls-cert and --tls-key too");
+        return ERR_INVALID;
+    }
+    if (cfg->auth_health && !cfg->token_file[0]) {
+        snprintf(msg, msglen, "--auth-health needs --token-file");
+        return ERR_INVALID;
+    }
+    if (!cfg->insecure && !cfg->tls_cert[0] && !cfg->token_file[0] && !config_listen_is_loopback(cfg->listen)) {
+        snprintf(msg, msglen, "refusing to listen on %s without TLS or tokens: anyone who can reach it could use it "
+                 "(give --tls-cert/--tls-key or --token-file, or --insecure to serve it anyway)", cfg->listen);
+        return ERR_INVALID;
+    }
+    return 0;
+}
+
 /* ---- flags ---- */
 
 enum { O_SETTING = 256, O_LIST = O_SETTING + 64, O_HELP, O_VERSION, O_CONFIG, O_DEVICES, O_CPU_ENGINE,
@@ -392,7 +503,8 @@ int config_parse_args(struct config *cfg, int argc, char **argv, char *msg, size
     int opt, err = 0;
 
     for (size_t i = 0; i < NSETTINGS; i++)
-        options[i] = (struct option){settings[i].name, required_argument, NULL, O_SETTING + (int)i};
+        options[i] = (struct option){settings[i].name, settings[i].kind == SET_FLAG ? no_argument : required_argument,
+                                     NULL, O_SETTING + (int)i};
     memcpy(options + NSETTINGS, extra, sizeof(extra));
     config_defaults(&defaults);
 
@@ -459,5 +571,5 @@ int config_parse_args(struct config *cfg, int argc, char **argv, char *msg, size
         snprintf(msg, msglen, "unexpected argument '%s' (see fractald --help)", argv[optind]);
         return ERR_INVALID;
     }
-    return 0;
+    return check_exposure(cfg, msg, msglen);
 }

@@ -36,6 +36,18 @@ struct config {
                                        * cancelled, so stalled readers cannot hold workers */
     unsigned max_watchers;      /* Health.Watch streams open at once */
     int log_level;
+    /* Exposure: TLS (the files are PEM), bearer tokens, and the override for a plain listener on
+     * a non-loopback address. "" = not set. */
+    char tls_cert[512];         /* server certificate chain */
+    char tls_key[512];          /* its private key */
+    char tls_client_ca[512];    /* CAs whose client certificates are required (mutual TLS) */
+    char token_file[512];       /* bearer tokens, one per line, reloaded on SIGHUP */
+    int auth_health;            /* health Check/Watch need a token too (default: open to probes) */
+    int insecure;               /* allow a non-loopback listener without TLS or tokens */
+    /* Per-client shares, 0..1, of the render queue (calls waiting and running) and of the
+     * in-flight cost, enforced while more than one client is active; 1 = no per-client limit. */
+    double client_queue_share;
+    double client_cost_share;
     int list_devices;           /* print the devices and exit */
     /* Device selection (devconf.h); each points into argv, NULL when the flag was not given. */
     const char *config_file;    /* --config FILE: the INI file */
@@ -66,6 +78,9 @@ int config_load_file(struct config *cfg, const char *path, char *msg, size_t msg
  * into *out. Returns 0, or ERR_INVALID with "<what> must be an integer lo..hi (...), got '...'". */
 int config_parse_size(uint64_t *out, const char *what, const char *text, uint64_t lo, uint64_t hi,
                       char *msg, size_t msglen);
+
+/* Whether a listen address is loopback only: 127.0.0.0/8, ::1, localhost, or a unix: socket. */
+int config_listen_is_loopback(const char *addr);
 
 /* Checks a listen address: HOST:PORT, [IPV6]:PORT or unix:PATH, with PORT 0..65535 (0 picks a
  * free port). Returns 0, or ERR_INVALID with a message naming `what`. */

@@ -1,5 +1,5 @@
 /* main.c: fractald's entry point: reads the configuration, starts the CPU engine and the gRPC
- * server, and shuts down cleanly on SIGINT or SIGTERM. */
+ * server, rereads its tokens on SIGHUP, and shuts down cleanly on SIGINT or SIGTERM. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -48,6 +48,7 @@ int main(int argc, char **argv)
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGHUP); /* reload the tokens */
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -112,6 +113,8 @@ int main(int argc, char **argv)
         sig = sigtimedwait(&stop_signals, NULL, &tick);
         if (sig == SIGINT || sig == SIGTERM)
             break;
+        if (sig == SIGHUP)
+            rpc_server_reload(srv);
         rpc_server_tick(srv);
     }
     log_at(LOG_INFO, "received %s; draining (grace %u ms)", sig == SIGINT ? "SIGINT" : "SIGTERM", cfg.grace_ms);

@@ -33,7 +33,8 @@ enum {
     EXIT_EXHAUSTED = 4,   /* over the server's limits, or a precondition (e.g. too deep for fp64) */
     EXIT_UNAVAILABLE = 5, /* server unreachable or deadline exceeded */
     EXIT_NOT_FOUND = 6,   /* no such job (or its result expired) */
-    EXIT_CANCELLED = 7    /* the job was cancelled, or the server cancelled the call */
+    EXIT_CANCELLED = 7,   /* the job was cancelled, or the server cancelled the call */
+    EXIT_AUTH = 8         /* the server refused the credentials (no token, a wrong one) */
 };
 
 /* ---- the command line (cli_options.c) -------------------------------------------------------- */
@@ -43,7 +44,9 @@ enum opt_id {
     OPT_JULIA, OPT_MANDELBROT, OPT_CENTER, OPT_VIEW_WIDTH, OPT_SIZE, OPT_MAX_ITER, OPT_ESCAPE_RADIUS,
     OPT_PRECISION, OPT_REGION, OPT_NO_REGION, OPT_DEVICE, OPT_PALETTE, OPT_STOPS, OPT_CYCLE,
     OPT_OFFSET, OPT_INTERIOR, OPT_REVERSE, OPT_NO_REVERSE, OPT_SUPERSAMPLE, OPT_FORMAT, OPT_OUTPUT,
-    OPT_FROM, OPT_STATS, OPT_STREAM, OPT_UNARY, OPT_TIMEOUT, OPT_STATE, OPT_LIMIT, OPT_VERSION
+    OPT_FROM, OPT_STATS, OPT_STREAM, OPT_UNARY, OPT_TIMEOUT, OPT_STATE, OPT_LIMIT, OPT_VERSION,
+    OPT_NO_RECT_FILL, OPT_RECT_FILL,
+    OPT_TLS, OPT_CA, OPT_CERT, OPT_KEY, OPT_TOKEN_FILE
 };
 
 /* One row of an option table; a table ends with a row whose name is NULL. */
@@ -94,6 +97,11 @@ void field_to_flag(char *buf, size_t len, const char *msg);
 typedef struct conn_opts {
     const char *server;
     uint32_t deadline_ms;
+    int tls;                /* --tls, or implied by --ca */
+    const char *ca;         /* --ca FILE */
+    const char *cert;       /* --cert FILE */
+    const char *key;        /* --key FILE */
+    const char *token_file; /* --token-file FILE; else $FRACTAL_TOKEN */
 } conn_opts;
 
 extern const char exit_codes_help[];

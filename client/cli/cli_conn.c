@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -23,24 +24,34 @@ const char exit_codes_help[] =
     "     wait: --timeout passed)\n"
     "  6  no such job, or its result has expired (NOT_FOUND)\n"
     "  7  the job was cancelled (wait), or the call was (CANCELLED)\n"
+    "  8  the server refused the credentials (UNAUTHENTICATED, PERMISSION_DENIED)\n"
     "  128+N  interrupted by signal N (130 for Ctrl-C); a file being written is not created\n"
     "wait: a job that failed exits with the class of its error (3, 4, 1, ...).\n";
 
 int is_conn_opt(enum opt_id id)
 {
-    return id == OPT_SERVER || id == OPT_DEADLINE;
+    return id == OPT_SERVER || id == OPT_DEADLINE || id == OPT_TLS || id == OPT_CA || id == OPT_CERT ||
+           id == OPT_KEY || id == OPT_TOKEN_FILE;
 }
 
-/* Applies --server or --deadline. Returns 0 or EXIT_USAGE (message printed). */
+/* Applies a connection option (--server, --deadline, --tls, --ca, --cert, --key, --token-file).
+ * Returns 0 or EXIT_USAGE (message printed). */
 int apply_conn_opt(conn_opts *c, const parsed_opt *o)
 {
-    if (o->id == OPT_SERVER) {
-        if (o->value[0] == '\0')
-            return usage_error("--server: empty address");
-        c->server = o->value;
-    } else if (o->id == OPT_DEADLINE) {
+    if (o->value && o->value[0] == '\0')
+        return usage_error("--%s: empty value", o->name);
+    switch (o->id) {
+    case OPT_SERVER: c->server = o->value; break;
+    case OPT_DEADLINE:
         if (parse_u32(o->value, &c->deadline_ms) < 0)
             return usage_error("--deadline: '%s' is not a number of milliseconds", o->value);
+        break;
+    case OPT_TLS: c->tls = 1; break;
+    case OPT_CA: c->ca = o->value; c->tls = 1; break;
+    case OPT_CERT: c->cert = o->value; break;
+    case OPT_KEY: c->key = o->value; break;
+    case OPT_TOKEN_FILE: c->token_file = o->value; break;
+    default: break;
     }
     return 0;
 }
@@ -50,8 +61,46 @@ void conn_defaults(conn_opts *c)
     const char *env = getenv("FRACTAL_SERVER");
     fractal_client_options defaults = FRACTAL_CLIENT_OPTIONS_INIT;
 
+    memset(c, 0, sizeof *c);
     c->server = env && env[0] ? env : DEFAULT_SERVER;
     c->deadline_ms = defaults.deadline_ms;
+}
+
+/* The token of a --token-file: its first line that is neither blank nor a '#' comment, without
+ * surrounding blanks and without a "NAME:" in front (the server's file format, so one file can
+ * serve both). Returns 0 with the token in buf, or EXIT_USAGE / EXIT_OTHER (message printed). */
+static int read_token_file(char *buf, size_t cap, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    int found = 0;
+
+    if (f == NULL) {
+        fprintf(stderr, "fractal: --token-file %s: cannot read: %s\n", path, strerror(errno));
+        return EXIT_OTHER;
+    }
+    while (!found && fgets(line, sizeof line, f) != NULL) {
+        char *p = line, *end, *colon;
+
+        while (*p && isspace((unsigned char)*p))
+            p++;
+        end = p + strlen(p);
+        while (end > p && isspace((unsigned char)end[-1]))
+            *--end = '\0';
+        if (*p == '\0' || *p == '#')
+            continue;
+        if ((colon = strchr(p, ':')) != NULL)
+            p = colon + 1;
+        snprintf(buf, cap, "%s", p);
+        found = 1;
+    }
+    memset(line, 0, sizeof line);
+    fclose(f);
+    if (!found) {
+        fprintf(stderr, "fractal: --token-file %s: no token in it\n", path);
+        return EXIT_USAGE;
+    }
+    return 0;
 }
 
 /* ---- Ctrl-C: cancel the call in flight, so that files being written are cleaned up ---------- */
@@ -105,10 +154,37 @@ static const char *server_target = "";
 int connect_client(fractal_client **out, const conn_opts *c)
 {
     fractal_client_options copts = FRACTAL_CLIENT_OPTIONS_INIT;
-    int err;
+    const char *env_token = getenv("FRACTAL_TOKEN");
+    char token[1024] = "";
+    int err, rc;
 
+    *out = NULL;
+    if (!c->cert != !c->key)
+        return usage_error("--cert and --key go together");
+    if (c->cert && !c->tls)
+        return usage_error("--cert needs TLS: give --ca FILE or --tls too");
+    if (c->token_file && (rc = read_token_file(token, sizeof token, c->token_file)) != 0)
+        return rc;
     copts.deadline_ms = c->deadline_ms;
-    if ((err = fractal_client_new(out, c->server, &copts)) < 0) {
+    copts.tls = c->tls;
+    copts.ca_file = c->ca;
+    copts.cert_file = c->cert;
+    copts.key_file = c->key;
+    copts.token = token[0] ? token : env_token && env_token[0] ? env_token : NULL;
+    err = fractal_client_new(out, c->server, &copts);
+    memset(token, 0, sizeof token);
+    if (err == FRACTAL_EIO) {
+        fprintf(stderr, "fractal: cannot read a PEM certificate or key from%s%s%s%s%s%s\n", c->ca ? " --ca " : "",
+                c->ca ? c->ca : "", c->cert ? " --cert " : "", c->cert ? c->cert : "", c->key ? " --key " : "",
+                c->key ? c->key : "");
+        return EXIT_OTHER;
+    }
+    if (err == FRACTAL_EINVAL && copts.token) {
+        fprintf(stderr, "fractal: the token (%s) must be 1..512 characters of A-Z a-z 0-9 - . _ ~ + / "
+                "(then '=')\n", c->token_file ? "--token-file" : "FRACTAL_TOKEN");
+        return EXIT_USAGE;
+    }
+    if (err < 0) {
         fprintf(stderr, "fractal: %s: %s\n", c->server, fractal_strerror(err));
         return EXIT_OTHER;
     }
@@ -146,6 +222,9 @@ int exit_code_for(int err)
         return EXIT_NOT_FOUND;
     case FRACTAL_ECANCELLED:
         return EXIT_CANCELLED;
+    case FRACTAL_EUNAUTHENTICATED:
+    case FRACTAL_EPERMISSION_DENIED:
+        return EXIT_AUTH;
     default:
         return EXIT_OTHER;
     }

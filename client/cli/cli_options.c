@@ -13,6 +13,11 @@ static const opt_def common_opts[] = {
     { "help", 'h', 0, OPT_HELP },
     { "server", 0, 1, OPT_SERVER },
     { "deadline", 0, 1, OPT_DEADLINE },
+    { "tls", 0, 0, OPT_TLS },
+    { "ca", 0, 1, OPT_CA },
+    { "cert", 0, 1, OPT_CERT },
+    { "key", 0, 1, OPT_KEY },
+    { "token-file", 0, 1, OPT_TOKEN_FILE },
     { NULL, 0, 0, 0 },
 };
 
@@ -29,6 +34,8 @@ const opt_def spec_opts[] = {
     { "region", 0, 1, OPT_REGION },
     { "no-region", 0, 0, OPT_NO_REGION },
     { "device", 0, 1, OPT_DEVICE },
+    { "no-rect-fill", 0, 0, OPT_NO_RECT_FILL },
+    { "rect-fill", 0, 0, OPT_RECT_FILL },
     { "palette", 0, 1, OPT_PALETTE },
     { "stops", 0, 1, OPT_STOPS },
     { "cycle", 0, 1, OPT_CYCLE },

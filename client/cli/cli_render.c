@@ -34,6 +34,8 @@ static const char render_help[] =
     "  --region X,Y,W,H       render only this rectangle of the full image\n"
     "  --no-region            render the whole image (undoes a region from --from)\n"
     "  --device ID            \"\" any, cpu, gpu, opencl, or an id from 'fractal devices'\n"
+    "  --rect-fill            let the server fill boxes whose border is all interior (may be\n"
+    "                         wrong on rare pixels; off by default); --no-rect-fill undoes it\n"
     "\n"
     "Colour:\n"
     "  --palette NAME         built-in palette (default inferno); drops custom stops\n"
@@ -176,6 +178,12 @@ static int apply_render_opt(fractal_render_options *opts, const parsed_opt *o)
         return 0;
     case OPT_DEVICE:
         return copy_string(opts->device, sizeof opts->device, v, o->name);
+    case OPT_RECT_FILL:
+        opts->rect_fill = 1;
+        return 0;
+    case OPT_NO_RECT_FILL:
+        opts->rect_fill = 0;
+        return 0;
     case OPT_PALETTE:
         /* Stops override the palette on the server: asking for a palette by name means these. */
         opts->n_stops = 0;

@@ -32,6 +32,12 @@ static const char main_help[] =
     "  --server HOST:PORT   server address, any gRPC target (default $FRACTAL_SERVER,\n"
     "                       else " DEFAULT_SERVER ")\n"
     "  --deadline MS        give up after MS milliseconds; 0 = no deadline (default 60000)\n"
+    "  --tls                connect with TLS, verifying the server against the system's CAs\n"
+    "  --ca FILE            connect with TLS, verifying the server against the PEM CAs in FILE\n"
+    "  --cert FILE          client certificate (PEM), for servers that require one (mutual TLS)\n"
+    "  --key FILE           the private key (PEM) of --cert\n"
+    "  --token-file FILE    send the bearer token in FILE (its first line that is not a comment;\n"
+    "                       default $FRACTAL_TOKEN) with every call\n"
     "  -h, --help           show this help (after a command: that command's)\n"
     "  -V, --version        print the version and exit\n"
     "\n";

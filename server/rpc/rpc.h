@@ -29,6 +29,10 @@ struct rpc_deps {
  * bound (taken, malformed), ERR_NOMEM or ERR_INTERNAL, with a line in msg. */
 int rpc_server_start(rpc_server **out, int *port, const struct rpc_deps *deps, char *msg, size_t msglen);
 
+/* SIGHUP: rereads the --token-file; a file that fails keeps the old tokens, and the log says why.
+ * Any thread. Accepts NULL. */
+void rpc_server_reload(rpc_server *srv);
+
 /* Periodic upkeep (expired job results); call about once a second from any thread. */
 void rpc_server_tick(rpc_server *srv);
 

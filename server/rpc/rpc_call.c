@@ -340,9 +340,13 @@ void rpc_log_call(struct call *c, int err, const char *message, const char *extr
     /* The peer string is allocated: not for a line that is not written. */
     if (level < log_min_level)
         return;
-    peer = grpc_call_get_peer(c->call);
+    peer = c->peer[0] ? NULL : grpc_call_get_peer(c->call);
     log_kv(fields, sizeof(fields), "method", name);
-    log_kv(fields, sizeof(fields), "peer", peer ? peer : "?");
+    log_kv(fields, sizeof(fields), "peer", c->peer[0] ? c->peer : peer ? peer : "?");
+    log_kv(fields, sizeof(fields), "auth", c->auth ? c->auth : "none");
+    /* A name from the token file or the certificate, never the token. */
+    if (c->client_id[0])
+        log_kv(fields, sizeof(fields), "client", c->client_id);
     log_kv(fields, sizeof(fields), "status", err_status_name(code));
     if (c->job_id[0])
         log_kv(fields, sizeof(fields), "job", c->job_id);
@@ -408,6 +412,30 @@ struct call *rpc_queue_take(struct work_queue *q)
     return c;
 }
 
+/* How long a refused client still counts as active: it is waiting to come back (the retry hint
+ * is at most 10 s), and while it does the others are held to their shares. */
+#define CLIENT_ACTIVE_MS 10000.0
+/* Entries kept at most; past it a new client is admitted without a share of its own (the global
+ * limits still hold), so a flood of addresses cannot grow the list without bound. */
+#define CLIENTS_MAX 4096
+
+/* A render queued or running is over: its cost leaves the budget and its place and cost its
+ * client's account. srv->lock held. */
+static void release_locked(rpc_server *srv, struct client_use *client, double cost)
+{
+    struct work_queue *q = &srv->renders;
+
+    srv->inflight_cost -= cost;
+    if (q->queued == 0 && q->running == 0)
+        srv->inflight_cost = 0; /* no drift from floating-point subtraction */
+    if (client) {
+        client->held--;
+        client->cost -= cost;
+        if (client->held == 0)
+            client->cost = 0;
+    }
+}
+
 /* Unlinks c from the queue it waits in, if it still waits; srv->lock held. Returns whether it did. */
 static bool unqueue_locked(rpc_server *srv, struct call *c)
 {
@@ -429,9 +457,8 @@ static bool unqueue_locked(rpc_server *srv, struct call *c)
         c->queued_on = NULL;
         q->queued--;
         if (q == &srv->renders) {
-            srv->inflight_cost -= c->cost;
-            if (q->queued == 0 && q->running == 0)
-                srv->inflight_cost = 0; /* no drift from floating-point subtraction */
+            release_locked(srv, c->client, c->cost);
+            c->client = NULL;
         }
         return true;
     }
@@ -462,30 +489,118 @@ static unsigned retry_hint(const struct work_queue *q, unsigned workers)
     return ms > 10000 ? 10000 : ms;
 }
 
+void rpc_queue_done_locked(rpc_server *srv, struct client_use *client, double cost)
+{
+    srv->renders.running--;
+    release_locked(srv, client, cost);
+}
+
+void rpc_clients_free(rpc_server *srv)
+{
+    while (srv->clients) {
+        struct client_use *next = srv->clients->next;
+        free(srv->clients);
+        srv->clients = next;
+    }
+    srv->nclients = 0;
+}
+
+static bool client_active(const struct client_use *u, double now)
+{
+    return u->held > 0 || (u->refused_ms > 0 && now - u->refused_ms < CLIENT_ACTIVE_MS);
+}
+
+/* The entry of `key`, made if needed (NULL when the list is full or memory is short), and in
+ * *others the number of other clients active; entries neither active nor holding anything are
+ * freed on the way. srv->lock held. */
+static struct client_use *client_find(rpc_server *srv, const char *key, double now, unsigned *others)
+{
+    struct client_use **link = &srv->clients, *found = NULL;
+
+    *others = 0;
+    while (*link) {
+        struct client_use *u = *link;
+        if (strcmp(u->key, key) == 0) {
+            found = u;
+        } else if (client_active(u, now)) {
+            (*others)++;
+        } else {
+            *link = u->next;
+            free(u);
+            srv->nclients--;
+            continue;
+        }
+        link = &u->next;
+    }
+    if (!found && srv->nclients < CLIENTS_MAX && (found = calloc(1, sizeof(*found))) != NULL) {
+        snprintf(found->key, sizeof(found->key), "%s", key);
+        found->next = srv->clients;
+        srv->clients = found;
+        srv->nclients++;
+    }
+    return found;
+}
+
 int rpc_queue_work(struct call *c, double cost, char *msg, size_t msglen, unsigned *retry_after_ms)
 {
     rpc_server *srv = c->srv;
     const struct config *cfg = srv->cfg;
     struct work_queue *q = &srv->renders;
+    double now = render_now_ms();
+    struct client_use *u;
+    unsigned others;
 
     pthread_mutex_lock(&srv->lock);
     *retry_after_ms = retry_hint(q, srv->nworkers);
+    u = client_find(srv, c->client_key, now, &others);
+    /* The shares bind only while another client is active: a client alone may use the whole
+     * server, and one that waits (refused, retrying) holds the others to their shares, so the
+     * places they free as their renders end are its. Checked first: a client over its share
+     * hears that, not that the server is full. */
+    if (u && others > 0) {
+        unsigned places = cfg->queue_length + srv->nworkers;
+        unsigned limit = (unsigned)(cfg->client_queue_share * places);
+        double cost_limit = cfg->client_cost_share * cfg->max_inflight_cost;
+        if (limit < 1)
+            limit = 1;
+        if (cfg->client_queue_share < 1 && u->held + 1 > limit) {
+            snprintf(msg, msglen, "this client's share of the render queue is used up (%u of %u places held, "
+                     "share %.2g while other clients are active); retry later", u->held, places,
+                     cfg->client_queue_share);
+            goto refused;
+        }
+        if (cfg->client_cost_share < 1 && u->cost > 0 && u->cost + cost > cost_limit) {
+            snprintf(msg, msglen, "this client's share of the in-flight cost is used up (%.4g iterations held, "
+                     "%.4g asked, %.4g allowed: share %.2g of %.4g while other clients are active); retry later",
+                     u->cost, cost, cost_limit, cfg->client_cost_share, cfg->max_inflight_cost);
+            goto refused;
+        }
+    }
     if (q->queued >= cfg->queue_length) {
-        pthread_mutex_unlock(&srv->lock);
         snprintf(msg, msglen, "render queue is full (%u waiting, %u running); retry later", q->queued, q->running);
-        return ERR_EXHAUSTED;
+        goto refused;
     }
     if (srv->inflight_cost > 0 && srv->inflight_cost + cost > cfg->max_inflight_cost) {
-        pthread_mutex_unlock(&srv->lock);
         snprintf(msg, msglen, "server is busy: %.4g iterations in flight, budget %.4g; retry later",
                  srv->inflight_cost, cfg->max_inflight_cost);
-        return ERR_EXHAUSTED;
+        goto refused;
     }
     c->cost = cost;
     srv->inflight_cost += cost;
+    c->client = u;
+    if (u) {
+        u->held++;
+        u->cost += cost;
+    }
     enqueue(q, c);
     pthread_mutex_unlock(&srv->lock);
     return 0;
+
+refused:
+    if (u)
+        u->refused_ms = now;
+    pthread_mutex_unlock(&srv->lock);
+    return ERR_EXHAUSTED;
 }
 
 int rpc_queue_io(struct call *c, char *msg, size_t msglen, unsigned *retry_after_ms)

@@ -18,6 +18,7 @@
 #include "jobs.h"
 #include "render.h"
 #include "rpc.h"
+#include "rpc_auth.h"
 #include "spec.h"
 
 enum method_id {
@@ -37,6 +38,18 @@ enum method_id {
 };
 
 struct call;
+
+/* What one client holds of the render queue and the in-flight cost, for the per-client shares
+ * (--client-queue-share, --client-cost-share). A client is its token's identity when tokens are
+ * on, else its peer address without the port. Listed in rpc_server.clients, under its lock;
+ * freed once it holds nothing and has not been refused for a while. */
+struct client_use {
+    char key[96];
+    unsigned held;                      /* renders queued or running */
+    double cost;                        /* their cost, counted in the in-flight budget */
+    double refused_ms;                  /* when a render of this client was last refused; 0 never */
+    struct client_use *next;
+};
 
 /* A method's path and its short name for logs and stats. */
 struct method_name {
@@ -70,6 +83,11 @@ struct call {
     atomic_int cancelled;               /* client cancelled, deadline passed, or peer gone */
     int close_cancelled;                /* RECV_CLOSE_ON_SERVER's out-parameter */
     double t_accept;
+    char peer[128];                     /* grpc_call_get_peer, set on accept */
+    const char *auth;                   /* "token", "mtls" or "none", for the log line */
+    char client_id[RPC_AUTH_ID_MAX];    /* the token's name, or the client certificate's name */
+    char client_key[96];                /* who the per-client shares count this call against */
+    struct client_use *client;          /* its entry while queued or running (srv->lock) */
 
     pthread_mutex_t lock;
     pthread_cond_t write_done;
@@ -125,6 +143,9 @@ struct rpc_server {
     struct work_queue renders;          /* Render and RenderStream calls */
     struct work_queue io;               /* SubmitJob, CancelJob, FetchJobResult */
     double inflight_cost;               /* cost of queued and running renders */
+    struct client_use *clients;         /* per-client use of the render queue */
+    unsigned nclients;
+    rpc_auth *auth;                     /* bearer tokens; NULL when --token-file is not given */
     int stop_workers;
     int shutdown_done;
     pthread_t *workers;                 /* render workers, then I/O workers */
@@ -228,6 +249,13 @@ void rpc_call_write_done(struct call *c, int ok);
 
 /* The next call of a non-empty queue, counted as running; srv->lock held. */
 struct call *rpc_queue_take(struct work_queue *q);
+
+/* A render worker is done with a call it took (which may be freed already): its place and cost
+ * leave the server's and its client's accounts. srv->lock held. */
+void rpc_queue_done_locked(rpc_server *srv, struct client_use *client, double cost);
+
+/* Frees every per-client entry; at stop, when nothing is queued or running. */
+void rpc_clients_free(rpc_server *srv);
 
 /* A call that was cancelled (client cancel, deadline, peer gone) leaves its queue at once: if it
  * still waits in one, it is unlinked, its cost leaves the in-flight budget, and it is finished as

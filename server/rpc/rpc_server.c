@@ -122,14 +122,12 @@ static void *render_worker(void *arg)
         if (q->head) {
             struct call *c = rpc_queue_take(q);
             double cost = c->cost;
+            struct client_use *client = c->client;
             pthread_mutex_unlock(&srv->lock);
             /* run() finishes the call, which may free it: nothing of c is touched afterwards. */
             c->run(c);
             pthread_mutex_lock(&srv->lock);
-            q->running--;
-            srv->inflight_cost -= cost;
-            if (q->queued == 0 && q->running == 0)
-                srv->inflight_cost = 0; /* no drift from floating-point subtraction */
+            rpc_queue_done_locked(srv, client, cost);
         } else if (srv->jobs && srv->jobs_hint && !atomic_load(&srv->shutting_down) &&
                    srv->job_runners < srv->max_job_runners) {
             unsigned slot = 0, seq = srv->jobs_hint_seq;
@@ -197,6 +195,69 @@ void rpc_server_tick(rpc_server *srv)
 
 /* ---- the completion-queue thread ---- */
 
+/* The peer without its port ("ipv4:127.0.0.1:5555" -> "ipv4:127.0.0.1"), into out. */
+static void peer_host(char *out, size_t cap, const char *peer)
+{
+    const char *colon = strrchr(peer, ':');
+    size_t len = strlen(peer);
+
+    if ((strncmp(peer, "ipv4:", 5) == 0 || strncmp(peer, "ipv6:", 5) == 0) && colon && colon > peer + 4)
+        len = (size_t)(colon - peer);
+    snprintf(out, cap, "%.*s", (int)len, peer);
+}
+
+/* The name of the client certificate the TLS handshake verified (mutual TLS), into out; "" if
+ * none. */
+static void cert_name(char *out, size_t cap, grpc_call *call)
+{
+    grpc_auth_context *ctx = grpc_call_auth_context(call);
+    grpc_auth_property_iterator it;
+    const grpc_auth_property *p;
+
+    out[0] = '\0';
+    if (!ctx)
+        return;
+    if (grpc_auth_context_peer_is_authenticated(ctx)) {
+        it = grpc_auth_context_peer_identity(ctx);
+        if ((p = grpc_auth_property_iterator_next(&it)) != NULL)
+            snprintf(out, cap, "%.*s", (int)p->value_length, p->value);
+    }
+    grpc_auth_context_release(ctx);
+}
+
+/* Who the call is from, and whether it may go on: with tokens on, every method but health (unless
+ * --auth-health) needs a known bearer token, checked here, before its request is parsed. Sets the
+ * call's auth fields; returns 0, or ERR_UNAUTHENTICATED with the message for the client. */
+static int authenticate(struct call *c, char *msg, size_t msglen)
+{
+    rpc_server *srv = c->srv;
+    bool health = c->method == M_HEALTH_CHECK || c->method == M_HEALTH_WATCH;
+    char *peer = grpc_call_get_peer(c->call);
+    int err;
+
+    snprintf(c->peer, sizeof(c->peer), "%s", peer ? peer : "?");
+    gpr_free(peer);
+    peer_host(c->client_key, sizeof(c->client_key), c->peer);
+    c->auth = "none";
+    if (srv->cfg->tls_client_ca[0]) {
+        /* The handshake already refused clients without a valid certificate. */
+        c->auth = "mtls";
+        cert_name(c->client_id, sizeof(c->client_id), c->call);
+    }
+    if (!srv->auth || (health && !srv->cfg->auth_health))
+        return 0;
+    {
+        /* On a refusal the certificate's name stays for the log line. */
+        char id[RPC_AUTH_ID_MAX];
+        if ((err = rpc_auth_check(srv->auth, &c->req_md, id, msg, msglen)) < 0)
+            return err;
+        snprintf(c->client_id, sizeof(c->client_id), "%s", id);
+    }
+    c->auth = "token";
+    snprintf(c->client_key, sizeof(c->client_key), "token:%s", c->client_id);
+    return 0;
+}
+
 static void on_new_call(struct call *c, int ok)
 {
     rpc_server *srv = c->srv;
@@ -212,6 +273,14 @@ static void on_new_call(struct call *c, int ok)
         post_request(srv, c->method);
     c->t_accept = render_now_ms();
     rpc_call_arm_close(c);
+    {
+        char msg[200];
+        if (authenticate(c, msg, sizeof(msg)) < 0) {
+            rpc_log_call(c, ERR_UNAUTHENTICATED, msg, NULL);
+            rpc_finish(c, ERR_UNAUTHENTICATED, msg, NULL, 0);
+            return;
+        }
+    }
     if (c->method == M_UNKNOWN || !handlers[c->method]) {
         handle_unimplemented(c);
         return;
@@ -260,6 +329,97 @@ static void *cq_loop(void *arg)
 }
 
 /* ---- start and stop ---- */
+
+/* Reads a whole PEM file into a NUL-terminated string (free it), or NULL with the message. */
+static char *read_pem(const char *flag, const char *path, char *msg, size_t msglen)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t len = 0, cap = 0, n;
+
+    if (!f) {
+        snprintf(msg, msglen, "%s %s: cannot read: %s", flag, path, strerror(errno));
+        return NULL;
+    }
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            char *grown = realloc(buf, cap = cap ? cap * 2 : 8192);
+            if (!grown || cap > ((size_t)16 << 20)) {
+                free(grown ? grown : buf);
+                fclose(f);
+                snprintf(msg, msglen, "%s %s: %s", flag, path, grown ? "larger than 16 MiB" : "out of memory");
+                return NULL;
+            }
+            buf = grown;
+        }
+        if ((n = fread(buf + len, 1, 4096, f)) == 0)
+            break;
+        len += n;
+    }
+    fclose(f);
+    buf[len] = '\0';
+    if (!strstr(buf, "-----BEGIN ")) {
+        free(buf);
+        snprintf(msg, msglen, "%s %s: not a PEM file", flag, path);
+        return NULL;
+    }
+    return buf;
+}
+
+/* The listener's credentials: TLS through grpc core's own (OpenSSL) when --tls-cert is given,
+ * requiring and verifying a client certificate when --tls-client-ca is; else plaintext. */
+static int server_credentials(grpc_server_credentials **out, const struct config *cfg, char *msg, size_t msglen)
+{
+    grpc_ssl_pem_key_cert_pair pair = {NULL, NULL};
+    char *ca = NULL, *key = NULL, *chain = NULL;
+    int err = ERR_INVALID;
+
+    *out = NULL;
+    if (!cfg->tls_cert[0]) {
+        *out = grpc_insecure_server_credentials_create();
+        return 0;
+    }
+    if (!(chain = read_pem("--tls-cert", cfg->tls_cert, msg, msglen)) ||
+        !(key = read_pem("--tls-key", cfg->tls_key, msg, msglen)) ||
+        (cfg->tls_client_ca[0] && !(ca = read_pem("--tls-client-ca", cfg->tls_client_ca, msg, msglen))))
+        goto done;
+    pair.private_key = key;
+    pair.cert_chain = chain;
+    /* grpc core copies the PEM strings. */
+    *out = grpc_ssl_server_credentials_create_ex(
+        ca, &pair, 1, ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+        NULL);
+    if (!*out) {
+        snprintf(msg, msglen, "--tls-cert %s: grpc refused the certificate or key", cfg->tls_cert);
+        goto done;
+    }
+    err = 0;
+done:
+    if (key) {
+        /* The private key: do not leave it in freed memory. */
+        volatile char *p = key;
+        for (size_t i = 0; p[i]; i++)
+            p[i] = 0;
+    }
+    free(key);
+    free(chain);
+    free(ca);
+    return err;
+}
+
+void rpc_server_reload(rpc_server *srv)
+{
+    char msg[512];
+
+    if (!srv || !srv->auth) {
+        log_at(LOG_INFO, "SIGHUP: nothing to reload (no --token-file)");
+        return;
+    }
+    if (rpc_auth_reload(srv->auth, msg, sizeof(msg)) < 0)
+        log_at(LOG_ERROR, "SIGHUP: tokens not reloaded, the old ones stay: %s", msg);
+    else
+        log_at(LOG_INFO, "SIGHUP: reloaded %s from %s", msg, srv->cfg->token_file);
+}
 
 int rpc_server_start(rpc_server **out, int *port, const struct rpc_deps *deps, char *msg, size_t msglen)
 {
@@ -313,11 +473,15 @@ int rpc_server_start(rpc_server **out, int *port, const struct rpc_deps *deps, c
             goto fail;
         }
     }
-    creds = grpc_insecure_server_credentials_create();
+    if (cfg->token_file[0] && (err = rpc_auth_new(&srv->auth, cfg->token_file, msg, msglen)) < 0)
+        goto fail;
+    if ((err = server_credentials(&creds, cfg, msg, msglen)) < 0)
+        goto fail;
     *port = grpc_server_add_http2_port(srv->server, cfg->listen, creds);
     grpc_server_credentials_release(creds);
     if (*port == 0) {
-        snprintf(msg, msglen, "cannot listen on %s (address in use or malformed)", cfg->listen);
+        snprintf(msg, msglen, "cannot listen on %s (address in use or malformed%s)", cfg->listen,
+                 cfg->tls_cert[0] ? ", or the TLS certificate and key are not valid PEM or do not match" : "");
         err = ERR_UNAVAILABLE;
         goto fail;
     }
@@ -368,6 +532,7 @@ fail_started:
     rpc_server_stop(srv, 0);
     return err < 0 ? err : ERR_INTERNAL;
 fail:
+    rpc_auth_free(srv->auth);
     grpc_server_destroy(srv->server);
     grpc_completion_queue_shutdown(srv->cq);
     while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
@@ -497,6 +662,8 @@ void rpc_server_stop(rpc_server *srv, unsigned grace_ms)
         pthread_join(srv->cq_thread, NULL);
     grpc_completion_queue_destroy(srv->cq);
     grpc_shutdown();
+    rpc_clients_free(srv);
+    rpc_auth_free(srv->auth);
     pthread_cond_destroy(&srv->state_changed);
     pthread_cond_destroy(&srv->io.ready);
     pthread_cond_destroy(&srv->renders.ready);

@@ -137,9 +137,10 @@ FRACTAL_API const char *fractal_version(void);
 /* A connection to one fractald (or to a load-balanced set of them: the target is a gRPC target). */
 typedef struct fractal_client fractal_client;
 
-/* Version 2 appended the retry fields. Version 1 structs (the first three fields only) are still
- * accepted, and get the default retry policy. */
-#define FRACTAL_CLIENT_OPTIONS_VERSION 2
+/* Version 2 appended the retry fields, version 3 the security fields. Version 1 structs (the
+ * first three fields only) and version 2 structs are still accepted, and get the default retry
+ * policy and a plaintext channel without a token. */
+#define FRACTAL_CLIENT_OPTIONS_VERSION 3
 
 /* Options of fractal_client_new. */
 typedef struct fractal_client_options {
@@ -153,16 +154,28 @@ typedef struct fractal_client_options {
     uint32_t retry_initial_ms;   /* first backoff when the server gives no hint; doubled per attempt,
                                     with jitter. Default 100 */
     uint32_t retry_max_ms;       /* cap on one wait, the server's hint included. Default 30000 */
+    /* Since version 3. Paths and the token are read (copied) by fractal_client_new; the caller
+     * keeps ownership. NULL (or "") for each means not set. */
+    int tls;                     /* nonzero: TLS, verifying the server against the system's CAs
+                                    unless ca_file is set. Default 0 (plaintext) */
+    const char *ca_file;         /* PEM CAs the server's certificate must chain to; implies TLS */
+    const char *cert_file;       /* PEM client certificate chain, for servers that require one
+                                    (mutual TLS); needs key_file and TLS */
+    const char *key_file;        /* PEM private key of cert_file */
+    const char *token;           /* bearer token, sent as "authorization: Bearer TOKEN" with every
+                                    call: 1..512 characters of A-Z a-z 0-9 - . _ ~ + / (then '=').
+                                    Without TLS it crosses the network in the clear */
 } fractal_client_options;
 
-#define FRACTAL_CLIENT_OPTIONS_INIT { FRACTAL_CLIENT_OPTIONS_VERSION, 60000u, (size_t)256 << 20, 4u, 100u, 30000u }
+#define FRACTAL_CLIENT_OPTIONS_INIT                                                                 \
+    { FRACTAL_CLIENT_OPTIONS_VERSION, 60000u, (size_t)256 << 20, 4u, 100u, 30000u, 0, NULL, NULL, NULL, NULL }
 
 /**
  * Fills `opts` with the defaults of FRACTAL_CLIENT_OPTIONS_INIT.
  *
  * @param opts     the struct to fill
- * @param version  FRACTAL_CLIENT_OPTIONS_VERSION, or 1 to fill a version 1 struct (only its fields
- *                 are written)
+ * @param version  FRACTAL_CLIENT_OPTIONS_VERSION, or 1 or 2 to fill a struct of that version (only
+ *                 its fields are written)
  * @return 0, or FRACTAL_EINVAL if opts is NULL or the version is not supported.
  */
 FRACTAL_API int fractal_client_options_init(fractal_client_options *opts, unsigned version);
@@ -178,8 +191,12 @@ FRACTAL_API int fractal_client_options_init(fractal_client_options *opts, unsign
  *                "unix:/path". Copied; the caller keeps ownership.
  * @param opts    options, or NULL for FRACTAL_CLIENT_OPTIONS_INIT. Copied.
  * @return 0; FRACTAL_EINVAL if out or target is NULL, target is empty, or an option is out of
- *         range or of an unsupported version; FRACTAL_ENOMEM. No handle exists on failure, so use
- *         fractal_strerror for the message.
+ *         range or of an unsupported version (a token with characters outside its set, cert_file
+ *         without key_file or the other way round); FRACTAL_EIO if ca_file, cert_file or key_file
+ *         cannot be read or holds no PEM; FRACTAL_ENOMEM. No handle exists on failure, so use
+ *         fractal_strerror for the message. A certificate the server refuses, or a server
+ *         certificate that does not verify (wrong CA, expired, another name), shows up on the
+ *         first call as FRACTAL_EUNAVAILABLE.
  */
 FRACTAL_API int fractal_client_new(fractal_client **out, const char *target,
                                    const fractal_client_options *opts);
@@ -264,7 +281,9 @@ typedef struct fractal_region {
     uint32_t height;
 } fractal_region;
 
-#define FRACTAL_RENDER_OPTIONS_VERSION 1
+/* Version 2 appended rect_fill. Version 1 structs (every field up to device) are still
+ * accepted, and render with the server's default (no rectangle fill). */
+#define FRACTAL_RENDER_OPTIONS_VERSION 2
 #define FRACTAL_PALETTE_MAX 64      /* size of fractal_render_options.palette, NUL included */
 #define FRACTAL_DEVICE_NAME_MAX 128 /* size of fractal_render_options.device, NUL included */
 #define FRACTAL_STOPS_MAX 256       /* capacity of fractal_render_options.stops */
@@ -297,19 +316,24 @@ typedef struct fractal_render_options {
     int has_region;                 /* nonzero: render only `region` of the full image. Default 0 */
     fractal_region region;
     char device[FRACTAL_DEVICE_NAME_MAX]; /* "" any, "cpu", "gpu", "opencl" or a device id; default "" */
+    /* Since version 2. Nonzero: the server may fill a box whose whole border is interior as
+     * interior (Mariani-Silver), which may be wrong on rare pixels. The exact interior shortcuts
+     * are always on. Default 0 (every sample computed). */
+    int rect_fill;
 } fractal_render_options;
 
 /* Positional, so that it compiles as C and as C++. */
 #define FRACTAL_RENDER_OPTIONS_INIT                                                                 \
     { FRACTAL_RENDER_OPTIONS_VERSION, FRACTAL_KIND_JULIA, { -0.8, 0.156 }, { 0.0, 0.0 }, 0.0,        \
       600u, 400u, 256u, 2.0, FRACTAL_PRECISION_AUTO, FRACTAL_FORMAT_PNG, "inferno", 0u,             \
-      { { 0.0, { 0u, 0u, 0u } } }, 0.0, 0.0, { 0u, 0u, 0u }, 0, 1u, 0, { 0u, 0u, 0u, 0u }, "" }
+      { { 0.0, { 0u, 0u, 0u } } }, 0.0, 0.0, { 0u, 0u, 0u }, 0, 1u, 0, { 0u, 0u, 0u, 0u }, "", 0 }
 
 /**
  * Fills `opts` with the defaults of FRACTAL_RENDER_OPTIONS_INIT.
  *
  * @param opts     the struct to fill
- * @param version  FRACTAL_RENDER_OPTIONS_VERSION
+ * @param version  FRACTAL_RENDER_OPTIONS_VERSION, or 1 to fill a version 1 struct (only its fields
+ *                 are written)
  * @return 0, or FRACTAL_EINVAL if opts is NULL or the version is not supported.
  */
 FRACTAL_API int fractal_render_options_init(fractal_render_options *opts, unsigned version);
@@ -394,7 +418,9 @@ FRACTAL_API int fractal_render_to_file(fractal_client *client, const fractal_ren
  * Fields the stored request does not set keep the defaults of FRACTAL_RENDER_OPTIONS_INIT.
  * Chunk CRCs are checked. No connection is needed.
  *
- * @param out       receives the options (left at the defaults on failure)
+ * @param out       receives the options (left at the defaults on failure): a whole struct of this
+ *                  header's FRACTAL_RENDER_OPTIONS_VERSION, so a program built against an older
+ *                  header must be rebuilt before it calls this one
  * @param png_path  the PNG file
  * @param err       buffer for a one-line message on failure (may be NULL)
  * @param errlen    size of err
