@@ -15,6 +15,11 @@ packages=(
   python3 python3-grpcio python3-protobuf                # black-box tests from Python
   protobuf-compiler protobuf-compiler-grpc               # protoc + grpc_python_plugin for the test stubs
   man-db                                                 # man --warnings, lexgrog: the man pages' test
+  openssl                                                # certificates made by tests/python/test_security.py
+  # make fuzz (tests/fuzz): clang with libFuzzer. On Debian 12 clang (clang-14) only recommends the
+  # compiler-rt runtimes, and this script skips recommends: libclang-rt-dev (libclang-rt-14-dev)
+  # brings libclang_rt.fuzzer, asan and ubsan, without which -fsanitize=fuzzer does not link.
+  clang libclang-rt-dev
 )
 
 missing=()

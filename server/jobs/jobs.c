@@ -275,6 +275,13 @@ static int load_jobs(jobs_store *s, char *msg, size_t msglen)
 
     if ((err = jobs_journal_count(s->journal, &rows, &max_seq, msg, msglen)) < 0)
         goto done;
+    /* Only a damaged or edited journal holds the largest seq: the next one would overflow. */
+    if (max_seq == INT64_MAX) {
+        jobs_set_msg(msg, msglen, "job store %s/jobs.db: a job's seq is %lld, the largest there can be; the "
+                     "journal is damaged", s->spool_dir, (long long)max_seq);
+        err = ERR_IO;
+        goto done;
+    }
     s->next_seq = max_seq + 1;
 
     if ((err = jobs_index_init(s, (uint64_t)rows)) < 0) {
