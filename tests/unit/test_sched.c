@@ -701,7 +701,9 @@ static void two_pocl_devices_and_the_cpu_engine_share_one_render(void **state)
 static void opencl_fault_mid_render_is_rerun_elsewhere(void **state)
 {
     struct sched_options o = SCHED_OPTIONS_INIT;
-    struct render_spec spec = julia(1600, 1200, 400, SPEC_FP64);
+    /* Tall enough that every device takes several strips, whatever the timing: the exact
+     * shortcuts make each strip quick, and the victim must reach its failing launch. */
+    struct render_spec spec = julia(1600, 3600, 400, SPEC_FP64);
     char msg[256] = "";
     uint64_t used = 0;
     sched *s = NULL;
@@ -713,9 +715,9 @@ static void opencl_fault_mid_render_is_rerun_elsewhere(void **state)
             victim = &cl_devs.list[i];
     assert_non_null(victim);
     o.calibrate = false;
-    /* The engine's own hook: its third launch from now fails as a lost device's would, through
+    /* The engine's own hook: its launches after the first fail as a lost device's would, through
      * the real OpenCL error path. */
-    engine_cl_inject_fault(victim->backend, 3);
+    engine_cl_inject_fault(victim->backend, 1);
     assert_int_equal(sched_new(&s, &cl_devs, &o, msg, sizeof(msg)), 0);
     render_close_to_cpu(s, &spec, &used);
     print_message("%s: %s\n", victim->id, victim->failed_reason);
