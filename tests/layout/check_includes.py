@@ -9,7 +9,7 @@ import sys
 # Header prefix -> the files (relative to the source root) that may include it.
 OWNERS = {
     "grpc/": ("server/rpc/", "client/fractal.c", "client/stream.c", "client/jobs.c", "client/internal.h"),
-    "CL/": ("server/engines/engine_cl.c",),
+    "CL/": ("server/engines/engine_cl_internal.h",),
     "png.h": ("server/image/encode.c",),
     "sqlite3.h": ("server/jobs/jobs_journal.c",),
     "ini.h": ("server/config.c", "server/engines/devconf.c"),
