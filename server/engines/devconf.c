@@ -233,6 +233,8 @@ int devconf_set(struct devconf *conf, const char *origin, const char *key, const
             snprintf(conf->cache_dir, sizeof(conf->cache_dir), "%s", value);
         return 0;
     }
+    if (!strcmp(key, "shortcuts"))
+        return parse_bool(&conf->cl_shortcuts, origin, key, value, msg, msglen);
     if (!strcmp(key, "max_launch_ms")) {
         if ((err = parse_size(&v, origin, key, value, 1, 10000, msg, msglen)) < 0)
             return err;
@@ -259,7 +261,7 @@ int devconf_set(struct devconf *conf, const char *origin, const char *key, const
     }
     snprintf(msg, msglen,
              "%s: unknown key '%s' (keys: include, exclude, cpu_engine, opencl, calibrate, share_cpu, "
-             "fault_inject, cache_dir, max_launch_ms)", origin, key);
+             "fault_inject, cache_dir, max_launch_ms, shortcuts)", origin, key);
     return ERR_INVALID;
 }
 
@@ -376,7 +378,8 @@ static int file_handler(void *user, const char *section, const char *name, const
     if (!strcmp(section, "server"))
         return 1;   /* the server's own settings (config.c) */
     if (!strcmp(section, "devices") || !strcmp(section, "opencl")) {
-        bool opencl_key = !strcmp(name, "cache_dir") || !strcmp(name, "max_launch_ms");
+        bool opencl_key = !strcmp(name, "cache_dir") || !strcmp(name, "max_launch_ms") ||
+                          !strcmp(name, "shortcuts");
         if (opencl_key != !strcmp(section, "opencl")) {
             snprintf(msg, sizeof(msg), "%s: key '%s' belongs in [%s], not [%s]", origin, name,
                      opencl_key ? "opencl" : "devices", section);
@@ -692,6 +695,7 @@ static int add_opencl(struct devices *devs, const struct devconf *conf, char *ms
     }
     opts.cache_dir = conf->cache_dir[0] ? conf->cache_dir : NULL;
     opts.max_launch_ms = conf->max_launch_ms;
+    opts.brute_force = !conf->cl_shortcuts;
     if ((err = engine_cl_discover(&owner->engines, &owner->count, &opts, clmsg, sizeof(clmsg))) < 0) {
         snprintf(msg, msglen, "OpenCL discovery: %s", clmsg[0] ? clmsg : err_name(err));
         free(owner);

@@ -67,6 +67,10 @@ struct devconf {
     bool share_cpu_priority;
     char cache_dir[1024];              /* "" = no program cache */
     unsigned max_launch_ms;            /* default 50 */
+    /* [opencl] shortcuts: build the kernels with their exact interior shortcuts (cycle detection,
+     * cardioid and bulb). Default off: on PoCL they cost B 22-44 % while gaining C 4-5x
+     * (bench/README.md, bench_cl), and they have not been measured on a GPU yet. */
+    bool cl_shortcuts;
     bool opencl;                       /* default on; off skips OpenCL discovery altogether */
     char fault_device[64];             /* "" = no fault injection */
     int64_t fault_after;               /* tiles before the injected fault */

@@ -66,7 +66,7 @@ static void bad_files_name_file_line_and_problem(void **state)
         {"[devices]\ncpu_engine = maybe\n", "%s:2: cpu_engine must be on or off, got 'maybe'"},
         {"# comment\n[devices]\nspeed = 11\n",
          "%s:3: unknown key 'speed' (keys: include, exclude, cpu_engine, opencl, calibrate, share_cpu, "
-         "fault_inject, cache_dir, max_launch_ms)"},
+         "fault_inject, cache_dir, max_launch_ms, shortcuts)"},
         {"[devices]\nshare_cpu = fair\n", "%s:2: share_cpu must be 'priority' or 'equal', got 'fair'"},
         {"[gpu]\nweight = 2\n", "%s:2: unknown section [gpu] " SECTIONS},
         {"cpu_engine = on\n", "%s:1: key 'cpu_engine' outside any section " SECTIONS},
@@ -116,6 +116,10 @@ static void good_files_set_what_they_say(void **state)
     assert_true(conf.cpu_engine && conf.calibrate && conf.opencl && conf.share_cpu_priority);
     assert_int_equal(conf.max_launch_ms, 50);
     assert_int_equal(conf.fault_after, -1);
+    assert_false(conf.cl_shortcuts);
+    assert_int_equal(load(&conf, "[opencl]\nshortcuts = on\n", msg, sizeof(msg)), 0);
+    assert_true(conf.cl_shortcuts);
+    assert_int_equal(load(&conf, "[devices]\nshortcuts = on\n", msg, sizeof(msg)), ERR_INVALID);
 
     assert_int_equal(load(&conf,
                           "; A GPU host: both NVIDIA cards, not the iGPU, CPU engine as a fallback.\n"
