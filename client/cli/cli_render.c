@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <stdbool.h>
 #include <unistd.h>
 
 /* Images above this many pixels are streamed to disk by `fractal render` (RenderStream) unless
@@ -396,6 +397,43 @@ static int load_spec(fractal_render_options *opts, conn_opts *conn, const parsed
     return 0;
 }
 
+/* The start render and submit share: parses the command line (the command's own options and the
+ * spec's), answers --help, refuses positional arguments, and loads the spec into a heap-allocated
+ * options struct (some 6 KiB with its 256 stops: kept off the stack). Returns true with *opts set
+ * (the caller frees it) to go on; false with the exit code in *rc (help printed: EXIT_OK) and
+ * nothing to free. */
+static bool begin_spec_command(int *rc, fractal_render_options **opts, conn_opts *conn, int argc, char **argv,
+                               const opt_def *own, const char *help, parsed_opt *parsed, size_t *n_parsed,
+                               const char **pos)
+{
+    size_t n_pos;
+
+    *opts = NULL;
+    if ((*rc = parse_args(argc, argv, own, spec_opts, parsed, n_parsed, pos, &n_pos)) != 0)
+        return false;
+    if (has_help(parsed, *n_parsed)) {
+        fputs(help, stdout);
+        fputs(exit_codes_help, stdout);
+        *rc = EXIT_OK;
+        return false;
+    }
+    if (n_pos > 0) {
+        *rc = usage_error("unexpected argument '%s'", pos[0]);
+        return false;
+    }
+    if ((*opts = malloc(sizeof **opts)) == NULL) {
+        fprintf(stderr, "fractal: out of memory\n");
+        *rc = EXIT_OTHER;
+        return false;
+    }
+    if ((*rc = load_spec(*opts, conn, parsed, *n_parsed)) != 0) {
+        free(*opts);
+        *opts = NULL;
+        return false;
+    }
+    return true;
+}
+
 /* `fractal render`: builds the options, renders (streamed or whole, see render_help), and writes
  * the image to a file (atomically) or stdout. Returns the exit code. */
 int cmd_render(int argc, char **argv, parsed_opt *parsed, const char **pos)
@@ -409,28 +447,14 @@ int cmd_render(int argc, char **argv, parsed_opt *parsed, const char **pos)
     conn_opts conn;
     const char *output = NULL;
     char err_buf[512];
-    size_t n_parsed, n_pos, i;
+    size_t n_parsed, i;
     uint64_t pixels;
     int rc, err, quiet = 0, stats = 0, use_stream, show_bar;
 
     command_name = "render";
     conn_defaults(&conn);
-    if ((rc = parse_args(argc, argv, render_opts, spec_opts, parsed, &n_parsed, pos, &n_pos)) != 0)
+    if (!begin_spec_command(&rc, &opts, &conn, argc, argv, render_opts, render_help, parsed, &n_parsed, pos))
         return rc;
-    if (has_help(parsed, n_parsed)) {
-        fputs(render_help, stdout);
-        fputs(exit_codes_help, stdout);
-        return EXIT_OK;
-    }
-    if (n_pos > 0)
-        return usage_error("unexpected argument '%s'", pos[0]);
-    /* The options struct is some 6 KiB (256 stops): keep it off the stack. */
-    if ((opts = malloc(sizeof *opts)) == NULL) {
-        fprintf(stderr, "fractal: out of memory\n");
-        return EXIT_OTHER;
-    }
-    if ((rc = load_spec(opts, &conn, parsed, n_parsed)) != 0)
-        goto done;
     for (i = 0; i < n_parsed; i++) {
         switch (parsed[i].id) {
         case OPT_OUTPUT: output = parsed[i].value; break;
@@ -510,26 +534,13 @@ int cmd_submit(int argc, char **argv, parsed_opt *parsed, const char **pos)
     fractal_client *client = NULL;
     fractal_job *job = NULL;
     conn_opts conn;
-    size_t n_parsed, n_pos;
+    size_t n_parsed;
     int rc, err;
 
     command_name = "submit";
     conn_defaults(&conn);
-    if ((rc = parse_args(argc, argv, no_opts, spec_opts, parsed, &n_parsed, pos, &n_pos)) != 0)
+    if (!begin_spec_command(&rc, &opts, &conn, argc, argv, no_opts, submit_help, parsed, &n_parsed, pos))
         return rc;
-    if (has_help(parsed, n_parsed)) {
-        fputs(submit_help, stdout);
-        fputs(exit_codes_help, stdout);
-        return EXIT_OK;
-    }
-    if (n_pos > 0)
-        return usage_error("unexpected argument '%s'", pos[0]);
-    if ((opts = malloc(sizeof *opts)) == NULL) {
-        fprintf(stderr, "fractal: out of memory\n");
-        return EXIT_OTHER;
-    }
-    if ((rc = load_spec(opts, &conn, parsed, n_parsed)) != 0)
-        goto done;
     if ((rc = connect_client(&client, &conn)) != 0)
         goto done;
     if ((err = fractal_job_submit(&job, client, opts)) < 0) {
