@@ -1,5 +1,6 @@
 /* engine_cpu.c: the built-in CPU engine: a persistent pthread pool that computes rectangles of the
- * sample grid with SIMD lane machines (GCC vector extensions, one build per instruction set). */
+ * sample grid with SIMD lane machines (GCC vector extensions, one build per instruction set; the
+ * AVX-512 machines live in engine_cpu_avx512.c). */
 #ifndef ECPU_TEMPLATE
 
 #include "engine_cpu.h"
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include "cpu_isa.h"
+#include "engine_cpu_internal.h"
 #include "err.h"
 #include "escape.h"
 #include "smooth.h"
@@ -35,57 +37,9 @@
  * block keeps the cost near 1 % where nothing cycles (workloads A, B). */
 #define ECPU_CYCLE_EVERY 4
 
-/* The cardioid / bulb shortcut takes c only where the attracting cycle's multiplier has
- * |lambda| <= 1 - ECPU_BULB_MARGIN: on the boundary itself (|lambda| = 1, e.g. the cusps at 0.25
- * and -0.75) orbits converge so slowly that rounding could still matter, so the thin shell
- * next to it is iterated (and usually caught by cycle detection) instead. */
-#define ECPU_BULB_MARGIN (1.0 / 256)
-
 /* Relative margin of the test that lets a lane skip per-iteration escape checks (see
  * lane_safe_limit); fp32 rounding of one step is below 1e-6 relative. */
 #define ECPU_SAFE_MARGIN 1e-4
-
-struct engine_cpu;
-struct ecpu_job;
-
-/* What a lane machine did (struct engine_cpu_counters, for the samples it finished). */
-struct ecpu_tally {
-    uint64_t iterations, executed, bulb, cycles;
-};
-
-/* A lane machine: computes tile `tile` of the job and, while the job is the only one queued,
- * further tiles it claims itself. Adds what it did for the samples it finished to *tally; sets
- * *aborted when it stopped because the job's cancel flag was raised. */
-typedef void (*ecpu_machine_fn)(struct engine_cpu *engine, struct ecpu_job *job, uint64_t tile,
-                                struct ecpu_tally *tally, int *aborted);
-
-/* One engine_cpu_render call. Lives on the caller's stack; queued while it has unclaimed tiles. */
-struct ecpu_job {
-    struct ecpu_job *next;          /* queue link, under engine->lock */
-
-    /* Read-only while the job is queued or worked on. */
-    ecpu_machine_fn machine;
-    esc_view_f32 v32;
-    esc_view_f64 v64;
-    double safe_c2;                 /* lanes with |c|^2 <= this may skip per-iteration checks */
-    int bulbs;                      /* take the cardioid / bulb shortcut at refill */
-    int cycles;                     /* detect cycles */
-    uint32_t rect_x, rect_y, rect_w;
-    float *x32;                     /* x of every column of the rectangle (fp32 jobs) */
-    double *x64;                    /* the same for fp64 jobs */
-    uint64_t nsamples, tile_size;
-    uint64_t ntiles;
-    uint32_t *counts;
-    float *smooth;
-    const atomic_int *cancel;
-
-    /* Under engine->lock. */
-    uint64_t next_tile;             /* == ntiles once every tile is claimed (or on cancel) */
-    unsigned active;                /* workers inside a lane machine for this job */
-    int cancelled;
-    struct ecpu_tally tally;
-    pthread_cond_t done;            /* signalled when next_tile == ntiles and active == 0 */
-};
 
 struct engine_cpu {
     pthread_mutex_t lock;
@@ -99,7 +53,7 @@ struct engine_cpu {
     struct engine_cpu_counters counters;   /* under lock */
 };
 
-static int cancel_raised(const struct ecpu_job *job)
+int ecpu_cancel_raised(const struct ecpu_job *job)
 {
     return job->cancel && atomic_load_explicit(job->cancel, memory_order_relaxed) != 0;
 }
@@ -124,7 +78,7 @@ static void unqueue(struct engine_cpu *engine, struct ecpu_job *job)
  * tile was claimed. */
 static int claim_locked(struct engine_cpu *engine, struct ecpu_job *job, uint64_t *tile)
 {
-    if (cancel_raised(job)) {
+    if (ecpu_cancel_raised(job)) {
         job->cancelled = 1;
         job->next_tile = job->ntiles;
         unqueue(engine, job);
@@ -140,8 +94,8 @@ static int claim_locked(struct engine_cpu *engine, struct ecpu_job *job, uint64_
  * job is alone in the queue, so its lanes stay busy across tile boundaries. With other jobs
  * waiting it returns 0, the machine drains and the worker serves the queue round-robin. Sets
  * *aborted when the job was cancelled. */
-static int claim_more(struct engine_cpu *engine, struct ecpu_job *job, uint64_t *tile,
-                      int *aborted)
+int ecpu_claim_more(struct engine_cpu *engine, struct ecpu_job *job, uint64_t *tile,
+                    int *aborted)
 {
     int got = 0;
 
@@ -198,7 +152,8 @@ static int in_main_bulbs(double x, double y)
 /* The lane machines, one per precision and instruction set, come from the template part of this
  * file (below, after #else), included once per instantiation. GROUPS independent vectors hide the
  * ~10-cycle latency of one step; 7 (fp32) and 6 (fp64) were fastest with 16 AVX2 registers (8
- * spills), and the lane bits must fit 64 (AVX-512 fp32: 4 x 16). */
+ * spills), and the lane bits must fit 64. AVX-512 CPUs run the machines of engine_cpu_avx512.c
+ * instead, written for mask registers. */
 #define ECPU_TEMPLATE 1
 
 #define ECPU_REAL float
@@ -210,11 +165,6 @@ static int in_main_bulbs(double x, double y)
 #define ECPU_XTAB(job) ((job)->x32)
 
 #if defined(__x86_64__)
-#define ECPU_NAME machine_f32_avx512
-#define ECPU_ATTR __attribute__((target("avx512f")))
-#define ECPU_VBYTES 64
-#define ECPU_GROUPS 4
-#include "engine_cpu.c"
 #define ECPU_NAME machine_f32_avx2
 #define ECPU_ATTR __attribute__((target("avx2")))
 #define ECPU_VBYTES 32
@@ -243,11 +193,6 @@ static int in_main_bulbs(double x, double y)
 #define ECPU_XTAB(job) ((job)->x64)
 
 #if defined(__x86_64__)
-#define ECPU_NAME machine_f64_avx512
-#define ECPU_ATTR __attribute__((target("avx512f")))
-#define ECPU_VBYTES 64
-#define ECPU_GROUPS 6
-#include "engine_cpu.c"
 #define ECPU_NAME machine_f64_avx2
 #define ECPU_ATTR __attribute__((target("avx2")))
 #define ECPU_VBYTES 32
@@ -269,8 +214,8 @@ static void pick_machines(struct engine_cpu *engine)
     switch (cpu_isa_widest()) {
 #if defined(__x86_64__)
     case CPU_ISA_AVX512:
-        engine->machine_f32 = machine_f32_avx512;
-        engine->machine_f64 = machine_f64_avx512;
+        engine->machine_f32 = ecpu_machine_f32_avx512;
+        engine->machine_f64 = ecpu_machine_f64_avx512;
         break;
     case CPU_ISA_AVX2:
         engine->machine_f32 = machine_f32_avx2;
@@ -444,6 +389,16 @@ static void job_setup(struct ecpu_job *job, const engine_cpu *engine, const stru
         job->safe_c2 = lane_safe_limit(spec->escape_radius, job->v64.r2max);
         job->bulbs = job->v64.r2max >= 4.0;
     }
+#if defined(__x86_64__)
+    /* The AVX-512 machines keep positions and counts in 32-bit lanes; a job too big for them
+     * (never one of render_run's bands) runs on the AVX2 machines of the same CPU. */
+    if (!ecpu_avx512_fits((uint64_t)rect->width * rect->height, spec->max_iter)) {
+        if (job->machine == ecpu_machine_f32_avx512)
+            job->machine = machine_f32_avx2;
+        else if (job->machine == ecpu_machine_f64_avx512)
+            job->machine = machine_f64_avx2;
+    }
+#endif
     /* The orbit of 0 for c in the cardioid or the bulb stays within |z| < 2, so with R >= 2 it
      * never escapes; a smaller R can see it leave. */
     job->bulbs = job->bulbs && engine->shortcuts && spec->fractal == SPEC_MANDELBROT;
@@ -470,7 +425,7 @@ int engine_cpu_render(engine_cpu *engine, const struct render_spec *spec,
     job.counts = counts;
     job.smooth = smooth;
     job.cancel = cancel;
-    if (cancel_raised(&job)) {
+    if (ecpu_cancel_raised(&job)) {
         err = ERR_CANCELLED;
         goto done;
     }
@@ -628,7 +583,7 @@ static void ECPU_NAME(struct engine_cpu *engine, struct ecpu_job *job, uint64_t 
             uint64_t p_;                                                                          \
             double c2_;                                                                           \
             if (feed == feed_end && have_feed) {                                                  \
-                have_feed = claim_more(engine, job, &tile, aborted);                              \
+                have_feed = ecpu_claim_more(engine, job, &tile, aborted);                         \
                 if (have_feed) {                                                                  \
                     feed = tile * job->tile_size;                                                 \
                     feed_end = feed + job->tile_size < job->nsamples ? feed + job->tile_size      \
@@ -704,7 +659,7 @@ static void ECPU_NAME(struct engine_cpu *engine, struct ecpu_job *job, uint64_t 
 
         if (*aborted)
             break;
-        if (++blocks % ECPU_CANCEL_POLL == 0 && cancel_raised(job)) {
+        if (++blocks % ECPU_CANCEL_POLL == 0 && ecpu_cancel_raised(job)) {
             *aborted = 1;
             break;
         }

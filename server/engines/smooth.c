@@ -156,18 +156,34 @@ float smooth_sample_f64(const struct smooth_f64 *s, uint32_t i, uint32_t j, uint
 #define SM_ATTR __attribute__((target("avx2")))
 #define SM_VBYTES 32
 #include "smooth.c"
+#define SM_REAL float
+#define SM_UINT uint32_t
+#define SM_BITS f32_bits
+#define SM_OF f32_of
+#define SM_NAME pass_f32_avx512
+#define SM_ATTR __attribute__((target("avx512f,avx512vl")))
+#define SM_VBYTES 64
+#include "smooth.c"
+#define SM_REAL double
+#define SM_UINT uint64_t
+#define SM_BITS fastlog_bits
+#define SM_OF fastlog_double
+#define SM_NAME pass_f64_avx512
+#define SM_ATTR __attribute__((target("avx512f,avx512vl")))
+#define SM_VBYTES 64
+#include "smooth.c"
 #endif
 #undef SMOOTH_TEMPLATE
 
-/* Whether the AVX2 build of the pass runs: when the CPU has it, unless FRACTALD_CPU_ISA=base
- * asks for the baseline (the tests compare the two builds). Decided once per batch, since it
- * reads the environment. */
-static int use_avx2(void)
+/* Which build of the pass runs (enum cpu_isa): the widest the CPU has, unless FRACTALD_CPU_ISA
+ * asks for a narrower one (the tests compare the builds). Decided once per batch, since it reads
+ * the environment. */
+static int pass_isa(void)
 {
 #ifdef SMOOTH_HAVE_AVX2
-    return cpu_isa_widest() >= CPU_ISA_AVX2;
+    return (int)cpu_isa_widest();
 #else
-    return 0;
+    return CPU_ISA_BASE;
 #endif
 }
 
@@ -175,7 +191,7 @@ void smooth_batch_init_f32(struct smooth_batch_f32 *b, const esc_view_f32 *v, fl
 {
     smooth_init_f32(&b->s, v);
     b->out = out;
-    b->wide = use_avx2();
+    b->isa = pass_isa();
     b->len = 0;
 }
 
@@ -183,7 +199,7 @@ void smooth_batch_init_f64(struct smooth_batch_f64 *b, const esc_view_f64 *v, fl
 {
     smooth_init_f64(&b->s, v);
     b->out = out;
-    b->wide = use_avx2();
+    b->isa = pass_isa();
     b->len = 0;
 }
 
@@ -204,7 +220,9 @@ void smooth_batch_flush_f32(struct smooth_batch_f32 *b)
         return;
     PAD(b);
 #ifdef SMOOTH_HAVE_AVX2
-    if (b->wide)
+    if (b->isa == CPU_ISA_AVX512)
+        pass_f32_avx512(b->s.inv_ln_r2, b->n, b->zr, b->zi, b->cr, b->ci, mu);
+    else if (b->isa == CPU_ISA_AVX2)
         pass_f32_avx2(b->s.inv_ln_r2, b->n, b->zr, b->zi, b->cr, b->ci, mu);
     else
 #endif
@@ -222,7 +240,9 @@ void smooth_batch_flush_f64(struct smooth_batch_f64 *b)
         return;
     PAD(b);
 #ifdef SMOOTH_HAVE_AVX2
-    if (b->wide)
+    if (b->isa == CPU_ISA_AVX512)
+        pass_f64_avx512(b->s.inv_ln_r2, b->n, b->zr, b->zi, b->cr, b->ci, mu);
+    else if (b->isa == CPU_ISA_AVX2)
         pass_f64_avx2(b->s.inv_ln_r2, b->n, b->zr, b->zi, b->cr, b->ci, mu);
     else
 #endif

@@ -87,7 +87,7 @@ void smooth_rect_f64(const esc_view_f64 *v, uint32_t x, uint32_t y, uint32_t wid
 struct smooth_batch_f32 {
     struct smooth_f32 s;
     float *out;
-    int wide;                          /* run the AVX2 build of the pass */
+    int isa;                           /* the build of the pass that runs (enum cpu_isa) */
     uint32_t len;
     size_t pos[SMOOTH_BATCH];
     uint32_t n[SMOOTH_BATCH];
@@ -97,7 +97,7 @@ struct smooth_batch_f32 {
 struct smooth_batch_f64 {
     struct smooth_f64 s;
     float *out;
-    int wide;
+    int isa;
     uint32_t len;
     size_t pos[SMOOTH_BATCH];
     uint32_t n[SMOOTH_BATCH];

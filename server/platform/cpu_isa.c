@@ -13,7 +13,8 @@ enum cpu_isa cpu_isa_widest(void)
 #if defined(__x86_64__) && defined(__GNUC__)
     /* No __builtin_cpu_init(): libgcc's constructor has filled the CPU model before main, and
      * several threads may ask at once. */
-    if (__builtin_cpu_supports("avx512f") && !(want && strcmp(want, "avx2") == 0))
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        !(want && strcmp(want, "avx2") == 0))
         return CPU_ISA_AVX512;
     if (__builtin_cpu_supports("avx2"))
         return CPU_ISA_AVX2;

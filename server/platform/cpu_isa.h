@@ -6,7 +6,7 @@
 enum cpu_isa {
     CPU_ISA_BASE,       /* baseline of the build target (SSE2 on x86-64) */
     CPU_ISA_AVX2,
-    CPU_ISA_AVX512,     /* AVX-512F */
+    CPU_ISA_AVX512,     /* AVX-512F and VL */
 };
 
 /* The widest set this CPU runs, or a narrower one when FRACTALD_CPU_ISA=avx2|base asks for it
