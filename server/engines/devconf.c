@@ -16,6 +16,7 @@
 #include "log.h"
 #ifdef FRACTALD_HAVE_OPENCL
 #include "engine_cl.h"
+#include "engine_cl_deep.h"
 #endif
 
 #define RULE_FORMS "all, gpu, cpu, accelerator, platform:TEXT, vendor:TEXT, name:GLOB, index:P[:D], id:ID or cl:..."
@@ -677,6 +678,9 @@ static void cl_owner_free(void *owner)
 
     if (!o)
         return;
+    /* The deep-zoom programs and buffers (engine_cl_deep.c) hang off the engines. */
+    for (size_t i = 0; i < o->count; i++)
+        engine_cl_deep_release(o->engines[i]);
     engine_cl_free_all(o->engines, o->count);
     free(o);
 }

@@ -285,7 +285,7 @@ static int render_band(struct engine_cl *e, const struct launch_params *lp,
     CL_CHECK(clEnqueueWriteBuffer(e->queue, e->ctl, CL_TRUE, 0, sizeof(zero), zero, 0, NULL, NULL));
 
     for (;;) {
-        double t0, dt, scale;
+        double t0, dt;
 
         if (cancel_raised(cancel)) {
             err = ERR_CANCELLED;
@@ -310,16 +310,7 @@ static int render_band(struct engine_cl *e, const struct launch_params *lp,
         if (dt >= 0.5 * target)
             e->rate[prec] = budget_f * (double)(nwork - finished) / dt;
         finished = ctl[1];
-        scale = dt > 0.01 ? target / dt : ECL_GROW;
-        if (scale > ECL_GROW)
-            scale = ECL_GROW;
-        if (scale < 1 / ECL_GROW)
-            scale = 1 / ECL_GROW;
-        budget_f *= scale;
-        if (budget_f < 1)
-            budget_f = 1;
-        if (budget_f > 1e9)
-            budget_f = 1e9;
+        budget_f = ecl_next_budget(budget_f, dt, target);
     }
     CL_CHECK(clEnqueueReadBuffer(e->queue, e->counts, CL_FALSE, 0, nsamples * sizeof(cl_uint),
                                  counts, 0, NULL, NULL));

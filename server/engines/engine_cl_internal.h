@@ -1,6 +1,7 @@
-/* engine_cl_internal.h: what the OpenCL engine's two files share: the engine's struct, its
- * constants, the one checking macro, and the device-query and program-build functions of
- * engine_cl_program.c. Only engine_cl.c and engine_cl_program.c include it (and so CL/). */
+/* engine_cl_internal.h: what the OpenCL engine's files share: the engine's struct, its constants,
+ * the one checking macro, and the device-query and program-build functions of
+ * engine_cl_program.c. Only engine_cl.c, engine_cl_program.c and engine_cl_deep.c include it (and
+ * so CL/). */
 #ifndef FRACTALD_ENGINE_CL_INTERNAL_H
 #define FRACTALD_ENGINE_CL_INTERNAL_H
 
@@ -45,6 +46,20 @@
 #define ECL_FIRST_BLOCKS 2u
 #define ECL_FIRST_ITERS 256u
 #define ECL_GROW 4.0
+
+/* The turn budget of the next launch, from the one just run (budget) and how long it took (dt,
+ * ms): scaled toward a launch of target ms, by at most ECL_GROW either way, within 1..1e9. */
+static inline double ecl_next_budget(double budget, double dt, double target)
+{
+    double scale = dt > 0.01 ? target / dt : ECL_GROW;
+
+    if (scale > ECL_GROW)
+        scale = ECL_GROW;
+    if (scale < 1 / ECL_GROW)
+        scale = 1 / ECL_GROW;
+    budget *= scale;
+    return budget < 1 ? 1 : budget > 1e9 ? 1e9 : budget;
+}
 
 /* Cache file: magic, key, binary length, FNV-1a of the binary (8 bytes each, little-endian),
  * then the binary. */
