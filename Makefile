@@ -1,5 +1,7 @@
 # fractald: the two set-up commands of the README, and a few more for developers.
-#   make run    install missing packages, build, start fractald on 127.0.0.1:50051 (ARGS=... adds flags)
+#   make run    install missing packages, build, start fractald on 127.0.0.1:50051 with its HTTP
+#               listener and viewer on 127.0.0.1:8080 (HTTP=... moves it, HTTP= turns it off;
+#               ARGS=... adds flags)
 #   make test   install missing packages, build, run every test (ctest)
 #   make install   build, then install into $(DESTDIR)$(PREFIX) (README: Install)
 #   make fuzz   build the libFuzzer targets (clang) in build-fuzz, run each FUZZ_SECONDS (tests/fuzz)
@@ -9,6 +11,7 @@ BUILD_TYPE ?= RelWithDebInfo
 WERROR     ?= OFF
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 ARGS       ?=
+HTTP       ?= 127.0.0.1:8080
 PREFIX     ?= /usr/local
 DESTDIR    ?=
 CMAKE_FLAGS = -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DFRACTALD_WERROR=$(WERROR)
@@ -28,7 +31,8 @@ build: deps
 	cmake --build $(BUILD) -j $(JOBS)
 
 run: build
-	$(BUILD)/server/fractald $(ARGS)
+	@if [ -n "$(HTTP)" ]; then echo "viewer: http://$(HTTP)/"; fi
+	$(BUILD)/server/fractald $(if $(HTTP),--http-listen $(HTTP)) $(ARGS)
 
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)

@@ -23,6 +23,8 @@ roots=(
   ocl-icd-opencl-dev opencl-headers ocl-icd-libopencl1
   pocl-opencl-icd                                     # PoCL: the CPU OpenCL device (and its LLVM)
   clinfo                                              # the device list in the summary
+  libmpfr-dev libgmp-dev                              # deep zoom: reference orbits in MPFR
+  libmicrohttpd-dev libjs-leaflet                     # HTTP front end and its embedded viewer
 )
 
 arch=$(dpkg --print-architecture)

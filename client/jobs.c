@@ -355,6 +355,12 @@ int fractal_stats_get(fractal_server_stats **out, fractal_client *client)
     st->pub.n_devices = reply->n_devices;
     st->pub.devices = st->devices;
     st->pub.spool_bytes = reply->spool_bytes;
+    if (reply->deep_refs) {
+        st->pub.deep_ref_hits = reply->deep_refs->hits;
+        st->pub.deep_ref_misses = reply->deep_refs->misses;
+        st->pub.deep_refs = reply->deep_refs->entries;
+        st->pub.deep_ref_bytes = reply->deep_refs->bytes;
+    }
     *out = &st->pub;
     st = NULL;
     msg = NULL;

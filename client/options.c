@@ -7,27 +7,29 @@
 #include "internal.h"
 #include "proto_json.h"
 
-/* Bytes of a version 1 fractal_render_options; later fields must not be touched in one. */
+/* Bytes of a version 1 and a version 2 fractal_render_options; later fields must not be touched
+ * in one. */
 #define RENDER_OPTIONS_V1_SIZE (offsetof(fractal_render_options, device) + FRACTAL_DEVICE_NAME_MAX)
+#define RENDER_OPTIONS_V2_SIZE (offsetof(fractal_render_options, rect_fill) + sizeof(int))
+
+static const fractal_render_options defaults_v3 = FRACTAL_RENDER_OPTIONS_INIT;
 
 int fractal_render_options_init(fractal_render_options *opts, unsigned version)
 {
-    const fractal_render_options defaults = FRACTAL_RENDER_OPTIONS_INIT;
-
-    if (opts == NULL || (version != 1 && version != FRACTAL_RENDER_OPTIONS_VERSION))
+    if (opts == NULL || version < 1 || version > FRACTAL_RENDER_OPTIONS_VERSION)
         return FRACTAL_EINVAL;
-    if (version == 1) {
-        memcpy(opts, &defaults, RENDER_OPTIONS_V1_SIZE);
-        opts->version = 1;
+    if (version < FRACTAL_RENDER_OPTIONS_VERSION) {
+        memcpy(opts, &defaults_v3, version == 1 ? RENDER_OPTIONS_V1_SIZE : RENDER_OPTIONS_V2_SIZE);
+        opts->version = version;
     } else {
-        *opts = defaults;
+        *opts = defaults_v3;
     }
     return 0;
 }
 
 int opts_check(const fractal_render_options *opts, char *err, size_t errlen)
 {
-    if (opts->version != 1 && opts->version != FRACTAL_RENDER_OPTIONS_VERSION)
+    if (opts->version < 1 || opts->version > FRACTAL_RENDER_OPTIONS_VERSION)
         return fr_errorf(err, errlen, FRACTAL_EINVAL,
                          "render options version %u is not supported (this library: %u)",
                          opts->version, FRACTAL_RENDER_OPTIONS_VERSION);
@@ -38,6 +40,10 @@ int opts_check(const fractal_render_options *opts, char *err, size_t errlen)
     if (opts->n_stops > FRACTAL_STOPS_MAX)
         return fr_errorf(err, errlen, FRACTAL_EINVAL, "render options: %zu stops, at most %d fit",
                          opts->n_stops, FRACTAL_STOPS_MAX);
+    if (opts->version >= 3 && (memchr(opts->center_re_text, '\0', sizeof opts->center_re_text) == NULL ||
+                               memchr(opts->center_im_text, '\0', sizeof opts->center_im_text) == NULL ||
+                               memchr(opts->view_width_text, '\0', sizeof opts->view_width_text) == NULL))
+        return fr_errorf(err, errlen, FRACTAL_EINVAL, "render options: a *_text field is not NUL-terminated");
     return 0;
 }
 
@@ -80,6 +86,12 @@ void opts_to_request(opts_wire *w, const fractal_render_options *o)
         w->view.opt_width_case = FRACTAL__V1__VIEW__OPT_WIDTH_WIDTH;
         w->view.width = o->view_width;
     }
+    /* A version 1 or 2 struct ends before the text: the doubles' view. "" is proto3's unset. */
+    if (o->version >= 3) {
+        w->view.center_re_text = (char *)o->center_re_text; /* read only by the packer */
+        w->view.center_im_text = (char *)o->center_im_text;
+        w->view.width_text = (char *)o->view_width_text;
+    }
     req->view = &w->view;
 
     req->opt_width_case = FRACTAL__V1__RENDER_REQUEST__OPT_WIDTH_WIDTH;
@@ -108,8 +120,12 @@ void opts_to_request(opts_wire *w, const fractal_render_options *o)
     }
     w->coloring.n_stops = o->n_stops;
     w->coloring.stops = o->n_stops ? w->stop_ptrs : NULL;
-    w->coloring.opt_cycle_case = FRACTAL__V1__COLORING__OPT_CYCLE_CYCLE;
-    w->coloring.cycle = o->cycle;
+    /* 0 is sent as "unset": the server's default, which is 0 (one log-scaled pass) but for deep
+     * views, which cycle by default (README). Any other value, NaN included, goes to be judged. */
+    if (o->cycle != 0.0) {
+        w->coloring.opt_cycle_case = FRACTAL__V1__COLORING__OPT_CYCLE_CYCLE;
+        w->coloring.cycle = o->cycle;
+    }
     w->coloring.offset = o->offset;
     color_to_wire(&w->interior, o->interior);
     w->coloring.interior = &w->interior;
@@ -177,6 +193,18 @@ int opts_from_request(fractal_render_options *out, const Fractal__V1__RenderRequ
         }
         if (req->view->opt_width_case == FRACTAL__V1__VIEW__OPT_WIDTH_WIDTH)
             o.view_width = req->view->width;
+        if (req->view->center_re_text &&
+            (e = copy_field(o.center_re_text, sizeof o.center_re_text, req->view->center_re_text,
+                            "view.center_re_text", err, errlen)) < 0)
+            return e;
+        if (req->view->center_im_text &&
+            (e = copy_field(o.center_im_text, sizeof o.center_im_text, req->view->center_im_text,
+                            "view.center_im_text", err, errlen)) < 0)
+            return e;
+        if (req->view->width_text &&
+            (e = copy_field(o.view_width_text, sizeof o.view_width_text, req->view->width_text,
+                            "view.width_text", err, errlen)) < 0)
+            return e;
     }
     if (req->opt_width_case == FRACTAL__V1__RENDER_REQUEST__OPT_WIDTH_WIDTH)
         o.width = req->width;

@@ -11,11 +11,17 @@ packages=(
   libinih-dev                                            # device-selection config file (INI)
   ocl-icd-opencl-dev opencl-headers pocl-opencl-icd      # OpenCL loader, headers, PoCL CPU device
   libsqlite3-dev                                         # job store journal (server/jobs/jobs.c)
+  libmpfr-dev                                            # arbitrary precision reference orbits (server/deep/)
   libcmocka-dev                                          # unit-test framework
   python3 python3-grpcio python3-protobuf                # black-box tests from Python
-  protobuf-compiler protobuf-compiler-grpc               # protoc + grpc_python_plugin for the test stubs
+  protobuf-compiler protobuf-compiler-grpc               # protoc (also the reflection descriptors) + grpc_python_plugin
   man-db                                                 # man --warnings, lexgrog: the man pages' test
   openssl                                                # certificates made by tests/python/test_security.py
+  libmicrohttpd-dev                                      # the HTTP listener, --http-listen (server/http/)
+  libjs-leaflet                                          # Leaflet, embedded in the viewer at / (no CDN)
+  prometheus                                             # promtool: tests/python/test_http.py checks /metrics
+  chromium chromium-driver python3-selenium              # the viewer's browser test (test_http_browser.py)
+  wrk                                                    # bench/bench_http.py: tile throughput
   # make fuzz (tests/fuzz): clang with libFuzzer. On Debian 12 clang (clang-14) only recommends the
   # compiler-rt runtimes, and this script skips recommends: libclang-rt-dev (libclang-rt-14-dev)
   # brings libclang_rt.fuzzer, asan and ubsan, without which -fsanitize=fuzzer does not link.

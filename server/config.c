@@ -51,6 +51,7 @@ void config_defaults(struct config *out)
     out->io_workers = 2;
     out->stream_write_timeout_ms = 30000;
     out->max_watchers = 1024;
+    out->image_cache = (uint64_t)64 << 20;
     out->log_level = LOG_INFO;
     /* Half each: with two clients active neither can starve the other, and a client alone is
      * not limited at all (the shares apply only while more than one client is active). */
@@ -64,6 +65,10 @@ void config_defaults(struct config *out)
     out->limits.max_cost = 2.5e11;
     out->limits.max_message_bytes = 64u << 20;
     out->limits.max_request_bytes = 64u << 10;
+    /* 4096 digits: zooms of 1e-4000 and more, where a reference orbit of 10^5 iterations takes
+     * seconds; the request-size limit would allow about 20000 per field. */
+    out->limits.deep_max_digits = 4096;
+    out->limits.deep_ref_cache = (uint64_t)256 << 20;
 }
 
 static void print_usage(const struct config *d)
@@ -71,6 +76,10 @@ static void print_usage(const struct config *d)
     printf("usage: fractald [options]\n"
            "Escape-time fractal render server (gRPC, package fractal.v1).\n\n"
            "  --listen ADDR            address to serve on (default %s; port 0 picks a free one)\n"
+           "  --http-listen ADDR       also serve HTTP (tiles, REST jobs, /metrics, the viewer at /) on\n"
+           "                           HOST:PORT (default off; port 0 picks a free one)\n"
+           "  --image-cache N          bytes of encoded images kept for repeated requests, 0 = off\n"
+           "                           (default 64M)\n"
            "  --threads N              CPU engine threads, 0 = one per CPU (default 0)\n"
            "  --workers N              renders computed at once (default %u)\n"
            "  --queue N                renders waiting beyond those before RESOURCE_EXHAUSTED (default %u)\n"
@@ -81,6 +90,9 @@ static void print_usage(const struct config *d)
            "  --max-message-bytes N    largest reply; bigger images need RenderStream (default %u)\n"
            "  --max-request-bytes N    largest request message accepted (default %u)\n"
            "  --max-inflight-cost N    most iterations queued and running at once (default %.3g)\n"
+           "  --deep-max-digits N      deep zoom: most significant digits in a view's *_text fields, and\n"
+           "                           most digits a view may need to resolve its pixels (default %u)\n"
+           "  --deep-ref-cache N       bytes of deep-zoom reference orbits kept for reuse (default %llu)\n"
            "  --grace-ms N             time in-flight calls get after SIGTERM (default %u)\n"
            "  --drain-notice-ms N      after SIGTERM, answer health NOT_SERVING this long at least\n"
            "                           before closing the listener, for load balancers (default 0)\n"
@@ -116,7 +128,8 @@ static void print_usage(const struct config *d)
            "take K, M, G or T (x1024) suffixes.\n",
            d->listen, d->render_workers, d->queue_length, d->limits.max_side,
            (unsigned long long)d->limits.max_samples, d->limits.max_iter, d->limits.max_cost,
-           d->limits.max_message_bytes, d->limits.max_request_bytes, d->max_inflight_cost, d->grace_ms,
+           d->limits.max_message_bytes, d->limits.max_request_bytes, d->max_inflight_cost,
+           d->limits.deep_max_digits, (unsigned long long)d->limits.deep_ref_cache, d->grace_ms,
            d->spool_dir, (unsigned long long)d->job_retention_ms, (unsigned long long)d->job_disk_budget,
            d->max_jobs, d->io_workers, d->stream_write_timeout_ms, d->max_watchers, d->client_queue_share,
            d->client_cost_share);
@@ -128,6 +141,7 @@ enum setting_kind {
     SET_SIZE,       /* unsigned integer in lo..hi, K/M/G/T suffix (x1024^n) allowed */
     SET_COST,       /* a number >= 1 ("1e12" allowed) */
     SET_LISTEN,     /* HOST:PORT, [V6]:PORT or unix:PATH, port 0..65535 */
+    SET_TCP_LISTEN, /* HOST:PORT or [V6]:PORT, port 0..65535, or "" for off */
     SET_PATH,       /* a string that fits the field; "" allowed */
     SET_LEVEL,      /* a log level name */
     SET_FLAG,       /* a flag without a value; in the file true/false, yes/no, on/off, 1/0 */
@@ -148,6 +162,8 @@ struct setting {
 
 static const struct setting settings[] = {
     {"listen", SET_LISTEN, FIELD(listen), 0, 0},
+    {"http-listen", SET_TCP_LISTEN, FIELD(http_listen), 0, 0},
+    {"image-cache", SET_SIZE, FIELD(image_cache), 0, (uint64_t)1 << 40},
     {"threads", SET_UINT, FIELD(engine_threads), 0, 1024},
     {"workers", SET_UINT, FIELD(render_workers), 1, 1024},
     {"queue", SET_UINT, FIELD(queue_length), 0, 1000000},
@@ -156,6 +172,8 @@ static const struct setting settings[] = {
     {"max-iter", SET_UINT, FIELD(limits.max_iter), 1, UINT32_MAX - 1},
     {"max-cost", SET_COST, FIELD(limits.max_cost), 0, 0},
     {"max-inflight-cost", SET_COST, FIELD(max_inflight_cost), 0, 0},
+    {"deep-max-digits", SET_UINT, FIELD(limits.deep_max_digits), 17, 1000000},
+    {"deep-ref-cache", SET_SIZE, FIELD(limits.deep_ref_cache), 1 << 20, UINT64_MAX / 2},
     {"max-message-bytes", SET_SIZE, FIELD(limits.max_message_bytes), 1024, INT32_MAX},
     {"max-request-bytes", SET_SIZE, FIELD(limits.max_request_bytes), 1024, INT32_MAX},
     {"grace-ms", SET_UINT, FIELD(grace_ms), 0, 3600000},
@@ -338,6 +356,19 @@ static int apply_setting(struct config *cfg, const struct setting *s, const char
             return err;
         snprintf(field, s->size, "%s", text);
         return 0;
+    case SET_TCP_LISTEN:
+        /* The HTTP listener is a TCP socket of libmicrohttpd's: no unix: form. A bad port keeps
+         * config_check_listen's message, which names the port. */
+        if (strlen(text) >= s->size || strncmp(text, "unix:", 5) == 0 ||
+            (text[0] && (err = config_check_listen(what, text, msg, msglen)) < 0 && !strstr(msg, "the port"))) {
+            snprintf(msg, msglen, "%s must be HOST:PORT or [IPV6]:PORT under %zu bytes, or \"\" for off, got '%s'",
+                     what, s->size, text);
+            return ERR_INVALID;
+        }
+        if (text[0] && (err = config_check_listen(what, text, msg, msglen)) < 0)
+            return err;
+        snprintf(field, s->size, "%s", text);
+        return 0;
     case SET_PATH:
         if (strlen(text) >= s->size) {
             snprintf(msg, msglen, "%s must be under %zu bytes", what, s->size);
@@ -476,6 +507,18 @@ static int check_exposure(const struct config *cfg, char *msg, size_t msglen)
     if (!cfg->insecure && !cfg->tls_cert[0] && !cfg->token_file[0] && !config_listen_is_loopback(cfg->listen)) {
         snprintf(msg, msglen, "refusing to listen on %s without TLS or tokens: anyone who can reach it could use it "
                  "(give --tls-cert/--tls-key or --token-file, or --insecure to serve it anyway)", cfg->listen);
+        return ERR_INVALID;
+    }
+    /* The HTTP listener serves the same renders: the same rule, and the same ways past it. */
+    if (cfg->http_listen[0] && !cfg->insecure && !cfg->tls_cert[0] && !cfg->token_file[0] &&
+        !config_listen_is_loopback(cfg->http_listen)) {
+        snprintf(msg, msglen, "refusing to serve HTTP on %s without TLS or tokens: anyone who can reach it could use it "
+                 "(give --tls-cert/--tls-key or --token-file, or --insecure to serve it anyway)", cfg->http_listen);
+        return ERR_INVALID;
+    }
+    if (cfg->http_listen[0] && cfg->tls_client_ca[0]) {
+        snprintf(msg, msglen, "--tls-client-ca is not supported on --http-listen (the HTTP listener does not check "
+                 "client certificates): use --token-file there, or serve HTTP from another fractald");
         return ERR_INVALID;
     }
     return 0;

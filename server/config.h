@@ -15,10 +15,16 @@ struct limits {
     double max_cost;            /* samples x max_iter in one request */
     uint32_t max_message_bytes; /* largest reply message (an encoded image in a unary reply) */
     uint32_t max_request_bytes; /* largest request message the server accepts */
+    /* Deep zoom: the most significant digits in each of a view's *_text fields, and the most
+     * digits a view may need to resolve its pixels (log10(max(|centre|, 1) / spacing)). */
+    uint32_t deep_max_digits;
+    uint64_t deep_ref_cache;    /* bytes of deep-zoom reference orbits kept for reuse */
 };
 
 struct config {
     char listen[256];           /* gRPC address, e.g. "127.0.0.1:50051" or "unix:/path" */
+    char http_listen[256];      /* HTTP address (tiles, REST, metrics, viewer), HOST:PORT; "" = off */
+    uint64_t image_cache;       /* bytes of encoded images kept for repeated requests; 0 = off */
     unsigned engine_threads;    /* CPU engine worker threads; 0 = one per online CPU */
     unsigned render_workers;    /* renders in progress at once */
     unsigned queue_length;      /* renders waiting for a worker before RESOURCE_EXHAUSTED */

@@ -10,6 +10,8 @@
 #include "devices.h"
 #include "engine_cpu.h"
 #include "err.h"
+#include "http.h"
+#include "imgcache.h"
 #include "jobs.h"
 #include "log.h"
 #include "rpc.h"
@@ -24,9 +26,11 @@ int main(int argc, char **argv)
     sched *scheduler = NULL;
     jobs_store *jobs = NULL;
     rpc_server *srv = NULL;
+    imgcache *cache = NULL;
+    http_server *http = NULL;
     sigset_t stop_signals;
     char msg[512] = "";
-    int err, port = 0, sig = 0, status = 1;
+    int err, port = 0, http_port = 0, sig = 0, status = 1;
 
     config_defaults(&cfg);
     err = config_parse_args(&cfg, argc, argv, msg, sizeof(msg));
@@ -70,6 +74,8 @@ int main(int argc, char **argv)
         struct sched_options so = SCHED_OPTIONS_INIT;
         so.calibrate = dconf.calibrate;
         so.colocated_nice = dconf.share_cpu_priority ? SCHED_DEFAULT_COLOCATED_NICE : 0;
+        so.deep_ref_cache = cfg.limits.deep_ref_cache;
+        so.deep_threads = cfg.engine_threads;
         if ((err = sched_new(&scheduler, &devs, &so, msg, sizeof(msg))) < 0) {
             fprintf(stderr, "fractald: %s\n", msg);
             goto done;
@@ -87,9 +93,20 @@ int main(int argc, char **argv)
             goto done;
         }
     }
+    if ((err = imgcache_new(&cache, cfg.image_cache)) < 0) {
+        fprintf(stderr, "fractald: cannot make the image cache: %s\n", err_name(err));
+        goto done;
+    }
     {
-        struct rpc_deps deps = {&cfg, engine, &devs, jobs, scheduler};
+        struct rpc_deps deps = {&cfg, engine, &devs, jobs, scheduler, cache};
         if ((err = rpc_server_start(&srv, &port, &deps, msg, sizeof(msg))) < 0) {
+            fprintf(stderr, "fractald: %s\n", msg);
+            goto done;
+        }
+    }
+    if (cfg.http_listen[0]) {
+        struct http_deps hdeps = {&cfg, srv, &devs, jobs, scheduler, cache};
+        if ((err = http_server_start(&http, &http_port, &hdeps, msg, sizeof(msg))) < 0) {
             fprintf(stderr, "fractald: %s\n", msg);
             goto done;
         }
@@ -101,6 +118,11 @@ int main(int argc, char **argv)
             printf("fractald listening on %s\n", cfg.listen);
         else
             printf("fractald listening on %.*s:%d\n", (int)(colon - cfg.listen), cfg.listen, port);
+        /* The HTTP listener's line comes second, so readers of the first one are unchanged. */
+        if (http) {
+            const char *hcolon = strrchr(cfg.http_listen, ':');
+            printf("fractald http listening on %.*s:%d\n", (int)(hcolon - cfg.http_listen), cfg.http_listen, http_port);
+        }
         fflush(stdout);
     }
     log_at(LOG_INFO, "fractald serving on %s (port %d), %u engine threads, %u render workers, jobs %s%s",
@@ -118,13 +140,21 @@ int main(int argc, char **argv)
         rpc_server_tick(srv);
     }
     log_at(LOG_INFO, "received %s; draining (grace %u ms)", sig == SIGINT ? "SIGINT" : "SIGTERM", cfg.grace_ms);
+    /* HTTP first stops taking work and lets go of the gRPC server; the renders it queued there
+     * drain with the gRPC ones, and its listener closes once they are done. */
+    http_server_drain(http, cfg.grace_ms);
     rpc_server_stop(srv, cfg.grace_ms);
     srv = NULL;
+    http_server_stop(http);
+    http = NULL;
     log_at(LOG_INFO, "fractald stopped");
     status = 0;
 
 done:
+    http_server_drain(http, 0);
     rpc_server_stop(srv, 0);
+    http_server_stop(http);
+    imgcache_free(cache);
     jobs_close(jobs);
     /* The scheduler's workers use the devices' backends: stop them before those go. */
     sched_free(scheduler);

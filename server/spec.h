@@ -3,16 +3,31 @@
 #ifndef FRACTALD_SPEC_H
 #define FRACTALD_SPEC_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #define SPEC_MAX_STOPS 256
 #define SPEC_DEVICE_MAX 128
 
 enum spec_fractal { SPEC_JULIA = 0, SPEC_MANDELBROT = 1 };
 
-/* Always resolved: PRECISION_AUTO never reaches an engine. Values match fractal.v1.Precision. */
-enum spec_precision { SPEC_FP32 = 1, SPEC_FP64 = 2 };
+/* Always resolved: PRECISION_AUTO never reaches an engine. Values match fractal.v1.Precision.
+ * The perturbation ones (deep zoom, server/deep/) come with render_spec.deep. */
+enum spec_precision { SPEC_FP32 = 1, SPEC_FP64 = 2, SPEC_PERTURB = 3, SPEC_PERTURB_EXTENDED = 4 };
+
+static inline bool spec_precision_is_deep(enum spec_precision p)
+{
+    return p == SPEC_PERTURB || p == SPEC_PERTURB_EXTENDED;
+}
+
+/* The precision's name for logs: "fp32", "fp64", "perturb", "perturb_extended". */
+static inline const char *spec_precision_name(enum spec_precision p)
+{
+    static const char *const names[] = {"auto", "fp32", "fp64", "perturb", "perturb_extended"};
+    return (unsigned)p < 5 ? names[p] : "unknown";
+}
 
 /* Values match fractal.v1.Format. */
 enum spec_format { SPEC_PNG = 0, SPEC_PNG16 = 1, SPEC_RAW_U32 = 2, SPEC_RAW_F32 = 3 };
@@ -44,6 +59,42 @@ struct spec_coloring {
     bool reverse;
 };
 
+/* The view of a render as exact decimal text (fractal.v1.View's *_text fields, or the doubles
+ * written out when a perturbation precision was asked for them): one allocation, reference
+ * counted, immutable once request_to_spec has built it but for `attached`. Copies of a
+ * render_spec share it: a copy that may outlive the spec it came from takes spec_deep_ref (and
+ * disposes of itself with render_spec_dispose); a copy used only while the original lives (a
+ * tile's copy in the scheduler) borrows it. */
+struct spec_deep {
+    atomic_int refs;
+    const char *center_re, *center_im;  /* decimal text, NUL-terminated, inside this allocation */
+    const char *width;                  /* > 0, "1.5e-400" */
+    double log2_spacing;                /* log2 of the sample spacing (width / (width px x n)) */
+    double digits;                      /* log10(max(|centre|, 1) / spacing): digits the view needs */
+    /* What the render stage keeps with the request while it lives, released with the last
+     * reference: the reference orbit (render_deep.c), so every band of a render uses the same. */
+    void *attached;
+    void (*attached_release)(void *attached);
+};
+
+/* Takes a reference; returns d. Accepts NULL. */
+static inline struct spec_deep *spec_deep_ref(struct spec_deep *d)
+{
+    if (d)
+        atomic_fetch_add(&d->refs, 1);
+    return d;
+}
+
+/* Drops a reference; the last one releases the attachment and frees d. Accepts NULL. */
+static inline void spec_deep_unref(struct spec_deep *d)
+{
+    if (!d || atomic_fetch_sub(&d->refs, 1) != 1)
+        return;
+    if (d->attached && d->attached_release)
+        d->attached_release(d->attached);
+    free(d);
+}
+
 /* One render, validated: every field is in range and every default is filled in.
  *
  * The sample grid: with n = supersample, the engines compute a grid of (width*n) x (height*n)
@@ -69,6 +120,22 @@ struct render_spec {
      * false computes every sample. The exact shortcuts (cardioid and bulb tests, cycle
      * detection) are always on: they cannot change a count. */
     bool rect_fill;
+    /* The precision the request asked for (fractal.v1.Precision, 0 = AUTO): what the resolved
+     * request records, so a re-render of a changed view resolves again. `precision` is what runs. */
+    int precision_asked;
+    /* The exact view: set when the request gave any *_text field or the precision is a
+     * perturbation one, else NULL. The doubles above are its correctly rounded values, which
+     * fp32/fp64 renders use. Owned (one reference) by the spec: render_spec_dispose drops it. */
+    struct spec_deep *deep;
 };
+
+/* Releases what a spec owns (its deep view) and leaves it without. Accepts NULL. */
+static inline void render_spec_dispose(struct render_spec *s)
+{
+    if (!s)
+        return;
+    spec_deep_unref(s->deep);
+    s->deep = NULL;
+}
 
 #endif

@@ -45,7 +45,7 @@ enum opt_id {
     OPT_PRECISION, OPT_REGION, OPT_NO_REGION, OPT_DEVICE, OPT_PALETTE, OPT_STOPS, OPT_CYCLE,
     OPT_OFFSET, OPT_INTERIOR, OPT_REVERSE, OPT_NO_REVERSE, OPT_SUPERSAMPLE, OPT_FORMAT, OPT_OUTPUT,
     OPT_FROM, OPT_STATS, OPT_STREAM, OPT_UNARY, OPT_TIMEOUT, OPT_STATE, OPT_LIMIT, OPT_VERSION,
-    OPT_NO_RECT_FILL, OPT_RECT_FILL,
+    OPT_NO_RECT_FILL, OPT_RECT_FILL, OPT_START_WIDTH, OPT_FRAMES_PER_HALVING,
     OPT_TLS, OPT_CA, OPT_CERT, OPT_KEY, OPT_TOKEN_FILE
 };
 
@@ -84,6 +84,15 @@ int has_help(const parsed_opt *parsed, size_t n_parsed);
 int parse_double(const char *s, double *out);
 int parse_u32(const char *s, uint32_t *out);
 int parse_complex(const char *s, fractal_complex *out);
+/* A coordinate of the view (--center's parts, --view-width): *out gets it as a double, and text
+ * (cap bytes) the decimal as typed when the double is not exactly it (more digits than a double
+ * holds, a fraction binary cannot hold, or beyond double's range), else "". What a double holds
+ * goes as a double, so the server's messages about it stay those of the double field. Returns 0,
+ * or -1 when s is neither a number strtod reads nor decimal text. */
+int parse_view_number(const char *s, double *out, char *text, size_t cap);
+/* log10 of a positive number given as decimal text of any length and exponent ("1e-4000").
+ * Returns 0, or -1 when s is not decimal text of a number > 0. */
+int decimal_log10(const char *s, double *out);
 int parse_size(const char *s, uint32_t *w, uint32_t *h);
 int parse_region(const char *s, fractal_region *out);
 int parse_color(const char *s, fractal_color *out);
@@ -143,6 +152,7 @@ void format_size(char *buf, size_t len, uint64_t bytes);
 
 int cmd_render(int argc, char **argv, parsed_opt *parsed, const char **pos);
 int cmd_submit(int argc, char **argv, parsed_opt *parsed, const char **pos);
+int cmd_zoom(int argc, char **argv, parsed_opt *parsed, const char **pos);
 int cmd_job(int argc, char **argv, parsed_opt *parsed, const char **pos);
 int cmd_wait(int argc, char **argv, parsed_opt *parsed, const char **pos);
 int cmd_cancel(int argc, char **argv, parsed_opt *parsed, const char **pos);

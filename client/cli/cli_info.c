@@ -59,6 +59,10 @@ int cmd_stats(int argc, char **argv, parsed_opt *parsed, const char **pos)
     printf("running      %u\n", st->running);
     printf("jobs held    %u\n", st->jobs_held);
     printf("spool        %llu bytes (%s)\n", (unsigned long long)st->spool_bytes, size);
+    format_size(size, sizeof size, st->deep_ref_bytes);
+    printf("deep refs    %u held, %llu bytes (%s), %llu hits, %llu misses\n", st->deep_refs,
+           (unsigned long long)st->deep_ref_bytes, size, (unsigned long long)st->deep_ref_hits,
+           (unsigned long long)st->deep_ref_misses);
     for (i = 0; i < st->n_requests; i++)
         if (strlen(st->requests[i].method) > w)
             w = strlen(st->requests[i].method);

@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +66,9 @@ static const struct field_flag {
     { "view.center.re", "the real part of --center" },
     { "view.center.im", "the imaginary part of --center" },
     { "view.width", "--view-width" },
+    { "view.center_re_text", "the real part of --center" },
+    { "view.center_im_text", "the imaginary part of --center" },
+    { "view.width_text", "--view-width" },
     { "width", "the width of --size" },
     { "height", "the height of --size" },
     { "region", "--region" },
@@ -279,6 +283,109 @@ int parse_complex(const char *s, fractal_complex *out)
         parse_double(parts[1], &out->im) < 0)
         return -1;
     return 0;
+}
+
+/* The significant digits of decimal text (no leading or trailing zeros; "" for zero) into digits
+ * (cap bytes) and the power of ten of the first one into *exp10. Returns 0, or -1 when s is not
+ * [+-]DIGITS[.DIGITS][e[+-]DIGITS] (or .DIGITS) or the digits do not fit. */
+static int decimal_digits(const char *s, char *digits, size_t cap, long *exp10, int *negative)
+{
+    const char *p = s;
+    size_t n = 0, mantissa = 0, int_digits = 0, lead = 0;
+    long e = 0;
+    int seen_point = 0, exp_digits = 0, eneg = 0;
+
+    *negative = 0;
+    if (*p == '+' || *p == '-')
+        *negative = *p++ == '-';
+    for (; isdigit((unsigned char)*p) || (*p == '.' && !seen_point); p++) {
+        if (*p == '.') {
+            seen_point = 1;
+            continue;
+        }
+        mantissa++;
+        if (!seen_point)
+            int_digits++;
+        if (n == 0 && *p == '0') {
+            lead++;
+            continue;
+        }
+        if (n + 1 >= cap)
+            return -1;
+        digits[n++] = *p;
+    }
+    if (mantissa == 0)
+        return -1;
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        if (*p == '+' || *p == '-')
+            eneg = *p++ == '-';
+        for (; isdigit((unsigned char)*p); p++)
+            if (++exp_digits <= 9)
+                e = e * 10 + (*p - '0');
+        if (exp_digits == 0 || exp_digits > 9)
+            return -1;
+    }
+    if (*p != '\0')
+        return -1;
+    while (n > 0 && digits[n - 1] == '0')
+        n--;
+    digits[n] = '\0';
+    *exp10 = (long)int_digits - 1 - (long)lead + (eneg ? -e : e);
+    return 0;
+}
+
+int parse_view_number(const char *s, double *out, char *text, size_t cap)
+{
+    char typed[1024], exact[1024];
+    long typed_exp = 0, exact_exp = 0;
+    int typed_neg = 0, exact_neg = 0, as_double = parse_double(s, out) == 0;
+    int decimal;
+
+    text[0] = '\0';
+    /* A double has at most 767 significant digits: longer text cannot be one. */
+    decimal = decimal_digits(s, typed, sizeof typed, &typed_exp, &typed_neg) == 0;
+    if (!decimal) {
+        int long_decimal = 0;
+        char *big = malloc(strlen(s) + 1);
+        if (big) {
+            long_decimal = decimal_digits(s, big, strlen(s) + 1, &typed_exp, &typed_neg) == 0;
+            free(big);
+        }
+        if (!long_decimal)
+            return as_double ? 0 : -1;
+    } else if (as_double) {
+        /* The double's exact decimal expansion, compared digit by digit with what was typed. */
+        char buf[1100];
+        snprintf(buf, sizeof buf, "%.780e", *out);
+        if (decimal_digits(buf, exact, sizeof exact, &exact_exp, &exact_neg) == 0 &&
+            strcmp(typed, exact) == 0 && (typed[0] == '\0' || (typed_exp == exact_exp && typed_neg == exact_neg)))
+            return 0;
+    }
+    if (strlen(s) >= cap)
+        return -1;
+    strcpy(text, s);
+    if (!as_double) {
+        /* Past double's range: the double is only informative (the text overrides it). */
+        *out = strtod(s, NULL);
+    }
+    return 0;
+}
+
+int decimal_log10(const char *s, double *out)
+{
+    char *digits = malloc(strlen(s) + 1), lead[20];
+    long exp10 = 0;
+    int negative = 0, rc = -1;
+
+    if (digits && decimal_digits(s, digits, strlen(s) + 1, &exp10, &negative) == 0 && digits[0] && !negative) {
+        /* d.ddd... from the first 17 digits fixes the logarithm to a double's precision. */
+        snprintf(lead, sizeof lead, "%c.%.16s", digits[0], digits + 1);
+        *out = log10(strtod(lead, NULL)) + (double)exp10;
+        rc = 0;
+    }
+    free(digits);
+    return rc;
 }
 
 int parse_size(const char *s, uint32_t *w, uint32_t *h)

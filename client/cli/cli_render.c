@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,12 +27,15 @@ static const char render_help[] =
     "What:\n"
     "  --julia RE,IM          Julia set with constant c = RE + IM i (default -0.8,0.156)\n"
     "  --mandelbrot           Mandelbrot set\n"
-    "  --center RE,IM         centre of the view (default 0,0)\n"
-    "  --view-width W         span of the real axis across the image (default 2*W/H)\n"
+    "  --center RE,IM         centre of the view (default 0,0); deep zooms: decimals of any\n"
+    "                         length, sent exactly (View.center_re_text, center_im_text)\n"
+    "  --view-width W         span of the real axis across the image (default 2*W/H);\n"
+    "                         any decimal, 1e-400 too (View.width_text)\n"
     "  --size WxH             image size in pixels (default 600x400)\n"
     "  --max-iter N           iteration limit (default 256)\n"
     "  --escape-radius R      escape radius (default 2)\n"
-    "  --precision P          auto | fp32 | fp64 (default auto)\n"
+    "  --precision P          auto | fp32 | fp64 | perturb | perturb-extended (default auto:\n"
+    "                         the cheapest that resolves the view)\n"
     "  --region X,Y,W,H       render only this rectangle of the full image\n"
     "  --no-region            render the whole image (undoes a region from --from)\n"
     "  --device ID            \"\" any, cpu, gpu, opencl, or an id from 'fractal devices'\n"
@@ -42,7 +46,8 @@ static const char render_help[] =
     "  --palette NAME         built-in palette (default inferno); drops custom stops\n"
     "  --stops LIST           custom palette, e.g. \"0:#000000,0.5:#ff8800,1:#ffffff\"\n"
     "                         (up to 256 stops; \"\" drops them)\n"
-    "  --cycle N              iterations per palette cycle; 0 = one log-scaled pass (default 0)\n"
+    "  --cycle N              iterations per palette cycle; 0 = one log-scaled pass (default 0;\n"
+    "                         for views narrower than 1e-10, 4*sqrt(max-iter))\n"
     "  --offset F             palette shift 0..1 when cycling (default 0)\n"
     "  --interior #RRGGBB     colour of interior points (default #000000)\n"
     "  --reverse              run the palette backwards (--no-reverse undoes it)\n"
@@ -89,6 +94,8 @@ static const char *precision_name(fractal_precision p)
     case FRACTAL_PRECISION_AUTO: return "auto";
     case FRACTAL_PRECISION_FP32: return "fp32";
     case FRACTAL_PRECISION_FP64: return "fp64";
+    case FRACTAL_PRECISION_PERTURB: return "perturb";
+    case FRACTAL_PRECISION_PERTURB_EXTENDED: return "perturb-extended";
     }
     return "?";
 }
@@ -139,13 +146,27 @@ static int apply_render_opt(fractal_render_options *opts, const parsed_opt *o)
     case OPT_MANDELBROT:
         opts->kind = FRACTAL_KIND_MANDELBROT;
         return 0;
-    case OPT_CENTER:
-        if (parse_complex(v, &opts->center) < 0)
-            return usage_error("--center: '%s' is not RE,IM", v);
+    case OPT_CENTER: {
+        /* Deep centres have thousands of digits: split in place, no fixed buffer. */
+        const char *comma = strchr(v, ',');
+        char *re = NULL;
+        int bad = 1;
+        if (comma && !strchr(comma + 1, ',') && (re = malloc((size_t)(comma - v) + 1))) {
+            memcpy(re, v, (size_t)(comma - v));
+            re[comma - v] = '\0';
+            bad = parse_view_number(re, &opts->center.re, opts->center_re_text, sizeof opts->center_re_text) < 0 ||
+                  parse_view_number(comma + 1, &opts->center.im, opts->center_im_text,
+                                    sizeof opts->center_im_text) < 0;
+        }
+        free(re);
+        if (bad)
+            return usage_error("--center: '%.80s%s' is not RE,IM (numbers, up to %d characters each)", v,
+                               strlen(v) > 80 ? "..." : "", FRACTAL_DECIMAL_MAX - 1);
         return 0;
+    }
     case OPT_VIEW_WIDTH:
-        if (parse_double(v, &opts->view_width) < 0)
-            return usage_error("--view-width: '%s' is not a number", v);
+        if (parse_view_number(v, &opts->view_width, opts->view_width_text, sizeof opts->view_width_text) < 0)
+            return usage_error("--view-width: '%.80s%s' is not a number", v, strlen(v) > 80 ? "..." : "");
         return 0;
     case OPT_SIZE:
         if (parse_size(v, &opts->width, &opts->height) < 0)
@@ -166,8 +187,12 @@ static int apply_render_opt(fractal_render_options *opts, const parsed_opt *o)
             opts->precision = FRACTAL_PRECISION_FP32;
         else if (strcmp(v, "fp64") == 0)
             opts->precision = FRACTAL_PRECISION_FP64;
+        else if (strcmp(v, "perturb") == 0)
+            opts->precision = FRACTAL_PRECISION_PERTURB;
+        else if (strcmp(v, "perturb-extended") == 0)
+            opts->precision = FRACTAL_PRECISION_PERTURB_EXTENDED;
         else
-            return usage_error("--precision: '%s' is not auto, fp32 or fp64", v);
+            return usage_error("--precision: '%s' is not auto, fp32, fp64, perturb or perturb-extended", v);
         return 0;
     case OPT_REGION:
         if (parse_region(v, &opts->region) < 0)
@@ -551,6 +576,145 @@ int cmd_submit(int argc, char **argv, parsed_opt *parsed, const char **pos)
     rc = fflush(stdout) == 0 ? EXIT_OK : EXIT_OTHER;
 done:
     fractal_job_free(job);
+    close_client(client);
+    free(opts);
+    return rc;
+}
+
+/* ---- zoom ------------------------------------------------------------------------------------ */
+
+static const char zoom_help[] =
+    "Usage: fractal zoom [RENDER OPTIONS] [--start-width W] [--frames-per-halving N] [-o DIR]\n"
+    "\n"
+    "Renders the frames of a zoom video into DIR/frame-00000.png, frame-00001.png, ...:\n"
+    "every frame centred on --center (decimals of any length, sent exactly), frame k\n"
+    "W / 2^(k/N) wide, down to --view-width (any decimal, 1e-400 too), which the last\n"
+    "frame has exactly. Takes the 'What' and 'Colour' options of 'fractal render' and\n"
+    "--from; precision auto climbs fp32 -> fp64 -> perturbation on the way down. Frames\n"
+    "already in DIR are not rendered again, so an interrupted zoom resumes where it\n"
+    "stopped; each frame is written atomically (a partial frame never appears).\n"
+    "\n"
+    "Zoom:\n"
+    "  --start-width W        width of the first frame (default 4)\n"
+    "  --frames-per-halving N frames for each halving of the width, 1..10000 (default 30)\n"
+    "  -o, --output DIR       where the frames go, an existing directory (default .)\n"
+    "  -q, --quiet            print nothing but errors\n"
+    "\n";
+
+static const opt_def zoom_opts[] = {
+    { "start-width", 0, 1, OPT_START_WIDTH },
+    { "frames-per-halving", 0, 1, OPT_FRAMES_PER_HALVING },
+    { "output", 'o', 1, OPT_OUTPUT },
+    { "quiet", 'q', 0, OPT_QUIET },
+    { NULL, 0, 0, 0 },
+};
+
+/* 10^log10_width as decimal text with 15 significant digits ("1.23456789012346e-40"): far below
+ * double's range too, and the same text for the same frame on every run. Fifteen, because the
+ * logarithm's own rounding (about 1e-16 relative) would show in a sixteenth ("4.999...e-13"). */
+static void width_text(char *out, size_t cap, double log10_width)
+{
+    double e = floor(log10_width), m = pow(10.0, log10_width - e);
+
+    if (m >= 10.0 - 5e-14) {
+        m /= 10.0;
+        e += 1.0;
+    }
+    snprintf(out, cap, "%.14fe%.0f", m, e);
+}
+
+/* `fractal zoom`: the frames from --start-width down to --view-width at --center, skipping the
+ * ones already on disk. Returns the exit code. */
+int cmd_zoom(int argc, char **argv, parsed_opt *parsed, const char **pos)
+{
+    fractal_render_options *opts = NULL;
+    fractal_client *client = NULL;
+    conn_opts conn;
+    const char *dir = ".", *start = "4";
+    char end_text[FRACTAL_DECIMAL_MAX], path[4096];
+    double log_start, log_end, step;
+    uint32_t per_halving = 30, frames, k;
+    size_t n_parsed, i;
+    int rc, err, quiet = 0, rendered = 0, skipped = 0;
+
+    command_name = "zoom";
+    conn_defaults(&conn);
+    if (!begin_spec_command(&rc, &opts, &conn, argc, argv, zoom_opts, zoom_help, parsed, &n_parsed, pos))
+        return rc;
+    for (i = 0; i < n_parsed; i++) {
+        const char *v = parsed[i].value;
+        switch (parsed[i].id) {
+        case OPT_OUTPUT: dir = v; break;
+        case OPT_QUIET: quiet = 1; break;
+        case OPT_START_WIDTH: start = v; break;
+        case OPT_FRAMES_PER_HALVING:
+            if (parse_u32(v, &per_halving) < 0 || per_halving < 1 || per_halving > 10000) {
+                rc = usage_error("--frames-per-halving: '%s' is not a whole number 1..10000", v);
+                goto done;
+            }
+            break;
+        default: break;
+        }
+    }
+    if (opts->format != FRACTAL_FORMAT_PNG && opts->format != FRACTAL_FORMAT_PNG16) {
+        rc = usage_error("--format: zoom frames are PNG files (png or png16), got %s", format_name(opts->format));
+        goto done;
+    }
+    if (opts->view_width_text[0])
+        snprintf(end_text, sizeof end_text, "%s", opts->view_width_text);
+    else if (opts->view_width != 0.0)
+        snprintf(end_text, sizeof end_text, "%.17g", opts->view_width);
+    else {
+        rc = usage_error("zoom needs --view-width: the width of the deepest frame");
+        goto done;
+    }
+    if (decimal_log10(start, &log_start) < 0) {
+        rc = usage_error("--start-width: '%.80s' is not a number > 0", start);
+        goto done;
+    }
+    if (decimal_log10(end_text, &log_end) < 0) {
+        rc = usage_error("--view-width: '%.80s' is not a number > 0", end_text);
+        goto done;
+    }
+    if (!(log_end < log_start)) {
+        rc = usage_error("--view-width (%.40s) must be narrower than --start-width (%.40s)", end_text, start);
+        goto done;
+    }
+    /* Frame k is start / 2^(k / N) wide, and the last one is exactly the end width. */
+    step = log10(2.0) / per_halving;
+    if ((log_start - log_end) / step > 10000000.0) {
+        rc = usage_error("the zoom would take more than 10000000 frames");
+        goto done;
+    }
+    frames = (uint32_t)ceil((log_start - log_end) / step - 1e-9) + 1;
+    if ((rc = connect_client(&client, &conn)) != 0)
+        goto done;
+    for (k = 0; k < frames && !atomic_load(&interrupted); k++) {
+        snprintf(path, sizeof path, "%s/frame-%05u.png", dir, k);
+        if (access(path, F_OK) == 0) {
+            skipped++;
+            continue;
+        }
+        if (k + 1 == frames)
+            snprintf(opts->view_width_text, sizeof opts->view_width_text, "%s", end_text);
+        else
+            width_text(opts->view_width_text, sizeof opts->view_width_text, log_start - k * step);
+        /* The text is what counts; the double only where it holds the width (it underflows deep). */
+        opts->view_width = strtod(opts->view_width_text, NULL);
+        if (!(opts->view_width > 0.0))
+            opts->view_width = 0.0;
+        if ((err = fractal_render_stream_to_file(NULL, client, opts, path, NULL, NULL)) < 0) {
+            rc = call_failed(client, err);
+            goto done;
+        }
+        rendered++;
+        if (!quiet)
+            fprintf(stderr, "wrote %s (width %s, %u of %u)\n", path, opts->view_width_text, k + 1, frames);
+    }
+    if (!quiet)
+        fprintf(stderr, "zoom: %u frames in %s, %d rendered, %d already there\n", frames, dir, rendered, skipped);
+    rc = atomic_load(&interrupted) ? 128 + atomic_load(&interrupted) : EXIT_OK;
+done:
     close_client(client);
     free(opts);
     return rc;

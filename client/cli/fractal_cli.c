@@ -17,6 +17,7 @@ static const char main_help[] =
     "Commands:\n"
     "  render    render an image and write it to a file or stdout\n"
     "  submit    queue a render as a job; prints the job id\n"
+    "  zoom      render the numbered frames of a zoom video into a point, at any depth\n"
     "  job       show a job's state, progress, timings and error\n"
     "  wait      wait for a job to finish, then write its image\n"
     "  cancel    cancel a job\n"
@@ -52,6 +53,7 @@ static int cmd_help(int argc, char **argv, parsed_opt *parsed, const char **pos)
 static const command commands[] = {
     { "render", cmd_render },
     { "submit", cmd_submit },
+    { "zoom", cmd_zoom },
     { "job", cmd_job },
     { "wait", cmd_wait },
     { "cancel", cmd_cancel },

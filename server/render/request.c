@@ -7,8 +7,11 @@
 #include <string.h>
 
 #include "color.h"
+#include "decimal.h"
+#include "deep.h"
 #include "err.h"
 #include "proto_json.h"
+#include "render_deep.h"
 
 #define FAIL(code, ...)                          \
     do {                                         \
@@ -146,51 +149,231 @@ static double view_magnitude(const struct render_spec *s)
     return mx > my ? mx : my;
 }
 
-static int resolve_precision(struct render_spec *s, Fractal__V1__Precision asked, char *msg, size_t msglen)
+/* A spec_deep holding the three strings (copied) in one allocation, refcount 1; NULL when out of
+ * memory. */
+static struct spec_deep *deep_new(const char *re, const char *im, const char *width)
 {
-    double spacing = s->view_width / ((double)s->width * s->supersample);
-    double magnitude = view_magnitude(s);
+    size_t lre = strlen(re) + 1, lim = strlen(im) + 1, lw = strlen(width) + 1;
+    struct spec_deep *d = calloc(1, sizeof(*d) + lre + lim + lw);
+    char *text;
 
+    if (!d)
+        return NULL;
+    text = (char *)(d + 1);
+    atomic_init(&d->refs, 1);
+    memcpy(text, re, lre);
+    memcpy(text + lre, im, lim);
+    memcpy(text + lre + lim, width, lw);
+    d->center_re = text;
+    d->center_im = text + lre;
+    d->width = text + lre + lim;
+    return d;
+}
+
+/* The deep view of a request that gave only doubles but needs perturbation: the doubles in the
+ * fewest digits that read back to the same bits, so the view is exactly the one asked for. */
+static int deep_from_doubles(struct render_spec *s, char *msg, size_t msglen)
+{
+    char re[40], im[40], w[40];
+
+    if (s->deep)
+        return 0;
+    snprintf(re, sizeof(re), "%.17g", s->center_re);
+    snprintf(im, sizeof(im), "%.17g", s->center_im);
+    snprintf(w, sizeof(w), "%.17g", s->view_width);
+    if (!(s->deep = deep_new(re, im, w)))
+        FAIL(ERR_NOMEM, "out of memory");
+    s->deep->log2_spacing = log2(s->view_width) - log2((double)s->width * s->supersample);
+    return 0;
+}
+
+/* A view's pixel spacing, log2 and as text ("1.23e-400"), from its deep text when it has one, so
+ * that spacings below double's range still compare and print. */
+static double log2_spacing_of(const struct render_spec *s)
+{
+    if (s->deep)
+        return s->deep->log2_spacing;
+    return log2(s->view_width) - log2((double)s->width * s->supersample);
+}
+
+static void spacing_text(char *out, size_t outlen, double log2_spacing)
+{
+    decimal_format_pow10(out, outlen, log2_spacing * M_LN2 / M_LN10);
+}
+
+/* Precision policy (docs/MATH.md). AUTO takes the first of fp32, fp64, perturbation with fp64
+ * offsets and perturbation with extended offsets that resolves the view; an explicit precision
+ * that cannot is refused. Perturbation views are held to the digit limit, and get their deep text
+ * (from the doubles when the request gave none). */
+static int resolve_precision(struct render_spec *s, Fractal__V1__Precision asked, const struct limits *lim,
+                             char *msg, size_t msglen)
+{
+    double log2_spacing = log2_spacing_of(s);
+    double magnitude = view_magnitude(s);
+    double log2_m = log2(magnitude > 1.0 ? magnitude : 1.0);
+    /* While the width is a double, fp32 and fp64 are judged on the spacing itself, exactly at
+     * request_min_spacing's bounds; below double's range only the logarithm can tell. */
+    bool as_double = isnormal(s->view_width);
+    double spacing_d = s->view_width / ((double)s->width * s->supersample);
+    char spacing[48];
+    enum deep_mode mode;
+    int err;
+
+    if (as_double)
+        snprintf(spacing, sizeof(spacing), "%.3g", spacing_d);
+    else
+        spacing_text(spacing, sizeof(spacing), log2_spacing);
+    s->precision_asked = (int)asked;
     if (asked == FRACTAL__V1__PRECISION__PRECISION_FP32 || asked == FRACTAL__V1__PRECISION__PRECISION_AUTO) {
-        if (spacing >= request_min_spacing(SPEC_FP32, magnitude)) {
+        if (as_double ? spacing_d >= request_min_spacing(SPEC_FP32, magnitude) : log2_spacing >= log2_m - 16) {
             s->precision = SPEC_FP32;
             return 0;
         }
         if (asked == FRACTAL__V1__PRECISION__PRECISION_FP32)
             FAIL(ERR_PRECONDITION,
-                 "precision PRECISION_FP32 cannot resolve a pixel spacing of %.3g at coordinates up to %.3g "
+                 "precision PRECISION_FP32 cannot resolve a pixel spacing of %s at coordinates up to %.3g "
                  "(fp32 needs >= %.3g); ask for PRECISION_FP64 or PRECISION_AUTO",
                  spacing, magnitude, request_min_spacing(SPEC_FP32, magnitude));
     }
-    if (spacing >= request_min_spacing(SPEC_FP64, magnitude)) {
-        s->precision = SPEC_FP64;
-        return 0;
+    if (asked == FRACTAL__V1__PRECISION__PRECISION_FP32 || asked == FRACTAL__V1__PRECISION__PRECISION_FP64 ||
+        asked == FRACTAL__V1__PRECISION__PRECISION_AUTO) {
+        if (as_double ? spacing_d >= request_min_spacing(SPEC_FP64, magnitude) : log2_spacing >= log2_m - 45) {
+            s->precision = SPEC_FP64;
+            return 0;
+        }
+        if (asked == FRACTAL__V1__PRECISION__PRECISION_FP64)
+            FAIL(ERR_PRECONDITION,
+                 "view too deep: pixel spacing %s at coordinates up to %.3g is below what fp64 resolves (%.3g); "
+                 "ask for PRECISION_AUTO or PRECISION_PERTURB",
+                 spacing, magnitude, request_min_spacing(SPEC_FP64, magnitude));
     }
-    FAIL(ERR_PRECONDITION,
-         "view too deep: pixel spacing %.3g at coordinates up to %.3g is below what fp64 resolves (%.3g)",
-         spacing, magnitude, request_min_spacing(SPEC_FP64, magnitude));
+
+    /* Perturbation. */
+    if ((err = deep_from_doubles(s, msg, msglen)) < 0)
+        return err;
+    s->deep->digits = (log2_m - log2_spacing) * M_LN2 / M_LN10;
+    if (s->deep->digits > lim->deep_max_digits)
+        FAIL(ERR_PRECONDITION,
+             "view too deep: a pixel spacing of %s at coordinates up to %.3g needs %.0f digits, over this "
+             "server's limit of %u (--deep-max-digits)",
+             spacing, magnitude, ceil(s->deep->digits), lim->deep_max_digits);
+    mode = deep_mode_for(log2_spacing);
+    if (asked == FRACTAL__V1__PRECISION__PRECISION_PERTURB && mode == DEEP_EXTENDED)
+        FAIL(ERR_PRECONDITION,
+             "precision PRECISION_PERTURB cannot resolve a pixel spacing of %s: its fp64 offsets would leave "
+             "double's exponent range; ask for PRECISION_PERTURB_EXTENDED or PRECISION_AUTO", spacing);
+    s->precision = asked == FRACTAL__V1__PRECISION__PRECISION_PERTURB_EXTENDED || mode == DEEP_EXTENDED
+                       ? SPEC_PERTURB_EXTENDED : SPEC_PERTURB;
+    {
+        struct deep_view v = render_deep_view(s);
+        double l2s, l2m;
+        if ((err = deep_view_check(&v, &l2s, &l2m, msg, msglen)) < 0)
+            return err;
+    }
+    return 0;
 }
 
-static int load_view(struct render_spec *s, const Fractal__V1__RenderRequest *req, char *msg, size_t msglen)
+/* Checks one *_text field of the view (decimal syntax, digits) and fills *out; `positive` for
+ * the width, which must be in (0, 1e6] as the double is. */
+static int check_text(const char *field, const char *text, bool positive, const struct limits *lim,
+                      struct decimal *out, char *msg, size_t msglen)
 {
+    size_t len = strlen(text);
+    const char *more = len > 64 ? "..." : "";
+
+    if (decimal_parse(out, text) < 0)
+        FAIL(ERR_INVALID, "%s must be a decimal number such as -1.25, 0.3e-2 or 1e-400, got \"%.64s%s\"", field,
+             text, more);
+    if (out->digits > lim->deep_max_digits)
+        FAIL(ERR_INVALID, "%s must have at most %u digits (--deep-max-digits), got %zu", field,
+             lim->deep_max_digits, out->digits);
+    if (positive && (out->zero || out->negative || out->log10_abs > 6.0 ||
+                     (out->log10_abs == 6.0 && strtod(text, NULL) > 1e6)))
+        FAIL(ERR_INVALID, "%s must be a decimal number in (0, 1e6], got \"%.64s%s\"", field, text, more);
+    if (!positive && out->log10_abs > 300.0)
+        FAIL(ERR_INVALID, "%s must be a decimal number of magnitude at most 1e300, got \"%.64s%s\"", field,
+             text, more);
+    return 0;
+}
+
+/* The view: doubles, each overridden by its *_text field when that is set. With any text, the
+ * spec gets its deep view (the text normalised, the other parts from the doubles) and the doubles
+ * are the text correctly rounded. */
+static int load_view(struct render_spec *s, const Fractal__V1__RenderRequest *req, const struct limits *lim,
+                     char *msg, size_t msglen)
+{
+    const Fractal__V1__View *v = req->view;
+    const char *re_text = v && v->center_re_text && v->center_re_text[0] ? v->center_re_text : NULL;
+    const char *im_text = v && v->center_im_text && v->center_im_text[0] ? v->center_im_text : NULL;
+    const char *w_text = v && v->width_text && v->width_text[0] ? v->width_text : NULL;
+    struct decimal dre, dim, dw;
     int err;
 
     s->center_re = s->center_im = 0.0;
     s->view_width = 2.0 * s->width / s->height;
-    if (!req->view)
+    if (!v)
         return 0;
-    if (req->view->center) {
-        s->center_re = req->view->center->re;
-        s->center_im = req->view->center->im;
-        if ((err = check_finite("view.center.re", s->center_re, msg, msglen)) < 0 ||
-            (err = check_finite("view.center.im", s->center_im, msg, msglen)) < 0)
+    if (v->center) {
+        if (!re_text && (err = check_finite("view.center.re", v->center->re, msg, msglen)) < 0)
             return err;
+        if (!im_text && (err = check_finite("view.center.im", v->center->im, msg, msglen)) < 0)
+            return err;
+        s->center_re = v->center->re;
+        s->center_im = v->center->im;
     }
-    if (req->view->opt_width_case == FRACTAL__V1__VIEW__OPT_WIDTH_WIDTH) {
-        double w = req->view->width;
+    if (!w_text && v->opt_width_case == FRACTAL__V1__VIEW__OPT_WIDTH_WIDTH) {
+        double w = v->width;
         if (!(isfinite(w) && w > 0.0 && w <= 1e6))
             FAIL(ERR_INVALID, "view.width must be a finite number in (0, 1e6], got %g", w);
         s->view_width = w;
+    }
+    if (!re_text && !im_text && !w_text)
+        return 0;
+
+    if ((re_text && (err = check_text("view.center_re_text", re_text, false, lim, &dre, msg, msglen)) < 0) ||
+        (im_text && (err = check_text("view.center_im_text", im_text, false, lim, &dim, msg, msglen)) < 0) ||
+        (w_text && (err = check_text("view.width_text", w_text, true, lim, &dw, msg, msglen)) < 0))
+        return err;
+    {
+        char dre_buf[40], dim_buf[40], dw_buf[40];
+        char *nre = NULL, *nim = NULL, *nw = NULL;
+        /* Normalised copies of what was given; the doubles, written exactly, for what was not. */
+        nre = re_text ? malloc(strlen(re_text) + 2) : NULL;
+        nim = im_text ? malloc(strlen(im_text) + 2) : NULL;
+        nw = w_text ? malloc(strlen(w_text) + 2) : NULL;
+        if ((re_text && !nre) || (im_text && !nim) || (w_text && !nw)) {
+            free(nre);
+            free(nim);
+            free(nw);
+            FAIL(ERR_NOMEM, "out of memory");
+        }
+        if (re_text) {
+            decimal_normalize(nre, re_text);
+            s->center_re = strtod(nre, NULL);
+        } else {
+            snprintf(dre_buf, sizeof(dre_buf), "%.17g", s->center_re);
+        }
+        if (im_text) {
+            decimal_normalize(nim, im_text);
+            s->center_im = strtod(nim, NULL);
+        } else {
+            snprintf(dim_buf, sizeof(dim_buf), "%.17g", s->center_im);
+        }
+        if (w_text) {
+            decimal_normalize(nw, w_text);
+            s->view_width = strtod(nw, NULL);
+        } else {
+            snprintf(dw_buf, sizeof(dw_buf), "%.17g", s->view_width);
+            decimal_parse(&dw, dw_buf);
+        }
+        s->deep = deep_new(re_text ? nre : dre_buf, im_text ? nim : dim_buf, w_text ? nw : dw_buf);
+        free(nre);
+        free(nim);
+        free(nw);
+        if (!s->deep)
+            FAIL(ERR_NOMEM, "out of memory");
+        /* The grid is known once supersample is (request_to_spec finishes log2_spacing). */
+        s->deep->log2_spacing = dw.log10_abs * M_LN10 / M_LN2;
     }
     return 0;
 }
@@ -221,6 +404,33 @@ static int load_size(struct render_spec *s, const Fractal__V1__RenderRequest *re
     return 0;
 }
 
+double request_default_cycle(uint32_t max_iter)
+{
+    double cycle = round(4.0 * sqrt((double)max_iter));
+    return cycle < 16.0 ? 16.0 : cycle;
+}
+
+double request_reference_cost(const struct render_spec *s)
+{
+    double bits, limbs;
+
+    if (!spec_precision_is_deep(s->precision) || !s->deep)
+        return 0.0;
+    /* The reference needs about the view's digits in bits, plus guard bits; an MPFR product of n
+     * limbs costs about n^1.585 (Karatsuba), and one complex step at two limbs some hundred times
+     * a sample's fp64 step. Julia sets iterate a second orbit (from the critical point 0). */
+    bits = s->deep->digits * (M_LN10 / M_LN2) + 64.0;
+    limbs = ceil(bits / 64.0);
+    return (s->fractal == SPEC_JULIA ? 2.0 : 1.0) * s->max_iter * REQUEST_REF_STEP_COST *
+           pow(limbs < 2.0 ? 1.0 : limbs / 2.0, 1.585);
+}
+
+double request_cost(const struct render_spec *s)
+{
+    double samples = (double)s->region.width * s->region.height * s->supersample * s->supersample;
+    return samples * s->max_iter + request_reference_cost(s);
+}
+
 /* Checks what the request costs against the limits. Reply size can be known before rendering only
  * for raw formats; PNG replies are checked as they are encoded. */
 static int check_cost(const struct render_spec *s, const struct limits *lim, bool streamed, char *msg,
@@ -229,6 +439,7 @@ static int check_cost(const struct render_spec *s, const struct limits *lim, boo
     uint64_t pixels = (uint64_t)s->region.width * s->region.height;
     uint64_t samples = pixels * s->supersample * s->supersample;
     double cost = (double)samples * s->max_iter;
+    double ref_cost = request_reference_cost(s);
 
     if (samples > lim->max_samples)
         FAIL(ERR_EXHAUSTED, "request needs %llu samples (pixels x supersample^2), over the limit of %llu",
@@ -236,6 +447,18 @@ static int check_cost(const struct render_spec *s, const struct limits *lim, boo
     if (cost > lim->max_cost)
         FAIL(ERR_EXHAUSTED, "request costs up to %.4g iterations (samples x max_iter), over the limit of %.4g",
              cost, lim->max_cost);
+    if (cost + ref_cost > lim->max_cost)
+        FAIL(ERR_EXHAUSTED, "request costs up to %.4g iterations (samples x max_iter, plus %.4g for the "
+             "reference orbit of a %.0f-digit view), over the limit of %.4g",
+             cost + ref_cost, ref_cost, ceil(s->deep->digits), lim->max_cost);
+    if (spec_precision_is_deep(s->precision)) {
+        struct deep_view v = render_deep_view(s);
+        size_t bytes = deep_ref_estimate_bytes(&v);
+        if (bytes > lim->deep_ref_cache)
+            FAIL(ERR_EXHAUSTED, "the reference orbit of this view needs %zu bytes (max_iter %u), over the "
+                 "%llu-byte reference cache (--deep-ref-cache)", bytes, s->max_iter,
+                 (unsigned long long)lim->deep_ref_cache);
+    }
     if (!streamed && (s->format == SPEC_RAW_U32 || s->format == SPEC_RAW_F32) &&
         pixels * 4 + 1024 > lim->max_message_bytes)
         FAIL(ERR_EXHAUSTED, "the raw image is %llu bytes, over the %u-byte message limit; use RenderStream",
@@ -243,9 +466,61 @@ static int check_cost(const struct render_spec *s, const struct limits *lim, boo
     return 0;
 }
 
+/* Deep renders run on the deep engine on the host's cores, reached through the built-in CPU
+ * engine's device, or, for fp64 deltas (PRECISION_PERTURB), on an OpenCL device with fp64 (its
+ * perturbation kernel, kernels/deep.cl). Returns the index of the device the selector prefers
+ * (sched.c makes the final choice per band), or FAILED_PRECONDITION when the selector names only
+ * devices that cannot take this precision, or none of them works. */
+static int select_deep_device(const struct devices *devs, const char *selector, enum spec_precision p,
+                              char *msg, size_t msglen)
+{
+    const char *name = p == SPEC_PERTURB_EXTENDED ? "PRECISION_PERTURB_EXTENDED" : "PRECISION_PERTURB";
+    bool named_cl = false;
+    int err;
+
+    /* An unknown selector is refused as for any render. */
+    if ((err = devices_select(devs, selector, false, msg, msglen)) == ERR_INVALID)
+        return err;
+    for (size_t i = 0; i < devs->count; i++) {
+        const struct device *d = &devs->list[i];
+        if (!devices_match(d, selector) || !d->enabled || atomic_load(&d->failed))
+            continue;
+        if (strcmp(d->engine, "cpu") == 0)
+            return (int)i;
+        if (strcmp(d->engine, "opencl") == 0) {
+            named_cl = true;
+            if (p == SPEC_PERTURB && d->fp64)
+                return (int)i;
+        }
+    }
+    if (named_cl && p == SPEC_PERTURB_EXTENDED)
+        FAIL(ERR_PRECONDITION, "deep zoom with extended exponents (%s) runs on the CPU engine only, so device "
+             "\"%.64s\" cannot take it; use device \"\" or \"cpu\"", name, selector);
+    if (named_cl)
+        FAIL(ERR_PRECONDITION, "deep zoom (%s) needs fp64 on an OpenCL device, and no enabled, working device "
+             "\"%.64s\" has it; use device \"\" or \"cpu\"", name, selector);
+    FAIL(ERR_PRECONDITION, "deep zoom (%s) runs on the built-in CPU engine or an fp64 OpenCL device, and no "
+         "enabled, working one matches device \"%.64s\" (see --list-devices and --cpu-engine)", name, selector);
+}
+
+static int to_spec(struct render_spec *s, int *device_index, const Fractal__V1__RenderRequest *req,
+                   const struct limits *lim, const struct devices *devs, bool streamed, char *msg,
+                   size_t msglen);
+
 int request_to_spec(struct render_spec *out, int *device_index, const Fractal__V1__RenderRequest *req,
                     const struct limits *lim, const struct devices *devs, bool streamed, char *msg,
                     size_t msglen)
+{
+    int err = to_spec(out, device_index, req, lim, devs, streamed, msg, msglen);
+
+    if (err < 0)
+        render_spec_dispose(out);
+    return err;
+}
+
+static int to_spec(struct render_spec *out, int *device_index, const Fractal__V1__RenderRequest *req,
+                   const struct limits *lim, const struct devices *devs, bool streamed, char *msg,
+                   size_t msglen)
 {
     struct render_spec *s = out;
     int err;
@@ -264,7 +539,7 @@ int request_to_spec(struct render_spec *out, int *device_index, const Fractal__V
             (err = check_finite("julia.c.im", s->c_im, msg, msglen)) < 0)
             return err;
     }
-    if ((err = load_size(s, req, lim, msg, msglen)) < 0 || (err = load_view(s, req, msg, msglen)) < 0)
+    if ((err = load_size(s, req, lim, msg, msglen)) < 0 || (err = load_view(s, req, lim, msg, msglen)) < 0)
         return err;
 
     s->max_iter = REQUEST_DEFAULT_MAX_ITER;
@@ -293,15 +568,26 @@ int request_to_spec(struct render_spec *out, int *device_index, const Fractal__V
         FAIL(ERR_INVALID, "supersample must be 1..8, got %u", s->supersample);
     if (s->supersample > 1 && (s->format == SPEC_RAW_U32 || s->format == SPEC_RAW_F32))
         FAIL(ERR_INVALID, "supersample must be 1 for raw formats, got %u", s->supersample);
+    /* load_view left the log2 of the width: now the grid is known. */
+    if (s->deep)
+        s->deep->log2_spacing -= log2((double)s->width * s->supersample);
 
     if ((err = load_coloring(&s->coloring, req->coloring, msg, msglen)) < 0)
         return err;
 
-    if (req->precision > FRACTAL__V1__PRECISION__PRECISION_FP64)
-        FAIL(ERR_INVALID, "precision must be PRECISION_AUTO, PRECISION_FP32 or PRECISION_FP64, got %d",
-             (int)req->precision);
-    if ((err = resolve_precision(s, req->precision, msg, msglen)) < 0)
+    if (req->precision > FRACTAL__V1__PRECISION__PRECISION_PERTURB_EXTENDED)
+        FAIL(ERR_INVALID, "precision must be PRECISION_AUTO, PRECISION_FP32, PRECISION_FP64, PRECISION_PERTURB "
+             "or PRECISION_PERTURB_EXTENDED, got %d", (int)req->precision);
+    if ((err = resolve_precision(s, req->precision, lim, msg, msglen)) < 0)
         return err;
+
+    /* Deep views show a narrow band of escape counts high up in 0..max_iter, which the one
+     * log-scaled pass paints one flat colour: unless the request says otherwise they cycle the
+     * palette instead (recorded in the resolved request like any cycle). */
+    if (!(req->coloring && req->coloring->opt_cycle_case == FRACTAL__V1__COLORING__OPT_CYCLE_CYCLE) &&
+        (spec_precision_is_deep(s->precision) || log2_spacing_of(s) + log2((double)s->width * s->supersample) <
+                                                      log2(REQUEST_DEEP_CYCLE_WIDTH)))
+        s->coloring.cycle = request_default_cycle(s->max_iter);
 
     if (req->device && strlen(req->device) >= sizeof(s->device))
         FAIL(ERR_INVALID, "device must be at most %zu bytes, got %zu", sizeof(s->device) - 1,
@@ -310,7 +596,11 @@ int request_to_spec(struct render_spec *out, int *device_index, const Fractal__V
     s->rect_fill = req->rect_fill;
     if ((err = check_cost(s, lim, streamed, msg, msglen)) < 0)
         return err;
-    if ((err = devices_select(devs, s->device, s->precision == SPEC_FP64, msg, msglen)) < 0)
+    if (spec_precision_is_deep(s->precision))
+        err = select_deep_device(devs, s->device, s->precision, msg, msglen);
+    else
+        err = devices_select(devs, s->device, s->precision == SPEC_FP64, msg, msglen);
+    if (err < 0)
         return err;
     *device_index = err;
     return 0;
@@ -344,8 +634,17 @@ static int with_resolved_request(const struct render_spec *s,
     center.re = s->center_re;
     center.im = s->center_im;
     view.center = &center;
-    view.opt_width_case = FRACTAL__V1__VIEW__OPT_WIDTH_WIDTH;
-    view.width = s->view_width;
+    /* A deep view's width may round to 0 or a subnormal as a double: its text is what counts
+     * then, and the double is written only while it is one a request may give. */
+    if (!s->deep || (s->view_width > 0.0 && s->view_width <= 1e6 && isnormal(s->view_width))) {
+        view.opt_width_case = FRACTAL__V1__VIEW__OPT_WIDTH_WIDTH;
+        view.width = s->view_width;
+    }
+    if (s->deep) {
+        view.center_re_text = (char *)s->deep->center_re;
+        view.center_im_text = (char *)s->deep->center_im;
+        view.width_text = (char *)s->deep->width;
+    }
     req.view = &view;
     req.opt_width_case = FRACTAL__V1__RENDER_REQUEST__OPT_WIDTH_WIDTH;
     req.width = s->width;
@@ -355,7 +654,9 @@ static int with_resolved_request(const struct render_spec *s,
     req.max_iter = s->max_iter;
     req.opt_escape_radius_case = FRACTAL__V1__RENDER_REQUEST__OPT_ESCAPE_RADIUS_ESCAPE_RADIUS;
     req.escape_radius = s->escape_radius;
-    req.precision = (Fractal__V1__Precision)s->precision;
+    /* What was asked, not what was used: AUTO resolves the same way again for the same view,
+     * and differently, as it should, for a zoomed one made from this request. */
+    req.precision = (Fractal__V1__Precision)s->precision_asked;
     req.format = (Fractal__V1__Format)s->format;
     req.opt_supersample_case = FRACTAL__V1__RENDER_REQUEST__OPT_SUPERSAMPLE_SUPERSAMPLE;
     req.supersample = s->supersample;

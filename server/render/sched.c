@@ -9,10 +9,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "engine_cl_deep.h"
 #include "err.h"
 #include "host_threads.h"
 #include "log.h"
 #include "rect_fill.h"
+#include "render_deep.h"
 
 /* No tile is cut smaller than this (unless the band is): below it the per-tile overhead of a
  * device (a queue round trip, a kernel launch) outweighs the work. */
@@ -87,6 +89,8 @@ struct sched {
     struct worker *workers;
     size_t nworkers;
     int colocated_nice;
+    deep_cache *deep_cache;     /* references of deep views, shared by every render */
+    unsigned deep_threads;
 };
 
 static double now_ms(void)
@@ -572,8 +576,14 @@ int sched_new(sched **out, struct devices *devs, const struct sched_options *opt
     }
     s->devs = devs;
     s->colocated_nice = opts->colocated_nice;
+    s->deep_threads = opts->deep_threads;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->work, NULL);
+    if ((err = deep_cache_new(&s->deep_cache, opts->deep_ref_cache ? opts->deep_ref_cache
+                                                                    : SCHED_DEFAULT_DEEP_REF_CACHE)) < 0) {
+        snprintf(msg, msglen, "out of memory");
+        goto done;
+    }
     for (size_t i = 0; i < devs->count; i++) {
         struct worker *w;
         if (!devices_usable(&devs->list[i]))
@@ -615,8 +625,68 @@ void sched_free(sched *s)
         pthread_cond_destroy(&s->work);
         pthread_mutex_destroy(&s->lock);
     }
+    deep_cache_free(s->deep_cache);
     free(s->workers);
     free(s);
+}
+
+void sched_deep_stats(sched *s, struct deep_cache_stats *out)
+{
+    deep_cache_get_stats(s->deep_cache, out);
+}
+
+/* Whether device d can take a deep spec now: the built-in CPU engine always; an OpenCL device for
+ * fp64 deltas (PRECISION_PERTURB) when it has fp64 and its perturbation kernel has not failed. */
+static bool deep_capable(const struct device *d, const struct render_spec *spec)
+{
+    if (!devices_usable(d))
+        return false;
+    if (strcmp(d->engine, "cpu") == 0)
+        return true;
+    return strcmp(d->engine, "opencl") == 0 && spec->precision == SPEC_PERTURB && d->fp64 &&
+           engine_cl_deep_usable(d->backend);
+}
+
+/* A deep spec goes to one device for the whole band. The selector "" prefers a GPU (the
+ * perturbation kernel there is many times the host's cores) and otherwise the built-in CPU engine
+ * (a CPU-type OpenCL device such as PoCL would share the same cores); "gpu", "opencl" or a device
+ * id name an OpenCL device; "cpu" the CPU engine. Extended deltas run on the CPU only
+ * (request_to_spec refuses a selector that names only OpenCL devices for them). */
+static int compute_deep(struct sched *s, struct sched_call *call, const struct render_spec *spec,
+                        const struct spec_rect *rect, uint32_t *counts, float *smooth, const atomic_int *cancel,
+                        struct engine_cpu_stats *stats)
+{
+    struct render_deep rd = {s->deep_cache, s->deep_threads, NULL, NULL, false, ""};
+    size_t index = 0, pick = s->devs->count;
+    int err;
+
+    for (index = 0; index < s->devs->count && pick == s->devs->count; index++) {
+        struct device *d = &s->devs->list[index];
+        if (strcmp(d->engine, "opencl") == 0 && devices_match(d, spec->device) && deep_capable(d, spec) &&
+            (spec->device[0] || d->type == DEVICE_GPU))
+            pick = index;
+    }
+    for (index = 0; index < s->devs->count && pick == s->devs->count; index++) {
+        struct device *d = &s->devs->list[index];
+        if (strcmp(d->engine, "cpu") == 0 && devices_match(d, spec->device) && deep_capable(d, spec))
+            pick = index;
+    }
+    if (pick == s->devs->count) {
+        snprintf(call->msg, sizeof(call->msg), "no enabled, working device that runs deep zoom (%s) matches "
+                 "device \"%.64s\"", spec->precision == SPEC_PERTURB ? "PRECISION_PERTURB"
+                 : "PRECISION_PERTURB_EXTENDED", spec->device);
+        return ERR_PRECONDITION;
+    }
+    rd.device = &s->devs->list[pick];
+    if (strcmp(rd.device->engine, "opencl") == 0)
+        rd.cl = rd.device->backend;
+    if ((err = render_compute_deep(&rd, spec, rect, counts, smooth, cancel, stats)) < 0) {
+        snprintf(call->msg, sizeof(call->msg), "%s", rd.msg);
+        return err;
+    }
+    if (pick < 64)
+        call->devices_used |= (uint64_t)1 << pick;
+    return 0;
 }
 
 /* Why no device can take a request: ERR_DEVICE if a device would have but failed, else
@@ -647,6 +717,8 @@ int sched_compute(void *ctx, const struct render_spec *spec, const struct spec_r
     int err = 0;
 
     call->msg[0] = '\0';
+    if (spec_precision_is_deep(spec->precision))
+        return compute_deep(s, call, spec, rect, counts, smooth, cancel, stats);
     memset(&r, 0, sizeof(r));
     r.spec = spec;
     r.rect = *rect;

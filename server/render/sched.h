@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "deep_cache.h"
 #include "devices.h"
 #include "engine_cpu.h"
 #include "spec.h"
@@ -25,9 +26,14 @@ struct sched_options {
      * host's cores and take only the cycles it leaves (sched.c, share_host_cpu). 0 = every
      * device at normal priority, time-sharing the cores. */
     int colocated_nice;
+    /* Deep zoom: the byte budget of the reference cache (0 = SCHED_DEFAULT_DEEP_REF_CACHE), and
+     * the threads of the deep engine (0 = one per online CPU). */
+    uint64_t deep_ref_cache;
+    unsigned deep_threads;
 };
 #define SCHED_DEFAULT_COLOCATED_NICE 19
-#define SCHED_OPTIONS_INIT {SCHED_OPTIONS_VERSION, true, 0, SCHED_DEFAULT_COLOCATED_NICE}
+#define SCHED_DEFAULT_DEEP_REF_CACHE ((uint64_t)256 << 20)
+#define SCHED_OPTIONS_INIT {SCHED_OPTIONS_VERSION, true, 0, SCHED_DEFAULT_COLOCATED_NICE, 0, 0}
 
 /* Starts one worker thread per usable device of `devs` (devices_usable), after a short calibration
  * when opts->calibrate (devices that fail it are marked failed with the reason). devs, its devices
@@ -51,7 +57,9 @@ struct sched_call {
 };
 
 /* A render_compute_fn: computes `rect` of the spec's sample grid on the devices spec->device
- * selects (fp64 specs on fp64 devices only), writing counts/smooth (either may be NULL)
+ * selects (fp64 specs on fp64 devices only; deep specs, PRECISION_PERTURB and _EXTENDED, on the
+ * deep engine through the built-in CPU engine's device alone, render_deep.h, with the scheduler's
+ * reference cache), writing counts/smooth (either may be NULL)
  * rect->width-strided, as engine_cpu_render does. ctx is a struct sched_call. Blocks until the
  * rectangle is done. Tiles a device fails on are re-run on another device, so the outputs are the
  * same as without the failure. Returns 0; ERR_CANCELLED soon after *cancel turns nonzero (every
@@ -62,6 +70,9 @@ struct sched_call {
 int sched_compute(void *ctx, const struct render_spec *spec, const struct spec_rect *rect,
                   uint32_t *counts, float *smooth, const atomic_int *cancel,
                   struct engine_cpu_stats *stats);
+
+/* The counters of the scheduler's deep-zoom reference cache. */
+void sched_deep_stats(sched *s, struct deep_cache_stats *out);
 
 /* The tile size (samples) the scheduler aims at for a device, before a request's share limit. */
 uint64_t sched_tile_samples(const struct device *d);

@@ -29,6 +29,9 @@ const struct method_name rpc_method_names[M_COUNT] = {
     [M_GET_STATS] = {"/fractal.v1.Renderer/GetStats", "GetStats"},
     [M_HEALTH_CHECK] = {"/grpc.health.v1.Health/Check", "Health.Check"},
     [M_HEALTH_WATCH] = {"/grpc.health.v1.Health/Watch", "Health.Watch"},
+    [M_REFLECTION] = {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "ServerReflectionInfo"},
+    [M_REFLECTION_ALPHA] = {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                            "v1alpha.ServerReflectionInfo"},
 };
 
 /* ---- primitives ---- */
@@ -107,6 +110,7 @@ struct call *rpc_call_new(rpc_server *srv, enum method_id method)
     c->tag_close = (struct tag){TAG_CLOSE, c};
     c->tag_finish = (struct tag){TAG_FINISH, c};
     c->tag_write = (struct tag){TAG_WRITE, c};
+    c->tag_read = (struct tag){TAG_READ, c};
     atomic_init(&c->refs, 1);
     atomic_init(&c->cancelled, 0);
     pthread_mutex_init(&c->lock, NULL);
@@ -131,8 +135,13 @@ void rpc_call_release(struct call *c)
         grpc_byte_buffer_destroy(c->reply);
     if (c->write_bb)
         grpc_byte_buffer_destroy(c->write_bb);
+    if (c->read_bb)
+        grpc_byte_buffer_destroy(c->read_bb);
+    if (c->send_bb)
+        grpc_byte_buffer_destroy(c->send_bb);
     grpc_metadata_array_destroy(&c->req_md);
     grpc_call_details_destroy(&c->details);
+    render_spec_dispose(&c->spec);
     pthread_cond_destroy(&c->write_done);
     pthread_mutex_destroy(&c->lock);
     free(c);
@@ -337,6 +346,11 @@ void rpc_log_call(struct call *c, int err, const char *message, const char *extr
 
     if (code >= 0 && code <= 16)
         atomic_fetch_add(&c->srv->answered[c->method][code], 1);
+    {
+        double ms = render_now_ms() - c->t_accept;
+        atomic_fetch_add(&c->srv->latency[c->method][latency_bucket(ms / 1000.0)], 1);
+        atomic_fetch_add(&c->srv->latency_us_sum[c->method], (uint_least64_t)(ms * 1000.0));
+    }
     /* The peer string is allocated: not for a line that is not written. */
     if (level < log_min_level)
         return;
@@ -367,7 +381,7 @@ void rpc_spec_summary(char *out, size_t cap, const struct render_spec *spec)
     log_kvf(out, cap, "region", "%u,%u,%ux%u", spec->region.x, spec->region.y, spec->region.width,
             spec->region.height);
     log_kvf(out, cap, "max_iter", "%u", spec->max_iter);
-    log_kv(out, cap, "precision", spec->precision == SPEC_FP64 ? "fp64" : "fp32");
+    log_kv(out, cap, "precision", spec_precision_name(spec->precision));
     log_kvf(out, cap, "ss", "%u", spec->supersample);
     log_kv(out, cap, "fmt", spec_format_name(spec->format));
     if (spec->device[0])

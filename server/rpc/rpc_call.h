@@ -15,7 +15,9 @@
 #include "config.h"
 #include "devices.h"
 #include "engine_cpu.h"
+#include "imgcache.h"
 #include "jobs.h"
+#include "latency.h"
 #include "render.h"
 #include "rpc.h"
 #include "rpc_auth.h"
@@ -33,6 +35,8 @@ enum method_id {
     M_GET_STATS,
     M_HEALTH_CHECK,
     M_HEALTH_WATCH,
+    M_REFLECTION,                       /* grpc.reflection.v1.ServerReflection/ServerReflectionInfo */
+    M_REFLECTION_ALPHA,                 /* the same in grpc.reflection.v1alpha */
     M_COUNT,
     M_UNKNOWN = M_COUNT, /* the catch-all for methods the server does not know */
 };
@@ -59,7 +63,10 @@ struct method_name {
 
 extern const struct method_name rpc_method_names[M_COUNT];
 
-enum tag_kind { TAG_NEW, TAG_CLOSE, TAG_FINISH, TAG_WRITE, TAG_SHUTDOWN };
+enum tag_kind { TAG_NEW, TAG_CLOSE, TAG_FINISH, TAG_WRITE, TAG_SHUTDOWN, TAG_READ };
+
+/* Whether a method streams requests (bidi), so its calls arrive without a payload. */
+#define RPC_METHOD_READS_STREAM(m) ((m) == M_REFLECTION || (m) == M_REFLECTION_ALPHA)
 
 /* What the completion queue hands back: which event of which call. */
 struct tag {
@@ -78,7 +85,9 @@ struct call {
     grpc_metadata_array req_md;
     grpc_call_details details;          /* catch-all calls only */
     grpc_byte_buffer *payload;
-    struct tag tag_new, tag_close, tag_finish, tag_write;
+    struct tag tag_new, tag_close, tag_finish, tag_write, tag_read;
+    grpc_byte_buffer *read_bb;          /* bidi calls: the request just read (rpc_reflection.c) */
+    grpc_byte_buffer *send_bb;          /* bidi calls: the reply in flight with the next read */
     atomic_int refs;
     atomic_int cancelled;               /* client cancelled, deadline passed, or peer gone */
     int close_cancelled;                /* RECV_CLOSE_ON_SERVER's out-parameter */
@@ -108,6 +117,10 @@ struct call {
     double cost;                        /* samples x max_iter, counted in the in-flight budget */
     struct render_spec spec;
     int device_index;
+    /* Work another front end (HTTP) queued through rpc_server_queue_render: no grpc call, and
+     * front_run(front_ctx) is all the worker does with it. */
+    void (*front_run)(void *ctx);
+    void *front_ctx;
     char summary[256];                  /* the request as log fields (rpc_spec_summary) */
     char job_id[48];
     struct call *next;                  /* render queue / watch list link */
@@ -128,6 +141,7 @@ struct rpc_server {
     struct devices *devs;
     jobs_store *jobs;                   /* NULL when jobs are disabled */
     sched *sched;
+    imgcache *cache;                    /* encoded images of unary Render; may hold nothing */
     grpc_server *server;
     grpc_completion_queue *cq;
     void *handles[M_COUNT];
@@ -167,6 +181,9 @@ struct rpc_server {
 
     /* Requests answered, by method and gRPC status code. */
     atomic_uint_least64_t answered[M_COUNT + 1][17];
+    /* Their latency from accept to the status, by method (latency.h buckets), for /metrics. */
+    atomic_uint_least64_t latency[M_COUNT + 1][LATENCY_NBUCKETS];
+    atomic_uint_least64_t latency_us_sum[M_COUNT + 1];
 };
 
 /* ---- rpc_call.c: primitives ---- */

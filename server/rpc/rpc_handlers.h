@@ -23,5 +23,9 @@ void rpc_jobs_fetch(struct call *c);
 /* Runs one job a render worker took from the store (the worker's slot is `slot`). */
 void rpc_jobs_run(rpc_server *srv, struct jobs_work *work, unsigned slot);
 void rpc_get_stats(struct call *c);
+/* rpc_reflection.c: ServerReflectionInfo (v1 and v1alpha), a bidi stream answered on the
+ * completion-queue thread; rpc_reflection_step takes each TAG_READ completion. */
+void rpc_reflection_info(struct call *c);
+void rpc_reflection_step(struct call *c, int ok);
 
 #endif

@@ -404,7 +404,7 @@ static void job_progress(void *ctx, uint32_t rows_done, uint32_t rows_total, uin
 void rpc_jobs_run(rpc_server *srv, struct jobs_work *work, unsigned slot)
 {
     Fractal__V1__RenderRequest *req = NULL;
-    struct render_spec spec;
+    struct render_spec spec = {.deep = NULL};
     struct render_stats st;
     struct sched_call call = {srv->sched, 0, ""};
     jobs_result *result = NULL;
@@ -502,6 +502,71 @@ done:
     }
     jobs_result_free(result);
     free(json);
+    render_spec_dispose(&spec);
     if (req)
         protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+/* ---- for other front ends (rpc.h) ---- */
+
+int rpc_server_job_packed(rpc_server *srv, const char *id, uint8_t **out, size_t *len)
+{
+    struct jobs_info info;
+    struct job_msg m;
+    int err;
+
+    *out = NULL;
+    if (!srv->jobs)
+        return ERR_UNAVAILABLE;
+    if ((err = jobs_get(&info, srv->jobs, id)) < 0)
+        return err;
+    job_msg_init(&m, &info);
+    *len = protobuf_c_message_get_packed_size(&m.job.base);
+    if ((*out = malloc(*len ? *len : 1)) != NULL)
+        protobuf_c_message_pack(&m.job.base, *out);
+    else
+        err = ERR_NOMEM;
+    job_msg_dispose(&m);
+    jobs_info_dispose(&info);
+    return err;
+}
+
+int rpc_server_jobs_list_packed(rpc_server *srv, unsigned state, size_t limit, uint8_t **out, size_t *len)
+{
+    Fractal__V1__ListJobsResponse resp = FRACTAL__V1__LIST_JOBS_RESPONSE__INIT;
+    struct jobs_info *infos = NULL;
+    struct job_msg *msgs = NULL;
+    Fractal__V1__Job **ptrs = NULL;
+    size_t count = 0;
+    int err;
+
+    *out = NULL;
+    if (!srv->jobs)
+        return ERR_UNAVAILABLE;
+    if (state > JOBS_CANCELLED)
+        return ERR_INVALID;
+    limit = limit == 0 ? LIST_DEFAULT : limit > LIST_MAX ? LIST_MAX : limit;
+    if ((err = jobs_list(&infos, &count, srv->jobs, (enum jobs_state)state, limit)) < 0)
+        return err;
+    err = ERR_NOMEM;
+    if (count && (!(msgs = calloc(count, sizeof(*msgs))) || !(ptrs = calloc(count, sizeof(*ptrs)))))
+        goto done;
+    for (size_t i = 0; i < count; i++) {
+        job_msg_init(&msgs[i], &infos[i]);
+        ptrs[i] = &msgs[i].job;
+    }
+    resp.n_jobs = count;
+    resp.jobs = ptrs;
+    *len = protobuf_c_message_get_packed_size(&resp.base);
+    if ((*out = malloc(*len ? *len : 1)) != NULL) {
+        protobuf_c_message_pack(&resp.base, *out);
+        err = 0;
+    }
+done:
+    for (size_t i = 0; msgs && i < count; i++)
+        job_msg_dispose(&msgs[i]);
+    free(ptrs);
+    free(msgs);
+    jobs_info_free_array(infos, count);
+    return err;
 }

@@ -22,6 +22,7 @@
 
 static void run_render(struct call *c);
 static void run_stream(struct call *c);
+static bool reply_from_cache(struct call *c);
 
 void rpc_render_accept(struct call *c)
 {
@@ -43,13 +44,12 @@ void rpc_render_accept(struct call *c)
     if (err < 0)
         goto fail;
     rpc_spec_summary(c->summary, sizeof(c->summary), &c->spec);
+    if (c->method == M_RENDER && reply_from_cache(c))
+        return;
     c->run = c->method == M_RENDER_STREAM ? run_stream : run_render;
-    {
-        double samples = (double)c->spec.region.width * c->spec.region.height * c->spec.supersample *
-                         c->spec.supersample;
-        if ((err = rpc_queue_work(c, samples * c->spec.max_iter, msg, sizeof(msg), &retry_after)) < 0)
-            goto fail;
-    }
+    /* Samples x max_iter, plus a deep view's reference orbit. */
+    if ((err = rpc_queue_work(c, request_cost(&c->spec), msg, sizeof(msg), &retry_after)) < 0)
+        goto fail;
     return;
 
 fail:
@@ -74,6 +74,62 @@ static void fill_stats(Fractal__V1__RenderStats *stats, char **device_ids, const
 }
 
 /* ---- Render ---- */
+
+/* The image cache (imgcache.h), shared with the HTTP front end: the key is the resolved request,
+ * so every request for the same image finds it whatever defaults it left out. A hit is answered
+ * here, on the completion-queue thread, without a queue place; returns whether it was. */
+static bool reply_from_cache(struct call *c)
+{
+    struct imgcache_hit hit;
+    char *key = NULL;
+    bool found;
+
+    if (!imgcache_enabled(c->srv->cache) || request_json_from_spec(&key, &c->spec) < 0)
+        return false;
+    found = imgcache_get(c->srv->cache, &hit, key) == 1;
+    free(key);
+    if (!found)
+        return false;
+    {
+        Fractal__V1__RenderResponse resp = FRACTAL__V1__RENDER_RESPONSE__INIT;
+        Fractal__V1__RenderStats stats = FRACTAL__V1__RENDER_STATS__INIT;
+        char extra[512];
+
+        /* What the render that made it did; nothing was computed now. */
+        stats.iterations = hit.meta.iterations;
+        stats.samples = hit.meta.samples;
+        stats.tiles = hit.meta.tiles;
+        stats.precision = (Fractal__V1__Precision)c->spec.precision;
+        stats.total_ms = render_now_ms() - c->t_accept;
+        resp.data.data = (uint8_t *)hit.data;
+        resp.data.len = hit.len;
+        resp.content_type = (char *)encode_content_type(c->spec.format);
+        resp.width = c->spec.region.width;
+        resp.height = c->spec.region.height;
+        resp.stats = &stats;
+        resp.format = (Fractal__V1__Format)c->spec.format;
+        snprintf(extra, sizeof(extra), "%s", c->summary);
+        log_kv(extra, sizeof(extra), "cache", "hit");
+        log_kvf(extra, sizeof(extra), "bytes", "%zu", hit.len);
+        rpc_log_call(c, 0, NULL, extra);
+        rpc_finish(c, 0, NULL, rpc_pack(&resp.base), 0);
+    }
+    imgcache_release(c->srv->cache, &hit);
+    return true;
+}
+
+/* Keeps a finished unary render's image for the next identical request. */
+static void store_in_cache(struct call *c, const uint8_t *data, size_t len, const struct render_stats *st)
+{
+    struct imgcache_meta meta = {st->iterations, st->samples, st->tiles, c->spec.region.width,
+                                 c->spec.region.height, (int)c->spec.precision, (int)c->spec.format};
+    char *key = NULL;
+
+    if (!imgcache_enabled(c->srv->cache) || request_json_from_spec(&key, &c->spec) < 0)
+        return;
+    imgcache_put(c->srv->cache, key, data, len, &meta);
+    free(key);
+}
 
 /* Collects the encoded image for a unary reply, refusing to grow past the message limit. */
 struct reply_buffer {
@@ -167,6 +223,7 @@ static void run_render(struct call *c)
         resp.stats = &stats;
         resp.format = (Fractal__V1__Format)c->spec.format;
         reply = rpc_pack(&resp.base);
+        store_in_cache(c, buf.data, buf.len, &st);
         if (LOG_INFO >= log_min_level) /* the line is only written at info */
             render_log_fields(extra, sizeof(extra), stats.n_devices, queue_ms, &st, buf.len);
     }

@@ -30,6 +30,8 @@ static void (*const handlers[M_COUNT])(struct call *c) = {
     [M_GET_STATS] = rpc_get_stats,
     [M_HEALTH_CHECK] = rpc_health_check,
     [M_HEALTH_WATCH] = rpc_health_watch,
+    [M_REFLECTION] = rpc_reflection_info,
+    [M_REFLECTION_ALPHA] = rpc_reflection_info,
 };
 
 /* Posts a request for the next call of `method` (or the catch-all). Returns 0 or a negative code. */
@@ -45,7 +47,8 @@ static int post_request(rpc_server *srv, enum method_id method)
                                      &c->tag_new);
     else
         e = grpc_server_request_registered_call(srv->server, srv->handles[method], &c->call,
-                                                &c->deadline, &c->req_md, &c->payload, srv->cq, srv->cq,
+                                                &c->deadline, &c->req_md,
+                                                RPC_METHOD_READS_STREAM(method) ? NULL : &c->payload, srv->cq, srv->cq,
                                                 &c->tag_new);
     if (e != GRPC_CALL_OK) {
         log_at(LOG_ERROR, "rpc: cannot post a request for %s: %s; retrying",
@@ -317,6 +320,7 @@ static void *cq_loop(void *arg)
             rpc_call_release(tag->call);
             break;
         case TAG_WRITE: rpc_call_write_done(tag->call, ev.success); break;
+        case TAG_READ: rpc_reflection_step(tag->call, ev.success); break;
         case TAG_FINISH: rpc_call_release(tag->call); break;
         case TAG_SHUTDOWN:
             pthread_mutex_lock(&srv->lock);
@@ -439,6 +443,7 @@ int rpc_server_start(rpc_server **out, int *port, const struct rpc_deps *deps, c
     srv->devs = deps->devs;
     srv->jobs = deps->jobs;
     srv->sched = deps->sched;
+    srv->cache = deps->cache;
     srv->t_start = render_now_ms();
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->renders.ready, NULL);
@@ -467,7 +472,8 @@ int rpc_server_start(rpc_server **out, int *port, const struct rpc_deps *deps, c
     grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
     for (int m = 0; m < M_COUNT; m++) {
         srv->handles[m] = grpc_server_register_method(srv->server, rpc_method_names[m].path, NULL,
-                                                      GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+                                                      RPC_METHOD_READS_STREAM(m) ? GRPC_SRM_PAYLOAD_NONE
+                                                                                 : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
         if (!srv->handles[m]) {
             snprintf(msg, msglen, "cannot register method %s", rpc_method_names[m].path);
             goto fail;

@@ -63,10 +63,15 @@ static void check_spec(const struct render_spec *s, int device_index)
                (uint64_t)s->region.y + s->region.height <= s->height, "region outside the image");
     FUZZ_CHECK(s->max_iter >= 1 && s->max_iter <= cfg.limits.max_iter, "max_iter %u", s->max_iter);
     FUZZ_CHECK(isfinite(s->escape_radius) && s->escape_radius > 1.0, "escape_radius %g", s->escape_radius);
-    FUZZ_CHECK(isfinite(s->view_width) && s->view_width > 0.0, "view_width %g", s->view_width);
+    /* A deep view's width may round to 0 as a double: its text holds it. */
+    FUZZ_CHECK(isfinite(s->view_width) && (s->view_width > 0.0 || s->deep), "view_width %g", s->view_width);
     FUZZ_CHECK(isfinite(s->center_re) && isfinite(s->center_im) && isfinite(s->c_re) && isfinite(s->c_im),
                "a coordinate is not finite");
-    FUZZ_CHECK(s->precision == SPEC_FP32 || s->precision == SPEC_FP64, "precision %d", (int)s->precision);
+    FUZZ_CHECK(s->precision == SPEC_FP32 || s->precision == SPEC_FP64 || spec_precision_is_deep(s->precision),
+               "precision %d", (int)s->precision);
+    FUZZ_CHECK(!spec_precision_is_deep(s->precision) || s->deep, "a perturbation spec without its deep view");
+    FUZZ_CHECK(!s->deep || (s->deep->center_re[0] && s->deep->center_im[0] && s->deep->width[0]),
+               "a deep view with an empty string");
     FUZZ_CHECK((unsigned)s->format <= SPEC_RAW_F32, "format %d", (int)s->format);
     FUZZ_CHECK(s->supersample >= 1 && s->supersample <= 8, "supersample %u", s->supersample);
     FUZZ_CHECK(c->nstops >= 2 && c->nstops <= SPEC_MAX_STOPS, "nstops %u", c->nstops);
@@ -89,7 +94,10 @@ static bool same_spec(const struct render_spec *a, const struct render_spec *b)
         a->height != b->height || memcmp(&a->region, &b->region, sizeof(a->region)) != 0 ||
         a->max_iter != b->max_iter || a->escape_radius != b->escape_radius || a->precision != b->precision ||
         a->format != b->format || a->supersample != b->supersample || strcmp(a->device, b->device) != 0 ||
-        a->rect_fill != b->rect_fill)
+        a->rect_fill != b->rect_fill || a->precision_asked != b->precision_asked || !a->deep != !b->deep)
+        return false;
+    if (a->deep && (strcmp(a->deep->center_re, b->deep->center_re) != 0 ||
+                    strcmp(a->deep->center_im, b->deep->center_im) != 0 || strcmp(a->deep->width, b->deep->width) != 0))
         return false;
     if (x->nstops != y->nstops || x->cycle != y->cycle || x->offset != y->offset || x->reverse != y->reverse ||
         memcmp(&x->interior, &y->interior, sizeof(x->interior)) != 0)
@@ -111,6 +119,7 @@ static void check_again(const Fractal__V1__RenderRequest *req, const struct rend
 
     FUZZ_CHECK(err == 0, "the resolved request (%s) is refused: %s", how, msg);
     FUZZ_CHECK(same_spec(&again, want), "the resolved request (%s) gives another spec", how);
+    render_spec_dispose(&again);
 }
 
 static void round_trip(const struct render_spec *spec, bool streamed)
@@ -167,7 +176,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (err == 0) {
                 check_spec(&spec, device_index);
                 round_trip(&spec, streamed);
+                render_spec_dispose(&spec);
             } else {
+                FUZZ_CHECK(spec.deep == NULL, "a refused request left its deep view");
                 FUZZ_CHECK(err == ERR_INVALID || err == ERR_EXHAUSTED || err == ERR_PRECONDITION,
                            "request_to_spec returned %d", err);
                 FUZZ_CHECK(msg[0] != '\0', "a refusal without a message (%d)", err);

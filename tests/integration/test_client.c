@@ -169,6 +169,68 @@ static void file_and_from_png_round_trip(void **state)
     rmdir(dir);
 }
 
+/* Version 3's deep view: text past what doubles hold goes out exactly, comes back from the PNG,
+ * and renders the same bytes again; older structs never read it. */
+static void deep_view_text_round_trip(void **state)
+{
+    fractal_render_options *opts = malloc(sizeof(*opts)), *back = malloc(sizeof(*back)), *v2 = malloc(sizeof(*v2));
+    fractal_stream_result *again = NULL;
+    fractal_image *img = NULL;
+    char dir[] = "/tmp/fractald-test-XXXXXX", a[256], b[256], err[256];
+    char *da, *db;
+    size_t la, lb;
+    (void)state;
+
+    assert_non_null(mkdtemp(dir));
+    snprintf(a, sizeof(a), "%s/deep.png", dir);
+    snprintf(b, sizeof(b), "%s/again.png", dir);
+    assert_int_equal(fractal_render_options_init(opts, FRACTAL_RENDER_OPTIONS_VERSION), 0);
+    assert_string_equal(opts->view_width_text, "");
+    opts->kind = FRACTAL_KIND_MANDELBROT;
+    opts->width = 64;
+    opts->height = 40;
+    opts->max_iter = 40000;
+    snprintf(opts->center_re_text, sizeof(opts->center_re_text), "-0.743643887037158704752191506114774");
+    snprintf(opts->center_im_text, sizeof(opts->center_im_text), "0.131825904205311970493132056385139");
+    snprintf(opts->view_width_text, sizeof(opts->view_width_text), "2.5e-25");
+    assert_int_equal(fractal_render(&img, client, opts), 0);
+    assert_int_equal(img->stats.precision, FRACTAL_PRECISION_PERTURB);
+    assert_int_equal(fractal_image_save(img, a, err, sizeof(err)), 0);
+    assert_int_equal(fractal_render_options_from_png(back, a, err, sizeof(err)), 0);
+    assert_string_equal(back->center_re_text, opts->center_re_text);
+    assert_string_equal(back->center_im_text, opts->center_im_text);
+    assert_string_equal(back->view_width_text, "2.5e-25");
+    assert_int_equal(back->precision, FRACTAL_PRECISION_AUTO);
+    /* Streamed, so the server computes it again rather than answering from its image cache. */
+    assert_int_equal(fractal_render_stream_to_file(&again, client, back, b, NULL, NULL), 0);
+    assert_int_equal(again->stats.precision, FRACTAL_PRECISION_PERTURB);
+    da = read_file(a, &la);
+    db = read_file(b, &lb);
+    assert_int_equal(la, lb);
+    assert_memory_equal(da, db, la);
+    free(da);
+    free(db);
+    fractal_stream_result_free(again);
+    fractal_image_free(img);
+
+    /* A version 2 struct ends before the text: whatever lies beyond is not read. */
+    memset(v2, 0x7f, sizeof(*v2));
+    assert_int_equal(fractal_render_options_init(v2, 2), 0);
+    assert_int_equal(v2->version, 2);
+    assert_int_equal((unsigned char)v2->center_re_text[0], 0x7f);
+    v2->width = v2->height = 16;
+    img = NULL;
+    assert_int_equal(fractal_render(&img, client, v2), 0);
+    assert_int_equal(img->stats.precision, FRACTAL_PRECISION_FP32);
+    fractal_image_free(img);
+    unlink(a);
+    unlink(b);
+    rmdir(dir);
+    free(opts);
+    free(back);
+    free(v2);
+}
+
 static void server_refusal_maps_to_code_and_message(void **state)
 {
     fractal_render_options opts = FRACTAL_RENDER_OPTIONS_INIT;
@@ -750,6 +812,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(default_render_matches_in_process_render),
         cmocka_unit_test(file_and_from_png_round_trip),
+        cmocka_unit_test(deep_view_text_round_trip),
         cmocka_unit_test(server_refusal_maps_to_code_and_message),
         cmocka_unit_test(devices_and_health),
         cmocka_unit_test(deadline_is_reported),

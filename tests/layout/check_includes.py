@@ -1,7 +1,8 @@
 """check_includes: the layout's rules about third-party headers, checked on the sources: each of
-grpc, OpenCL, libpng, SQLite and inih is included by the one module that owns it, so the folders
-keep meaning what docs/ARCHITECTURE.md says. (Which of our own headers a stage may include is
-enforced by the build: each library sees only the folders of the libraries it links.)"""
+grpc, OpenCL, libpng, SQLite, inih, MPFR and libmicrohttpd is included by the one module that
+owns it, so the folders keep meaning what docs/ARCHITECTURE.md says. (Which of our own headers a
+stage may include is enforced by the build: each library sees only the folders of the libraries
+it links.)"""
 import os
 import re
 import sys
@@ -13,6 +14,10 @@ OWNERS = {
     "png.h": ("server/image/encode.c",),
     "sqlite3.h": ("server/jobs/jobs_journal.c",),
     "ini.h": ("server/config.c", "server/engines/devconf.c"),
+    "microhttpd.h": ("server/http/http_mhd.c",),
+    # MPFR: the deep-zoom engine, and the tests' independent brute-force renderer beside it.
+    "mpfr.h": ("server/deep/deep_internal.h", "tests/deep/"),
+    "microhttpd.h": ("server/http/http_mhd.c",),
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', re.M)
 

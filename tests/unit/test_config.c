@@ -116,6 +116,49 @@ static void file_then_flags(void **state)
     rmdir(dir);
 }
 
+static void deep_zoom_settings(void **state)
+{
+    char dir[] = "/tmp/config-deep-XXXXXX", path[64], msg[512] = "";
+    struct config cfg;
+    FILE *f;
+
+    (void)state;
+    config_defaults(&cfg);
+    assert_int_equal(cfg.limits.deep_max_digits, 4096);
+    assert_true(cfg.limits.deep_ref_cache == (uint64_t)256 << 20);
+    {
+        const char *argv[] = {"fractald", "--deep-max-digits", "100", "--deep-ref-cache", "1G"};
+        assert_int_equal(parse(&cfg, msg, sizeof(msg), 5, argv), 0);
+        assert_int_equal(cfg.limits.deep_max_digits, 100);
+        assert_true(cfg.limits.deep_ref_cache == (uint64_t)1 << 30);
+    }
+    {
+        const char *argv[] = {"fractald", "--deep-max-digits", "16"};
+        assert_int_equal(parse(&cfg, msg, sizeof(msg), 3, argv), ERR_INVALID);
+        assert_string_equal(msg, "--deep-max-digits must be an integer 17..1000000, got '16'");
+    }
+    {
+        const char *argv[] = {"fractald", "--deep-ref-cache", "512K"};
+        assert_int_equal(parse(&cfg, msg, sizeof(msg), 3, argv), ERR_INVALID);
+        assert_string_equal(msg, "--deep-ref-cache must be an integer 1048576..9223372036854775807 (K, M, G, T "
+                                 "suffixes allowed), got '512K'");
+    }
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/fractald.ini", dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("[server]\ndeep_max_digits = 300\ndeep_ref_cache = 64M\n", f);
+    fclose(f);
+    {
+        const char *argv[] = {"fractald", "--config", path};
+        assert_int_equal(parse(&cfg, msg, sizeof(msg), 3, argv), 0);
+        assert_int_equal(cfg.limits.deep_max_digits, 300);
+        assert_true(cfg.limits.deep_ref_cache == (uint64_t)64 << 20);
+    }
+    unlink(path);
+    rmdir(dir);
+}
+
 static void logfmt_values_are_quoted_and_escaped(void **state)
 {
     char buf[256] = "", small[16];
@@ -146,6 +189,7 @@ int test_config_run(void)
         cmocka_unit_test(listen_addresses),
         cmocka_unit_test(flags_fill_every_kind_of_setting),
         cmocka_unit_test(file_then_flags),
+        cmocka_unit_test(deep_zoom_settings),
         cmocka_unit_test(logfmt_values_are_quoted_and_escaped),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);

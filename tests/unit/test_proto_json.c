@@ -286,6 +286,48 @@ static void test_render_request_round_trip(void **state)
     protobuf_c_message_free_unpacked(&back->base, NULL);
 }
 
+/* A deep view: thousands of digits, an exponent past double's range, and the new precisions,
+ * through JSON and back, byte for byte on the wire. */
+static void test_deep_view_round_trip(void **state)
+{
+    Fractal__V1__RenderRequest req = FRACTAL__V1__RENDER_REQUEST__INIT;
+    Fractal__V1__View view = FRACTAL__V1__VIEW__INIT;
+    Fractal__V1__RenderRequest *back;
+    char *re = malloc(4100), *json;
+    (void)state;
+
+    re[0] = '-';
+    re[1] = '0';
+    re[2] = '.';
+    for (int i = 3; i < 4099; i++)
+        re[i] = (char)('0' + (i * 7) % 10);
+    re[4099] = '\0';
+    view.center_re_text = re;
+    view.center_im_text = "1.25e-4000";
+    view.width_text = "3.5e-3000";
+    req.view = &view;
+    req.precision = FRACTAL__V1__PRECISION__PRECISION_PERTURB_EXTENDED;
+    json = encode_ok(&req.base);
+    assert_non_null(strstr(json, "\"precision\":\"PRECISION_PERTURB_EXTENDED\""));
+    assert_non_null(strstr(json, "\"centerImText\":\"1.25e-4000\",\"widthText\":\"3.5e-3000\""));
+    assert_non_null(strstr(json, re));
+    free(json);
+    back = (Fractal__V1__RenderRequest *)round_trip(&req.base, NULL);
+    assert_string_equal(back->view->center_re_text, re);
+    assert_string_equal(back->view->center_im_text, "1.25e-4000");
+    assert_string_equal(back->view->width_text, "3.5e-3000");
+    assert_int_equal(back->precision, FRACTAL__V1__PRECISION__PRECISION_PERTURB_EXTENDED);
+    protobuf_c_message_free_unpacked(&back->base, NULL);
+    /* The proto field names are accepted too, and the JSON names of the new enum values. */
+    back = (Fractal__V1__RenderRequest *)decode_ok(&fractal__v1__render_request__descriptor,
+        "{\"view\":{\"center_re_text\":\"-1.5\",\"width_text\":\"1e-400\"},\"precision\":\"PRECISION_PERTURB\"}");
+    assert_string_equal(back->view->center_re_text, "-1.5");
+    assert_string_equal(back->view->width_text, "1e-400");
+    assert_int_equal(back->precision, FRACTAL__V1__PRECISION__PRECISION_PERTURB);
+    protobuf_c_message_free_unpacked(&back->base, NULL);
+    free(re);
+}
+
 static void test_nan_infinity(void **state)
 {
     Fractal__V1__Complex center = FRACTAL__V1__COMPLEX__INIT;
@@ -522,6 +564,7 @@ int test_proto_json_run(void)
         cmocka_unit_test(test_exact_text),
         cmocka_unit_test(test_real_memo),
         cmocka_unit_test(test_render_request_round_trip),
+        cmocka_unit_test(test_deep_view_round_trip),
         cmocka_unit_test(test_nan_infinity),
         cmocka_unit_test(test_job_int64),
         cmocka_unit_test(test_decode_accepts),

@@ -1,10 +1,12 @@
 /* test_request.c: request validation into render_spec (defaults, ranges, precision policy) and
  * the resolved-request JSON round trip. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "color.h"
+#include "decimal.h"
 #include "devices.h"
 #include "err.h"
 #include "proto_json.h"
@@ -123,10 +125,15 @@ static void precision_policy_thresholds(void **state)
     req.precision = FRACTAL__V1__PRECISION__PRECISION_FP32;
     assert_int_equal(to_spec(&s, &req, msg), ERR_PRECONDITION);
     assert_non_null(strstr(msg, "PRECISION_FP32 cannot resolve"));
-    req.precision = FRACTAL__V1__PRECISION__PRECISION_AUTO;
+    /* Past fp64: an explicit fp64 is refused, AUTO climbs to perturbation. */
+    req.precision = FRACTAL__V1__PRECISION__PRECISION_FP64;
     view.width = 1e-13;
     assert_int_equal(to_spec(&s, &req, msg), ERR_PRECONDITION);
     assert_non_null(strstr(msg, "view too deep"));
+    req.precision = FRACTAL__V1__PRECISION__PRECISION_AUTO;
+    assert_int_equal(to_spec(&s, &req, msg), 0);
+    assert_int_equal(s.precision, SPEC_PERTURB);
+    render_spec_dispose(&s);
     /* Supersampling makes the spacing finer, so it counts too. */
     view.width = fp32_min * 600 * 1.5;
     center.re = center.im = 0;
@@ -194,6 +201,304 @@ static void resolved_json_reproduces_the_spec(void **state)
     free(json);
 }
 
+/* A request for the default image at the given deep view (NULL leaves a field unset). */
+struct deep_req {
+    Fractal__V1__RenderRequest req;
+    Fractal__V1__View view;
+    Fractal__V1__Mandelbrot mandel;
+};
+
+static Fractal__V1__RenderRequest *deep_request(struct deep_req *d, const char *re, const char *im,
+                                                const char *width)
+{
+    fractal__v1__render_request__init(&d->req);
+    fractal__v1__view__init(&d->view);
+    fractal__v1__mandelbrot__init(&d->mandel);
+    d->req.fractal_case = FRACTAL__V1__RENDER_REQUEST__FRACTAL_MANDELBROT;
+    d->req.mandelbrot = &d->mandel;
+    d->view.center_re_text = (char *)(re ? re : "");
+    d->view.center_im_text = (char *)(im ? im : "");
+    d->view.width_text = (char *)(width ? width : "");
+    d->req.view = &d->view;
+    return &d->req;
+}
+
+static void deep_text_is_validated_with_exact_messages(void **state)
+{
+    struct deep_req d;
+    struct render_spec s;
+    char msg[512] = "", *many;
+    (void)state;
+
+    assert_int_equal(to_spec(&s, deep_request(&d, "0.25x", NULL, NULL), msg), ERR_INVALID);
+    assert_string_equal(msg, "view.center_re_text must be a decimal number such as -1.25, 0.3e-2 or 1e-400, "
+                             "got \"0.25x\"");
+    assert_null(s.deep);
+    assert_int_equal(to_spec(&s, deep_request(&d, NULL, " 1", NULL), msg), ERR_INVALID);
+    assert_string_equal(msg, "view.center_im_text must be a decimal number such as -1.25, 0.3e-2 or 1e-400, "
+                             "got \" 1\"");
+    for (const char *bad = "1e|.|-|1e+|1e1000000000|inf|nan|0x10|1,5|1.5e-4.2"; *bad;) {
+        char text[32];
+        size_t n = strcspn(bad, "|");
+        memcpy(text, bad, n);
+        text[n] = '\0';
+        bad += n + (bad[n] == '|');
+        assert_int_equal(to_spec(&s, deep_request(&d, text, NULL, "1e-20"), msg), ERR_INVALID);
+        assert_non_null(strstr(msg, "view.center_re_text must be a decimal number"));
+    }
+    assert_int_equal(to_spec(&s, deep_request(&d, NULL, NULL, "0"), msg), ERR_INVALID);
+    assert_string_equal(msg, "view.width_text must be a decimal number in (0, 1e6], got \"0\"");
+    assert_int_equal(to_spec(&s, deep_request(&d, NULL, NULL, "-1e-300"), msg), ERR_INVALID);
+    assert_string_equal(msg, "view.width_text must be a decimal number in (0, 1e6], got \"-1e-300\"");
+    assert_int_equal(to_spec(&s, deep_request(&d, NULL, NULL, "0.000e5"), msg), ERR_INVALID);
+    assert_int_equal(to_spec(&s, deep_request(&d, NULL, NULL, "1000001"), msg), ERR_INVALID);
+    assert_int_equal(to_spec(&s, deep_request(&d, NULL, NULL, "1e6"), msg), 0);
+    render_spec_dispose(&s);
+    assert_int_equal(to_spec(&s, deep_request(&d, "1e301", NULL, NULL), msg), ERR_INVALID);
+    assert_string_equal(msg, "view.center_re_text must be a decimal number of magnitude at most 1e300, "
+                             "got \"1e301\"");
+
+    /* Too many digits: the limit counts every mantissa digit, the leading 0 of "0.1111" too. */
+    many = malloc(lim.deep_max_digits + 8);
+    memset(many, '1', lim.deep_max_digits + 1);
+    many[0] = '0';
+    many[1] = '.';
+    many[lim.deep_max_digits + 1] = '\0';  /* 4096 digits */
+    assert_int_equal(to_spec(&s, deep_request(&d, many, NULL, "1e-30"), msg), 0);
+    render_spec_dispose(&s);
+    strcpy(many + lim.deep_max_digits + 1, "55e-3");  /* 4098 */
+    assert_int_equal(to_spec(&s, deep_request(&d, NULL, many, "1e-30"), msg), ERR_INVALID);
+    assert_string_equal(msg, "view.center_im_text must have at most 4096 digits (--deep-max-digits), got 4098");
+    free(many);
+}
+
+static void deep_views_deeper_than_the_limit_are_refused(void **state)
+{
+    struct deep_req d;
+    struct render_spec s;
+    char msg[512] = "";
+    struct limits saved = lim;
+    (void)state;
+
+    lim.deep_max_digits = 100;
+    /* 600 pixels over 1e-95: spacing 1.67e-98, 98 digits: inside. */
+    assert_int_equal(to_spec(&s, deep_request(&d, "-0.75", "0.1", "1e-95"), msg), 0);
+    assert_true(spec_precision_is_deep(s.precision));
+    render_spec_dispose(&s);
+    assert_int_equal(to_spec(&s, deep_request(&d, "-0.75", "0.1", "1e-98"), msg), ERR_PRECONDITION);
+    assert_string_equal(msg, "view too deep: a pixel spacing of 1.67e-101 at coordinates up to 0.75 needs 101 "
+                             "digits, over this server's limit of 100 (--deep-max-digits)");
+    assert_null(s.deep);
+    lim = saved;
+}
+
+static void auto_climbs_to_perturbation_and_reports_it(void **state)
+{
+    struct deep_req d;
+    struct render_spec s;
+    char msg[512] = "";
+    (void)state;
+
+    /* Shallow text: the doubles do, rounded correctly, and the text is kept for the record. */
+    assert_int_equal(to_spec(&s, deep_request(&d, "-0.75", "0.1", "0.5"), msg), 0);
+    assert_int_equal(s.precision, SPEC_FP32);
+    assert_true(s.center_re == -0.75 && s.view_width == 0.5);
+    assert_non_null(s.deep);
+    assert_string_equal(s.deep->width, "0.5");
+    render_spec_dispose(&s);
+    assert_int_equal(to_spec(&s, deep_request(&d, "-0.75", "0.1", "1e-9"), msg), 0);
+    assert_int_equal(s.precision, SPEC_FP64);
+    render_spec_dispose(&s);
+    /* Past fp64: perturbation with fp64 offsets, then with an extended exponent. */
+    assert_int_equal(to_spec(&s, deep_request(&d, "-1.74999841099374081749002483162428393", "0", "1e-30"), msg),
+                     0);
+    assert_int_equal(s.precision, SPEC_PERTURB);
+    assert_int_equal(s.precision_asked, FRACTAL__V1__PRECISION__PRECISION_AUTO);
+    assert_string_equal(s.deep->center_re, "-1.74999841099374081749002483162428393");
+    assert_string_equal(s.deep->center_im, "0");
+    assert_int_equal(s.device[0], '\0');
+    render_spec_dispose(&s);
+    assert_int_equal(to_spec(&s, deep_request(&d, "-1.75", "0", "1e-400"), msg), 0);
+    assert_int_equal(s.precision, SPEC_PERTURB_EXTENDED);
+    assert_true(s.deep->log2_spacing < -1300);
+    render_spec_dispose(&s);
+    /* An explicit PERTURB that its fp64 offsets cannot hold is refused; EXTENDED takes it. */
+    deep_request(&d, "-1.75", "0", "1e-400");
+    d.req.precision = FRACTAL__V1__PRECISION__PRECISION_PERTURB;
+    assert_int_equal(to_spec(&s, &d.req, msg), ERR_PRECONDITION);
+    assert_non_null(strstr(msg, "precision PRECISION_PERTURB cannot resolve a pixel spacing of 1.67e-403"));
+    d.req.precision = FRACTAL__V1__PRECISION__PRECISION_PERTURB_EXTENDED;
+    assert_int_equal(to_spec(&s, &d.req, msg), 0);
+    assert_int_equal(s.precision, SPEC_PERTURB_EXTENDED);
+    render_spec_dispose(&s);
+    /* An explicit fp64 past its depth is refused as before. */
+    deep_request(&d, "-1.75", "0", "1e-30");
+    d.req.precision = FRACTAL__V1__PRECISION__PRECISION_FP64;
+    assert_int_equal(to_spec(&s, &d.req, msg), ERR_PRECONDITION);
+    assert_non_null(strstr(msg, "view too deep: pixel spacing 1.67e-33 at coordinates up to 1.75 is below what "
+                                "fp64 resolves"));
+    /* Doubles alone past fp64 get their exact text from the doubles. */
+    deep_request(&d, NULL, NULL, NULL);
+    d.view.opt_width_case = FRACTAL__V1__VIEW__OPT_WIDTH_WIDTH;
+    d.view.width = 1e-14;
+    assert_int_equal(to_spec(&s, &d.req, msg), 0);
+    assert_int_equal(s.precision, SPEC_PERTURB);
+    assert_string_equal(s.deep->width, "1e-14");
+    render_spec_dispose(&s);
+}
+
+/* Deep views go to the CPU engine, or (fp64 deltas only) to an OpenCL device with fp64. */
+static void deep_view_devices(void **state)
+{
+    struct deep_req d;
+    struct render_spec s;
+    struct device cl, *added = NULL;
+    char msg[512] = "";
+    (void)state;
+
+    deep_request(&d, "-1.75", "0", "1e-30");
+    /* The CPU engine alone: "gpu" and "opencl" name nothing. */
+    d.req.device = "gpu";
+    assert_int_equal(to_spec(&s, &d.req, msg), ERR_PRECONDITION);
+    assert_string_equal(msg, "deep zoom (PRECISION_PERTURB) runs on the built-in CPU engine or an fp64 OpenCL "
+                             "device, and no enabled, working one matches device \"gpu\" (see --list-devices "
+                             "and --cpu-engine)");
+    d.req.device = "opencl";
+    assert_int_equal(to_spec(&s, &d.req, msg), ERR_PRECONDITION);
+    d.req.device = "nosuch";
+    assert_int_equal(to_spec(&s, &d.req, msg), ERR_INVALID);
+    d.req.device = "cpu";
+    assert_int_equal(to_spec(&s, &d.req, msg), 0);
+    render_spec_dispose(&s);
+
+    /* An OpenCL GPU with fp64 takes PRECISION_PERTURB, not the extended exponent. */
+    memset(&cl, 0, sizeof(cl));
+    snprintf(cl.id, sizeof(cl.id), "cl:test:gpu:0");
+    snprintf(cl.engine, sizeof(cl.engine), "opencl");
+    cl.type = DEVICE_GPU;
+    cl.fp64 = true;
+    cl.enabled = true;
+    assert_int_equal(devices_add(&added, &devs, &cl), 0);
+    d.req.device = "gpu";
+    assert_int_equal(to_spec(&s, &d.req, msg), 0);
+    assert_int_equal(s.precision, SPEC_PERTURB);
+    render_spec_dispose(&s);
+    d.req.precision = FRACTAL__V1__PRECISION__PRECISION_PERTURB_EXTENDED;
+    assert_int_equal(to_spec(&s, &d.req, msg), ERR_PRECONDITION);
+    assert_string_equal(msg, "deep zoom with extended exponents (PRECISION_PERTURB_EXTENDED) runs on the CPU "
+                             "engine only, so device \"gpu\" cannot take it; use device \"\" or \"cpu\"");
+    d.req.precision = FRACTAL__V1__PRECISION__PRECISION_AUTO;
+    /* Without fp64 it cannot. */
+    devs.list[devs.count - 1].fp64 = false;
+    assert_int_equal(to_spec(&s, &d.req, msg), ERR_PRECONDITION);
+    assert_string_equal(msg, "deep zoom (PRECISION_PERTURB) needs fp64 on an OpenCL device, and no enabled, "
+                             "working device \"gpu\" has it; use device \"\" or \"cpu\"");
+    devs.count--;   /* drop the test device again (devices_add copied it to the end) */
+
+    /* Without the built-in engine nothing can take it. */
+    devs.list[0].enabled = false;
+    d.req.device = "";
+    assert_int_equal(to_spec(&s, &d.req, msg), ERR_PRECONDITION);
+    assert_string_equal(msg, "deep zoom (PRECISION_PERTURB) runs on the built-in CPU engine or an fp64 OpenCL "
+                             "device, and no enabled, working one matches device \"\" (see --list-devices and "
+                             "--cpu-engine)");
+    devs.list[0].enabled = true;
+}
+
+static void deep_resolved_request_records_auto_and_the_text(void **state)
+{
+    struct deep_req d;
+    ProtobufCMessage *back = NULL;
+    struct render_spec s, again;
+    char msg[512] = "", *json = NULL;
+    (void)state;
+
+    assert_int_equal(to_spec(&s, deep_request(&d, "-1.7499984109937408174900248316242839", "1e-40", "3.5e-330"),
+                             msg), 0);
+    assert_int_equal(s.precision, SPEC_PERTURB_EXTENDED);
+    /* The deep view's default cycle, recorded like any cycle. */
+    assert_true(s.coloring.cycle == request_default_cycle(256));
+    assert_int_equal(request_json_from_spec(&json, &s), 0);
+    assert_non_null(strstr(json, "\"centerReText\":\"-1.7499984109937408174900248316242839\""));
+    assert_non_null(strstr(json, "\"widthText\":\"3.5e-330\""));
+    assert_null(strstr(json, "\"precision\""));       /* AUTO is proto3's zero: not written */
+    assert_int_equal(pjson_decode(&back, &fractal__v1__render_request__descriptor, json, msg, sizeof(msg)), 0);
+    assert_int_equal(to_spec(&again, (Fractal__V1__RenderRequest *)back, msg), 0);
+    assert_int_equal(again.precision, SPEC_PERTURB_EXTENDED);
+    assert_string_equal(again.deep->center_re, s.deep->center_re);
+    assert_string_equal(again.deep->center_im, s.deep->center_im);
+    assert_string_equal(again.deep->width, s.deep->width);
+    assert_true(again.coloring.cycle == s.coloring.cycle);
+    assert_true(again.deep->log2_spacing == s.deep->log2_spacing);
+    render_spec_dispose(&again);
+    protobuf_c_message_free_unpacked(back, NULL);
+    free(json);
+    render_spec_dispose(&s);
+}
+
+static void deep_reference_counts_in_the_cost(void **state)
+{
+    struct deep_req d;
+    struct render_spec s;
+    char msg[512] = "";
+    double shallow;
+    (void)state;
+
+    assert_int_equal(to_spec(&s, deep_request(&d, "-0.75", "0.1", "1"), msg), 0);
+    shallow = request_cost(&s);
+    assert_true(shallow == 600.0 * 400 * 256);
+    render_spec_dispose(&s);
+    assert_int_equal(to_spec(&s, deep_request(&d, "-1.75", "0", "1e-1000"), msg), 0);
+    assert_true(request_reference_cost(&s) > 256 * REQUEST_REF_STEP_COST);
+    assert_true(request_cost(&s) == shallow + request_reference_cost(&s));
+    render_spec_dispose(&s);
+    /* A reference too costly for --max-cost is refused before anything is computed. */
+    deep_request(&d, "-1.75", "0", "1e-4000");
+    d.req.opt_max_iter_case = FRACTAL__V1__RENDER_REQUEST__OPT_MAX_ITER_MAX_ITER;
+    d.req.max_iter = 10000000;
+    d.req.opt_width_case = FRACTAL__V1__RENDER_REQUEST__OPT_WIDTH_WIDTH;
+    d.req.width = 1;
+    d.req.opt_height_case = FRACTAL__V1__RENDER_REQUEST__OPT_HEIGHT_HEIGHT;
+    d.req.height = 1;
+    assert_int_equal(to_spec(&s, &d.req, msg), ERR_EXHAUSTED);
+    assert_non_null(strstr(msg, "for the reference orbit of a 4001-digit view), over the limit of 2.5e+11"));
+    assert_null(s.deep);
+}
+
+static void decimal_text_helpers(void **state)
+{
+    struct decimal d;
+    char out[64];
+    (void)state;
+
+    assert_int_equal(decimal_parse(&d, "+.5e+3"), 0);
+    assert_false(d.negative);
+    assert_int_equal(d.digits, 1);
+    assert_true(fabs(d.log10_abs - log10(500.0)) < 1e-15);
+    decimal_normalize(out, "+.5e+3");
+    assert_string_equal(out, "0.5e3");
+    decimal_normalize(out, "-12.E-07");
+    assert_string_equal(out, "-12e-07");
+    assert_int_equal(decimal_parse(&d, "-0.000"), 0);
+    assert_true(d.zero && d.negative);
+    assert_int_equal(d.digits, 4);
+    assert_int_equal(decimal_parse(&d, "000123.4500e-2"), 0);
+    assert_int_equal(d.digits, 10);
+    assert_true(fabs(d.log10_abs - log10(1.2345)) < 1e-15);
+    assert_int_equal(decimal_parse(&d, "1e-999999999"), 0);
+    assert_true(d.log10_abs == -999999999.0);
+    assert_int_equal(decimal_parse(&d, "1e-1000000000"), -1);
+    assert_int_equal(decimal_parse(&d, ""), -1);
+    assert_int_equal(decimal_parse(&d, "+"), -1);
+    assert_int_equal(decimal_parse(&d, "1.2.3"), -1);
+    assert_int_equal(decimal_parse(&d, "1e5 "), -1);
+    decimal_format_pow10(out, sizeof(out), -400 + log10(1.5));
+    assert_string_equal(out, "1.5e-400");
+    /* Three digits round 9.9996 up to the next power. */
+    decimal_format_pow10(out, sizeof(out), log10(9.9996));
+    assert_string_equal(out, "1e+1");
+}
+
 int test_request_run(void)
 {
     const struct CMUnitTest tests[] = {
@@ -203,6 +508,13 @@ int test_request_run(void)
         cmocka_unit_test(precision_policy_thresholds),
         cmocka_unit_test(custom_stops_are_extended_to_the_ends),
         cmocka_unit_test(resolved_json_reproduces_the_spec),
+        cmocka_unit_test(deep_text_is_validated_with_exact_messages),
+        cmocka_unit_test(deep_views_deeper_than_the_limit_are_refused),
+        cmocka_unit_test(auto_climbs_to_perturbation_and_reports_it),
+        cmocka_unit_test(deep_view_devices),
+        cmocka_unit_test(deep_resolved_request_records_auto_and_the_text),
+        cmocka_unit_test(deep_reference_counts_in_the_cost),
+        cmocka_unit_test(decimal_text_helpers),
     };
     return cmocka_run_group_tests_name("request", tests, setup, teardown);
 }

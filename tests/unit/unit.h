@@ -24,5 +24,7 @@ int test_sched_noicd_run(void);
 int test_jobs_run(void);
 int test_config_run(void);
 int test_rect_fill_run(void);
+int test_deep_cache_run(void);
+int test_imgcache_run(void);
 
 #endif

@@ -28,6 +28,8 @@ static const struct unit_group groups[] = {
     {"jobs", test_jobs_run},
     {"config", test_config_run},
     {"rect_fill", test_rect_fill_run},
+    {"deep_cache", test_deep_cache_run},
+    {"imgcache", test_imgcache_run},
 };
 
 int main(int argc, char **argv)

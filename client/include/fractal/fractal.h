@@ -241,9 +241,11 @@ typedef enum fractal_kind {
 
 /* Arithmetic of the iteration; values as in the proto's Precision. */
 typedef enum fractal_precision {
-    FRACTAL_PRECISION_AUTO = 0,  /* fp32 while the pixel spacing allows it, else fp64 */
+    FRACTAL_PRECISION_AUTO = 0,  /* the cheapest of the others that resolves the view */
     FRACTAL_PRECISION_FP32 = 1,
-    FRACTAL_PRECISION_FP64 = 2
+    FRACTAL_PRECISION_FP64 = 2,
+    FRACTAL_PRECISION_PERTURB = 3,          /* deep zoom: perturbation, fp64 offsets (CPU only) */
+    FRACTAL_PRECISION_PERTURB_EXTENDED = 4  /* deep zoom: perturbation, extended exponent */
 } fractal_precision;
 
 /* Encoding of the image; values as in the proto's Format. */
@@ -281,9 +283,11 @@ typedef struct fractal_region {
     uint32_t height;
 } fractal_region;
 
-/* Version 2 appended rect_fill. Version 1 structs (every field up to device) are still
- * accepted, and render with the server's default (no rectangle fill). */
-#define FRACTAL_RENDER_OPTIONS_VERSION 2
+/* Version 2 appended rect_fill, version 3 the deep view's text. Version 1 structs (every field
+ * up to device) and version 2 structs (up to rect_fill) are still accepted, and render with the
+ * server's defaults for what they lack (no rectangle fill, the doubles' view). */
+#define FRACTAL_RENDER_OPTIONS_VERSION 3
+#define FRACTAL_DECIMAL_MAX 8192    /* size of each *_text field of the options, NUL included */
 #define FRACTAL_PALETTE_MAX 64      /* size of fractal_render_options.palette, NUL included */
 #define FRACTAL_DEVICE_NAME_MAX 128 /* size of fractal_render_options.device, NUL included */
 #define FRACTAL_STOPS_MAX 256       /* capacity of fractal_render_options.stops */
@@ -308,7 +312,9 @@ typedef struct fractal_render_options {
     char palette[FRACTAL_PALETTE_MAX]; /* built-in palette name, NUL-terminated; default "inferno" */
     size_t n_stops;                 /* custom palette stops in use, 0..FRACTAL_STOPS_MAX; default 0 */
     fractal_color_stop stops[FRACTAL_STOPS_MAX]; /* custom palette; overrides palette when n_stops > 0 */
-    double cycle;                   /* iterations per palette cycle; 0 = one log-scaled pass. Default 0 */
+    double cycle;                   /* iterations per palette cycle; 0 = the server's default: one
+                                     * log-scaled pass, but for views narrower than 1e-10, which
+                                     * cycle every 4 sqrt(max_iter) iterations. Default 0 */
     double offset;                  /* palette coordinate shift, 0..1 (cycling only). Default 0 */
     fractal_color interior;         /* colour of points that never escape; default black */
     int reverse;                    /* nonzero: run the palette backwards. Default 0 */
@@ -320,20 +326,29 @@ typedef struct fractal_render_options {
      * interior (Mariani-Silver), which may be wrong on rare pixels. The exact interior shortcuts
      * are always on. Default 0 (every sample computed). */
     int rect_fill;
+    /* Since version 3: the view exactly, for deep zooms past what doubles hold (the proto's
+     * View.center_re_text, center_im_text, width_text): decimal text such as
+     * "-1.749998410993740817490024831624283" or "1.5e-400", NUL-terminated; "" (the default)
+     * leaves the double above in charge. Each one set overrides center.re, center.im or
+     * view_width. The server checks the syntax and its digit limit (fractald --deep-max-digits). */
+    char center_re_text[FRACTAL_DECIMAL_MAX];
+    char center_im_text[FRACTAL_DECIMAL_MAX];
+    char view_width_text[FRACTAL_DECIMAL_MAX];
 } fractal_render_options;
 
 /* Positional, so that it compiles as C and as C++. */
 #define FRACTAL_RENDER_OPTIONS_INIT                                                                 \
     { FRACTAL_RENDER_OPTIONS_VERSION, FRACTAL_KIND_JULIA, { -0.8, 0.156 }, { 0.0, 0.0 }, 0.0,        \
       600u, 400u, 256u, 2.0, FRACTAL_PRECISION_AUTO, FRACTAL_FORMAT_PNG, "inferno", 0u,             \
-      { { 0.0, { 0u, 0u, 0u } } }, 0.0, 0.0, { 0u, 0u, 0u }, 0, 1u, 0, { 0u, 0u, 0u, 0u }, "", 0 }
+      { { 0.0, { 0u, 0u, 0u } } }, 0.0, 0.0, { 0u, 0u, 0u }, 0, 1u, 0, { 0u, 0u, 0u, 0u }, "", 0,   \
+      "", "", "" }
 
 /**
  * Fills `opts` with the defaults of FRACTAL_RENDER_OPTIONS_INIT.
  *
  * @param opts     the struct to fill
- * @param version  FRACTAL_RENDER_OPTIONS_VERSION, or 1 to fill a version 1 struct (only its fields
- *                 are written)
+ * @param version  FRACTAL_RENDER_OPTIONS_VERSION, or 1 or 2 to fill a struct of that version
+ *                 (only its fields are written)
  * @return 0, or FRACTAL_EINVAL if opts is NULL or the version is not supported.
  */
 FRACTAL_API int fractal_render_options_init(fractal_render_options *opts, unsigned version);
@@ -745,6 +760,11 @@ typedef struct fractal_server_stats {
     size_t n_devices;
     const fractal_device_stats *devices;
     uint64_t spool_bytes;           /* disk used by job results */
+    /* The deep-zoom reference cache (the proto's DeepRefStats; 0 from a server without one). */
+    uint64_t deep_ref_hits;         /* renders that found their view's reference orbit */
+    uint64_t deep_ref_misses;       /* renders that built it */
+    uint32_t deep_refs;             /* references held */
+    uint64_t deep_ref_bytes;        /* bytes they hold */
 } fractal_server_stats;
 
 /**
