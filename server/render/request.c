@@ -170,17 +170,31 @@ static struct spec_deep *deep_new(const char *re, const char *im, const char *wi
     return d;
 }
 
-/* The deep view of a request that gave only doubles but needs perturbation: the doubles in the
- * fewest digits that read back to the same bits, so the view is exactly the one asked for. */
+/* A finite double as deep-view text: 17 significant digits (they read back to the same bits), in
+ * decimal_normalize's form ("5.19e32", not printf's "5.19e+32"), so that text written here and the
+ * same text read back from a PNG's request make the same spec. */
+static void text_of_double(char *out, size_t outlen, double v)
+{
+    char raw[40];
+
+    snprintf(raw, sizeof(raw), "%.17g", v);
+    if (outlen >= strlen(raw) + 2)
+        decimal_normalize(out, raw);
+    else
+        snprintf(out, outlen, "%s", raw);
+}
+
+/* The deep view of a request that gave only doubles but needs perturbation: the doubles written
+ * exactly, so the view is exactly the one asked for. */
 static int deep_from_doubles(struct render_spec *s, char *msg, size_t msglen)
 {
     char re[40], im[40], w[40];
 
     if (s->deep)
         return 0;
-    snprintf(re, sizeof(re), "%.17g", s->center_re);
-    snprintf(im, sizeof(im), "%.17g", s->center_im);
-    snprintf(w, sizeof(w), "%.17g", s->view_width);
+    text_of_double(re, sizeof(re), s->center_re);
+    text_of_double(im, sizeof(im), s->center_im);
+    text_of_double(w, sizeof(w), s->view_width);
     if (!(s->deep = deep_new(re, im, w)))
         FAIL(ERR_NOMEM, "out of memory");
     s->deep->log2_spacing = log2(s->view_width) - log2((double)s->width * s->supersample);
@@ -351,19 +365,19 @@ static int load_view(struct render_spec *s, const Fractal__V1__RenderRequest *re
             decimal_normalize(nre, re_text);
             s->center_re = strtod(nre, NULL);
         } else {
-            snprintf(dre_buf, sizeof(dre_buf), "%.17g", s->center_re);
+            text_of_double(dre_buf, sizeof(dre_buf), s->center_re);
         }
         if (im_text) {
             decimal_normalize(nim, im_text);
             s->center_im = strtod(nim, NULL);
         } else {
-            snprintf(dim_buf, sizeof(dim_buf), "%.17g", s->center_im);
+            text_of_double(dim_buf, sizeof(dim_buf), s->center_im);
         }
         if (w_text) {
             decimal_normalize(nw, w_text);
             s->view_width = strtod(nw, NULL);
         } else {
-            snprintf(dw_buf, sizeof(dw_buf), "%.17g", s->view_width);
+            text_of_double(dw_buf, sizeof(dw_buf), s->view_width);
             decimal_parse(&dw, dw_buf);
         }
         s->deep = deep_new(re_text ? nre : dre_buf, im_text ? nim : dim_buf, w_text ? nw : dw_buf);

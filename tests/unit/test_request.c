@@ -345,6 +345,23 @@ static void auto_climbs_to_perturbation_and_reports_it(void **state)
     assert_int_equal(s.precision, SPEC_PERTURB);
     assert_string_equal(s.deep->width, "1e-14");
     render_spec_dispose(&s);
+    /* ... in the normal form text gets ("e32", not printf's "e+32"), so the PNG's request, read
+     * back, makes the same spec (found by fuzz_request: tests/fuzz/corpus/request/
+     * deep_from_doubles_exponent.bin). */
+    {
+        Fractal__V1__Complex centre = FRACTAL__V1__COMPLEX__INIT;
+        deep_request(&d, NULL, NULL, NULL);
+        centre.re = -0.75;
+        centre.im = 5.191504576909685e32;
+        d.view.center = &centre;
+        d.view.opt_width_case = FRACTAL__V1__VIEW__OPT_WIDTH_WIDTH;
+        d.view.width = 3.0;
+        assert_int_equal(to_spec(&s, &d.req, msg), 0);
+        assert_int_equal(s.precision, SPEC_PERTURB);
+        assert_string_equal(s.deep->center_re, "-0.75");
+        assert_string_equal(s.deep->center_im, "5.1915045769096853e32");
+        render_spec_dispose(&s);
+    }
 }
 
 /* Deep views go to the CPU engine, or (fp64 deltas only) to an OpenCL device with fp64. */
