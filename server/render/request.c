@@ -192,6 +192,11 @@ static int deep_from_doubles(struct render_spec *s, char *msg, size_t msglen)
 
     if (s->deep)
         return 0;
+    /* The text fields' own bound (text_field): a resolved request with the text written here
+     * must validate again. */
+    if (fabs(s->center_re) > 1e300 || fabs(s->center_im) > 1e300)
+        FAIL(ERR_INVALID, "view.center must be of magnitude at most 1e300 for a view past fp64 (rendered by "
+             "perturbation), got (%.3g, %.3g)", s->center_re, s->center_im);
     text_of_double(re, sizeof(re), s->center_re);
     text_of_double(im, sizeof(im), s->center_im);
     text_of_double(w, sizeof(w), s->view_width);

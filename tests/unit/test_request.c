@@ -361,6 +361,11 @@ static void auto_climbs_to_perturbation_and_reports_it(void **state)
         assert_string_equal(s.deep->center_re, "-0.75");
         assert_string_equal(s.deep->center_im, "5.1915045769096853e32");
         render_spec_dispose(&s);
+        /* Past the text's bound of 1e300 such a view is refused (its text would be). */
+        centre.re = -1.3482698511467369e308;
+        assert_int_equal(to_spec(&s, &d.req, msg), ERR_INVALID);
+        assert_string_equal(msg, "view.center must be of magnitude at most 1e300 for a view past fp64 (rendered "
+                                 "by perturbation), got (-1.35e+308, 5.19e+32)");
     }
 }
 
