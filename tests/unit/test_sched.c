@@ -715,6 +715,9 @@ static void opencl_fault_mid_render_is_rerun_elsewhere(void **state)
             victim = &cl_devs.list[i];
     assert_non_null(victim);
     o.calibrate = false;
+    /* At normal priority: a CPU-type device lowered to nice 19 beside the (AVX-512) CPU engine may
+     * get a single strip of the whole render, and never reach its failing second launch. */
+    o.colocated_nice = 0;
     /* The engine's own hook: its launches after the first fail as a lost device's would, through
      * the real OpenCL error path. */
     engine_cl_inject_fault(victim->backend, 1);
