@@ -36,6 +36,9 @@ struct render_job {
     char msg[512];
     struct render_stats st;
     uint64_t devices_used;
+    /* The PNG's request text: the cache key itself (request_text_for_image writes that very
+     * JSON for the PNG formats), borrowed from http_render; NULL for the raw formats. */
+    const char *text;
     /* The encoded image, at most `limit` bytes (--max-message-bytes, as a unary Render). */
     uint8_t *data;
     size_t len, cap, limit;
@@ -70,17 +73,14 @@ static void run_job(void *ctx)
 {
     struct render_job *j = ctx;
     struct sched_call call = {j->sched, 0, ""};
-    char *json = NULL;
     int err;
 
     if (atomic_load(&j->cancel)) {
         err = ERR_CANCELLED;
         snprintf(j->msg, sizeof(j->msg), "cancelled while queued: the client closed the connection");
-    } else if ((err = request_text_for_image(&json, &j->spec)) < 0) {
-        snprintf(j->msg, sizeof(j->msg), "cannot write the request chunk: %s", err_name(err));
     } else {
         struct render_io io = {sched_compute, &call, job_sink, j, NULL, NULL, &j->cancel, 0};
-        err = render_run(&j->st, &io, &j->spec, json, j->msg, sizeof(j->msg));
+        err = render_run(&j->st, &io, &j->spec, j->text, j->msg, sizeof(j->msg));
         if (err < 0 && j->over_limit)
             snprintf(j->msg, sizeof(j->msg), "the encoded image exceeds the %zu-byte reply limit "
                      "(--max-message-bytes); use a job (POST /v1/jobs), a region, or a smaller image", j->limit);
@@ -89,7 +89,6 @@ static void run_job(void *ctx)
         else if (err == ERR_CANCELLED)
             snprintf(j->msg, sizeof(j->msg), "render cancelled");
     }
-    free(json);
     j->devices_used = call.devices_used;
     /* After the signal the waiting thread may free j: nothing of it is touched past the unlock. */
     pthread_mutex_lock(&j->lock);
@@ -219,6 +218,8 @@ void http_render(http_server *h, struct http_req *req, const Fractal__V1__Render
     }
     j->sched = h->sched;
     j->limit = h->cfg->limits.max_message_bytes;
+    /* The key is the resolved request's JSON: what a PNG carries (one JSON per tile, not two). */
+    j->text = j->spec.format == SPEC_PNG || j->spec.format == SPEC_PNG16 ? key : NULL;
     /* The cost gRPC's Render charges: samples x max_iter, plus a deep view's reference orbit. */
     err = rpc_server_queue_render(h->rpc, req->client_key, request_cost(&j->spec), run_job, j, msg, sizeof(msg),
                                   &retry_ms);
