@@ -5,7 +5,9 @@
  * Usage: bench_tiles TARGET [N [FORMAT]]   (TARGET "127.0.0.1:PORT" of a running fractald; N
  * measured calls, default 200, after 20 warm-up ones; FORMAT png (default), png16, raw_u32 or
  * raw_f32). Prints two human lines and one "bench_tiles ..." key=value line that
- * bench_service.py reads. */
+ * bench_service.py reads. BENCH_TILES_XYZ=1 sends bench_http.py's tile mix instead: the 64 XYZ
+ * tiles of zoom 3 over workload T's base view (centre 0, width 3), each a 256x256 image of its own
+ * view, so that gRPC and HTTP tile figures compare. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +32,7 @@ int main(int argc, char **argv)
     int format = FRACTAL_FORMAT_PNG;
     size_t n = 200, ntiles = 0;
     uint32_t tiles[64][2];
-    int err, rc = 1;
+    int err, rc = 1, xyz;
 
     if (argc == 4) {
         for (format = 0; format < 4 && strcmp(argv[3], format_names[format]) != 0; format++)
@@ -59,20 +61,28 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_tiles: %s\n", fractal_strerror(err));
         goto done;
     }
-    opts.width = 1920;
-    opts.height = 1080;
-    opts.view_width = 3.0;
+    xyz = getenv("BENCH_TILES_XYZ") && strcmp(getenv("BENCH_TILES_XYZ"), "1") == 0;
+    opts.width = xyz ? TILE : 1920;
+    opts.height = xyz ? TILE : 1080;
+    opts.view_width = xyz ? 3.0 / 8 : 3.0;
     opts.max_iter = 256;
     opts.format = (fractal_format)format;
-    opts.has_region = 1;
+    opts.has_region = !xyz;
     opts.region.width = TILE;
     opts.region.height = TILE;
     for (size_t k = 0; k < n + WARMUP; k++) {
         fractal_image *image = NULL;
         double t0;
 
-        opts.region.x = tiles[k % ntiles][0];
-        opts.region.y = tiles[k % ntiles][1];
+        if (xyz) {
+            /* Tile (x, y) of zoom 3, row-major, y down as in the XYZ scheme. */
+            unsigned x = (unsigned)(k % 64) % 8, y = (unsigned)(k % 64) / 8;
+            opts.center.re = -1.5 + (x + 0.5) * (3.0 / 8);
+            opts.center.im = 1.5 - (y + 0.5) * (3.0 / 8);
+        } else {
+            opts.region.x = tiles[k % ntiles][0];
+            opts.region.y = tiles[k % ntiles][1];
+        }
         t0 = bench_now_s() * 1e3;
         if ((err = fractal_render(&image, client, &opts)) < 0) {
             fprintf(stderr, "bench_tiles: %s\n", fractal_client_last_error(client));
@@ -91,10 +101,11 @@ int main(int argc, char **argv)
         double p50 = bench_pct(total, n, 50), p99 = bench_pct(total, n, 99), c50 = bench_median(compute, n);
         double q50 = bench_median(queue, n), e50 = bench_median(encode, n), s50 = bench_median(server, n);
 
-        printf("unary 256x256 %s tiles of A, max_iter 256, C client (libfractal), %zu calls: p50 %.2f ms, "
+        printf("unary 256x256 %s tiles of %s, max_iter 256, C client (libfractal), %zu calls: p50 %.2f ms, "
                "p99 %.2f ms; engine-only p50 %.2f ms; RPC+queue+colour+encode add %.2f ms at p50 "
                "(%.0f%% of end to end)\n",
-               format_names[format], n, p50, p99, c50, p50 - c50, 100.0 * (p50 - c50) / p50);
+               format_names[format], xyz ? "T (XYZ zoom 3)" : "A", n, p50, p99, c50, p50 - c50,
+               100.0 * (p50 - c50) / p50);
         /* Medians of each phase, so they need not add up exactly to the end-to-end median. */
         printf("  server phases (medians): queue %.2f ms, compute %.2f ms, colour+encode %.2f ms, rest of "
                "the server %.2f ms (accept to reply %.2f ms); RPC and client %.2f ms\n",

@@ -142,6 +142,7 @@ void rpc_call_release(struct call *c)
     grpc_metadata_array_destroy(&c->req_md);
     grpc_call_details_destroy(&c->details);
     render_spec_dispose(&c->spec);
+    free(c->cache_key);
     pthread_cond_destroy(&c->write_done);
     pthread_mutex_destroy(&c->lock);
     free(c);

@@ -117,6 +117,9 @@ struct call {
     double cost;                        /* samples x max_iter, counted in the in-flight budget */
     struct render_spec spec;
     int device_index;
+    /* Render with the image cache on: the resolved request's JSON, made once (reply_from_cache)
+     * and used as the cache key, for the store after the render, and as the PNG's request text. */
+    char *cache_key;
     /* Work another front end (HTTP) queued through rpc_server_queue_render: no grpc call, and
      * front_run(front_ctx) is all the worker does with it. */
     void (*front_run)(void *ctx);

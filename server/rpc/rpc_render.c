@@ -81,13 +81,11 @@ static void fill_stats(Fractal__V1__RenderStats *stats, char **device_ids, const
 static bool reply_from_cache(struct call *c)
 {
     struct imgcache_hit hit;
-    char *key = NULL;
     bool found;
 
-    if (!imgcache_enabled(c->srv->cache) || request_json_from_spec(&key, &c->spec) < 0)
+    if (!imgcache_enabled(c->srv->cache) || request_json_from_spec(&c->cache_key, &c->spec) < 0)
         return false;
-    found = imgcache_get(c->srv->cache, &hit, key) == 1;
-    free(key);
+    found = imgcache_get(c->srv->cache, &hit, c->cache_key) == 1;
     if (!found)
         return false;
     {
@@ -123,12 +121,9 @@ static void store_in_cache(struct call *c, const uint8_t *data, size_t len, cons
 {
     struct imgcache_meta meta = {st->iterations, st->samples, st->tiles, c->spec.region.width,
                                  c->spec.region.height, (int)c->spec.precision, (int)c->spec.format};
-    char *key = NULL;
-
-    if (!imgcache_enabled(c->srv->cache) || request_json_from_spec(&key, &c->spec) < 0)
+    if (!imgcache_enabled(c->srv->cache) || !c->cache_key)
         return;
-    imgcache_put(c->srv->cache, key, data, len, &meta);
-    free(key);
+    imgcache_put(c->srv->cache, c->cache_key, data, len, &meta);
 }
 
 /* Collects the encoded image for a unary reply, refusing to grow past the message limit. */
@@ -183,6 +178,7 @@ static void run_render(struct call *c)
     struct render_stats st;
     char msg[512] = "", extra[512];
     char *json = NULL;
+    bool png;
     double queue_ms = render_now_ms() - c->t_accept;
     grpc_byte_buffer *reply = NULL;
     int err;
@@ -195,13 +191,16 @@ static void run_render(struct call *c)
         snprintf(msg, sizeof(msg), "cancelled while queued");
         goto done;
     }
-    if ((err = request_text_for_image(&json, &c->spec)) < 0) {
+    /* The cache key is the very JSON request_text_for_image writes for a PNG: one, not two. */
+    png = c->spec.format == SPEC_PNG || c->spec.format == SPEC_PNG16;
+    if (!(png && c->cache_key) && (err = request_text_for_image(&json, &c->spec)) < 0) {
         snprintf(msg, sizeof(msg), "cannot write the request chunk: %s", err_name(err));
         goto done;
     }
     {
         struct render_io io = {sched_compute, &call, reply_sink, &buf, NULL, NULL, &c->cancelled, 0};
-        if ((err = render_run(&st, &io, &c->spec, json, msg, sizeof(msg))) < 0) {
+        const char *text = png && c->cache_key ? c->cache_key : json;
+        if ((err = render_run(&st, &io, &c->spec, text, msg, sizeof(msg))) < 0) {
             if (buf.msg[0])
                 snprintf(msg, sizeof(msg), "%s", buf.msg);
             else if (call.msg[0])
