@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cl_deep_source.h"
+#include "cl_source.h"
 #include "err.h"
 #include "escape.h"
 #include "smooth.h"
