@@ -563,7 +563,7 @@ int rpc_queue_work(struct call *c, double cost, char *msg, size_t msglen, unsign
     struct work_queue *q = &srv->renders;
     double now = render_now_ms();
     struct client_use *u;
-    unsigned others;
+    unsigned others, busy, idle;
 
     pthread_mutex_lock(&srv->lock);
     *retry_after_ms = retry_hint(q, srv->nworkers);
@@ -591,7 +591,11 @@ int rpc_queue_work(struct call *c, double cost, char *msg, size_t msglen, unsign
             goto refused;
         }
     }
-    if (q->queued >= cfg->queue_length) {
+    /* queue_length counts calls that wait: a call an idle worker is about to take does not, so
+     * --queue 0 still serves one render per idle worker. Workers running a job are busy too. */
+    busy = q->running + srv->job_runners;
+    idle = srv->nworkers > busy ? srv->nworkers - busy : 0;
+    if (q->queued >= cfg->queue_length + idle) {
         snprintf(msg, msglen, "render queue is full (%u waiting, %u running); retry later", q->queued, q->running);
         goto refused;
     }

@@ -211,6 +211,38 @@ class AdmissionTests(ServerCase):
             self.assertEqual(server.stop(), 0)
 
 
+class ZeroQueueTests(ServerCase):
+    # --queue 0: nothing may wait, but an idle worker still takes a render at once.
+    server_args = ("--workers", "1", "--queue", "0", "--spool-dir", "")
+
+    def test_idle_worker_serves_and_a_busy_one_refuses(self):
+        self.assertEqual(self.stub.Render(pb.RenderRequest(width=8, height=8), timeout=10).width, 8)
+        slow = pb.RenderRequest(julia=SLOW_JULIA, width=4096, height=4096, max_iter=2000, view=SLOW_VIEW)
+        running = self.stub.Render.future(slow, timeout=60)
+        try:
+            deadline = time.monotonic() + 10
+            while self.stub.GetStats(pb.GetStatsRequest(), timeout=10).running != 1:
+                self.assertLess(time.monotonic(), deadline, "the slow render never started")
+                time.sleep(0.02)
+            # Not the image cached above: this one needs a worker.
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.stub.Render(pb.RenderRequest(width=9, height=8), timeout=10)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertEqual(cm.exception.details(), "render queue is full (0 waiting, 1 running); retry later")
+        finally:
+            running.cancel()
+        # The worker is free again once the cancelled render stops: the next render is served.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.assertEqual(self.stub.Render(pb.RenderRequest(width=10, height=8), timeout=10).width, 10)
+                break
+            except grpc.RpcError as err:
+                self.assertEqual(err.code(), grpc.StatusCode.RESOURCE_EXHAUSTED, err.details())
+                self.assertLess(time.monotonic(), deadline, "never served after the cancel")
+                time.sleep(0.05)
+
+
 class HostileReaderTests(unittest.TestCase):
     """Readers that never take the server's data (HTTP/2 window 0), from the code review."""
 
