@@ -109,6 +109,7 @@ struct call {
     bool deferred_finish;               /* finish once the write in flight completes */
     int deferred_err;
     const char *deferred_msg;           /* static string */
+    bool heard_not_serving;             /* Health.Watch: NOT_SERVING was sent (under srv->lock) */
     grpc_metadata trailing;             /* retry-after-ms, when set */
     char retry_after[24];
 

@@ -9,7 +9,13 @@
 void rpc_render_accept(struct call *c);     /* Render and RenderStream */
 void rpc_health_check(struct call *c);
 void rpc_health_watch(struct call *c);
-/* Tells every Health.Watch stream that the server is NOT_SERVING and ends it. Blocking. */
+/* A drain is on (srv->shutting_down is set): tells every Health.Watch stream not yet told that
+ * the server is NOT_SERVING and keeps it open, so balancers move traffic without reopening
+ * streams. Never waits; a stream with a write in flight is told on a later call, so the drain
+ * calls it until the listener closes. */
+void rpc_health_draining(rpc_server *srv);
+/* The listener closes: ends every Health.Watch stream UNAVAILABLE; later watches end at once.
+ * Never waits for a stream's writes. */
 void rpc_health_shutdown(rpc_server *srv);
 /* The client of a Health.Watch stream went away (completion-queue thread). */
 void rpc_health_watch_closed(struct call *c);

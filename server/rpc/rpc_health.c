@@ -1,5 +1,5 @@
-/* rpc_health.c: grpc.health.v1.Health: Check, and Watch streams that hear when the server stops
- * serving (SIGTERM), then end. */
+/* rpc_health.c: grpc.health.v1.Health: Check, and Watch streams that hear NOT_SERVING when a
+ * drain (SIGTERM) begins and end when the listener closes. */
 #include <stdio.h>
 #include <string.h>
 
@@ -55,7 +55,10 @@ void rpc_health_check(struct call *c)
 
 /* Watch: the current status at once (SERVICE_UNKNOWN for a service this server does not serve, as
  * the health protocol asks), then the stream stays open on the watcher list until the client
- * leaves or the server stops. */
+ * leaves or the listener closes. A watch that starts during a drain hears NOT_SERVING (from
+ * current_status) and stays open too: ending it would make gRPC's client-side health checker,
+ * which reopens a stream at once when the last one carried a message, call again in a tight loop
+ * for the whole drain. */
 void rpc_health_watch(struct call *c)
 {
     rpc_server *srv = c->srv;
@@ -69,10 +72,13 @@ void rpc_health_watch(struct call *c)
         rpc_finish(c, ERR_INVALID, why, NULL, 0);
         return;
     }
-    resp.status = is_served(req->service) ? current_status(srv)
-                                          : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
+    bool served = is_served(req->service);
+
     protobuf_c_message_free_unpacked(&req->base, NULL);
     pthread_mutex_lock(&srv->lock);
+    /* Read under the lock, with the first message sent before it is released, so a drain's
+     * rpc_health_draining either sees this watch with its status sent or comes after it. */
+    resp.status = served ? current_status(srv) : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
     if (srv->watchers_closed) {
         /* Shutdown has told the watchers already: this one hears NOT_SERVING and ends too. */
         pthread_mutex_unlock(&srv->lock);
@@ -91,9 +97,11 @@ void rpc_health_watch(struct call *c)
     c->next = srv->watchers;
     srv->watchers = c;
     srv->nwatchers++;
-    pthread_mutex_unlock(&srv->lock);
-    /* The first write of a call: nothing can be in flight yet. */
+    /* The first write of a call: nothing can be in flight yet. A watch of an unknown service
+     * counts as told, as it never hears a drain's NOT_SERVING. */
     rpc_stream_send_nowait(c, &resp.base);
+    c->heard_not_serving = resp.status != GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+    pthread_mutex_unlock(&srv->lock);
 }
 
 /* Removes c from the watcher list; true if it was there (the caller now owns finishing it). */
@@ -121,9 +129,25 @@ void rpc_health_watch_closed(struct call *c)
     rpc_finish_when_idle(c, ERR_CANCELLED, "watcher left");
 }
 
-void rpc_health_shutdown(rpc_server *srv)
+void rpc_health_draining(rpc_server *srv)
 {
     Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+
+    resp.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+    /* Under the lock, so a watcher cannot leave (and be finished) while it is written to. Never
+     * waits: a watcher whose previous write is still in flight (its first message, or a reader
+     * with a zero flow-control window) is skipped and told on a later call; the drain calls this
+     * every few tens of ms. shutting_down is already set, so a watch registered after the first
+     * walk was sent NOT_SERVING as its first message. */
+    pthread_mutex_lock(&srv->lock);
+    for (struct call *c = srv->watchers; c; c = c->next)
+        if (!c->heard_not_serving && rpc_stream_send_nowait(c, &resp.base) == 0)
+            c->heard_not_serving = true;
+    pthread_mutex_unlock(&srv->lock);
+}
+
+void rpc_health_shutdown(rpc_server *srv)
+{
     struct call *list;
 
     pthread_mutex_lock(&srv->lock);
@@ -132,15 +156,12 @@ void rpc_health_shutdown(rpc_server *srv)
     srv->nwatchers = 0;
     srv->watchers_closed = true;
     pthread_mutex_unlock(&srv->lock);
-    resp.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
     while (list) {
         struct call *c = list;
         list = c->next;
-        /* Never waits: a watcher that does not read (a zero flow-control window) must not hold
-         * the shutdown. It hears NOT_SERVING unless its previous write is still in flight, and
-         * the stream then ends UNAVAILABLE either way, so its client reconnects elsewhere. A
-         * write stuck for good is completed by cancel_all_calls at the end of the grace period. */
-        rpc_stream_send_nowait(c, &resp.base);
+        /* The stream ends UNAVAILABLE, so its client reconnects elsewhere; it heard NOT_SERVING
+         * when the drain began. A write stuck for good is completed by cancel_all_calls at the end
+         * of the grace period. */
         rpc_log_call(c, ERR_UNAVAILABLE, "server is shutting down", NULL);
         rpc_finish_when_idle(c, ERR_UNAVAILABLE, "server is shutting down");
     }

@@ -632,16 +632,20 @@ void rpc_server_stop(rpc_server *srv, unsigned grace_ms)
     /* No new jobs start; queued ones stay journaled for the next start. */
     if (srv->jobs)
         jobs_stop(srv->jobs);
-    /* Watchers first: they would otherwise hold the shutdown for the whole grace period. */
-    rpc_health_shutdown(srv);
+    /* Watchers hear NOT_SERVING now and stay open until the listener closes. */
+    rpc_health_draining(srv);
     deadline = render_now_ms() + grace_ms;
     notice_until = render_now_ms() + (srv->cfg->drain_notice_ms < grace_ms ? srv->cfg->drain_notice_ms : grace_ms);
     /* The listener stays open while the work in flight drains (and for at least
      * --drain-notice-ms): health answers NOT_SERVING and new work UNAVAILABLE, so a load balancer
      * sees the drain and moves traffic, instead of refused connections. */
-    while ((!work_drained(srv) || render_now_ms() < notice_until) && render_now_ms() < deadline)
+    while ((!work_drained(srv) || render_now_ms() < notice_until) && render_now_ms() < deadline) {
         wait_changed(srv, 20);
+        rpc_health_draining(srv);
+    }
     atomic_store(&srv->listener_closed, 1);
+    /* Watchers first: they would otherwise hold the shutdown for the whole grace period. */
+    rpc_health_shutdown(srv);
     grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->tag_shutdown);
     while (!drained(srv) && render_now_ms() < deadline)
         wait_changed(srv, 20);

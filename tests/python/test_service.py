@@ -317,6 +317,31 @@ class DrainTests(unittest.TestCase):
         finally:
             self.assertEqual(server.stop(), 0)
 
+    def test_watch_streams_stay_open_with_not_serving_until_the_listener_closes(self):
+        # Ending a Watch stream when the drain begins would make gRPC's client-side health checker
+        # reopen it at once, in a loop, for the whole drain: streams hear NOT_SERVING and stay open.
+        server = h.Server("--grace-ms", "5000", "--drain-notice-ms", "1500")
+        try:
+            with grpc.insecure_channel(server.target, options=OPTIONS) as ch:
+                health = health_pb2_grpc.HealthStub(ch)
+                early = health.Watch(health_pb2.HealthCheckRequest(), timeout=30)
+                self.assertEqual(next(early).status, health_pb2.HealthCheckResponse.SERVING)
+                start = time.monotonic()
+                server.proc.send_signal(signal.SIGTERM)
+                self.assertEqual(next(early).status, health_pb2.HealthCheckResponse.NOT_SERVING)
+                late = health.Watch(health_pb2.HealthCheckRequest(), timeout=30)
+                self.assertEqual(next(late).status, health_pb2.HealthCheckResponse.NOT_SERVING)
+                for watch in (early, late):
+                    with self.assertRaises(grpc.RpcError) as cm:
+                        next(watch)
+                    self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+                    self.assertEqual(cm.exception.details(), "server is shutting down")
+                # Both ended only when the listener closed, after the drain notice.
+                self.assertGreaterEqual(time.monotonic() - start, 1.4)
+                self.assertEqual(server.proc.wait(10), 0)
+        finally:
+            server.stop()
+
     def test_sigterm_cancels_what_outlives_the_grace_period(self):
         server = h.Server("--grace-ms", "300")
         try:
