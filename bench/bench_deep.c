@@ -152,10 +152,11 @@ static void run_frame(const struct frame *f, uint32_t w, uint32_t h)
            f->name, f->width, v.mode == DEEP_EXTENDED ? "extended" : "fp64    ", t_ref + t_all,
            t_ref, t_orbit, t_bla, t_all);
     printf("%-26s   %.1f %% interior, %.3g iterations: %.3g perturbed (%.3f Giter/s), %.3g skipped "
-           "by BLA; %.2f Giter/s counting both; %llu rebases\n",
+           "by BLA; %.2f Giter/s counting both; %llu rebases, %llu samples recomputed exactly\n",
            "", 100.0 * (double)interior / ((double)w * h), (double)st.iterations,
            (double)st.perturbed, (double)st.perturbed / t_all * 1e-9, (double)st.skipped,
-           (double)st.iterations / t_all * 1e-9, (unsigned long long)st.rebases);
+           (double)st.iterations / t_all * 1e-9, (unsigned long long)st.rebases,
+           (unsigned long long)st.exact);
     printf("%-26s   BLA off on %u rows: %.3f s against %.3f s on: %.1fx (%.3f Giter/s perturbed "
            "without BLA)\n",
            "", band_h, t_off, t_on, t_off / t_on, (double)st_off.perturbed / t_off * 1e-9);

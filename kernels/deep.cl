@@ -40,6 +40,14 @@ static inline int ctz32(uint x)
     return 31 - (int)clz(x & (0u - x));
 }
 
+/* deep_render.c's modulus: |a + bi| without overflow (a long BLA step's A passes 1e154). */
+static inline double modulus(double a, double b)
+{
+    double s = fmax(fabs(a), fabs(b));
+
+    return s > 0.0 ? s * sqrt((a / s) * (a / s) + (b / s) * (b / s)) : 0.0;
+}
+
 /*
  * deep_render.c's find_f64: the index of the longest BLA step of one orbit's table from
  * iteration m (>= 1) valid for a delta of L-infinity norm dz_inf and at most `left` iterations
@@ -84,6 +92,10 @@ static inline long find_bla(global const uint *mt, global const double *B, uint 
  * The sample's offset from the reference point, as deep_render.c's render_rows computes it:
  * (ox, oy) = ((i + 0.5) - half_w, -((j + 0.5) - half_h)) exactly, times the spacing s, one
  * rounding each. Mandelbrot: dc = that, dz_0 = 0; Julia: dz_0 = that, dc = 0.
+ *
+ * Julia only, st_e carries deep_render.c's error bound (in units of 2^-53, the same operations
+ * in the same order), kept across launches with the rest of the state and left there when the
+ * sample finishes: the host recomputes the samples whose bound says the deltas lost the count.
  */
 kernel void deep_f64(int julia, uint max_iter, double r2max, double s, double half_w,
                      double half_h, uint rect_x, uint rect_y, uint rect_w, uint nsamples,
@@ -91,11 +103,12 @@ kernel void deep_f64(int julia, uint max_iter, double r2max, double s, double ha
                      global const double2 *Z0, global const double *B0,
                      global const double2 *Z1, global const double *B1,
                      global uint *st_n, global uint *st_m, global double2 *st_dz,
-                     global uint *ctl, global uint *counts, global double2 *zout)
+                     global uint *ctl, global uint *counts, global double2 *zout,
+                     global double *st_e)
 {
     const uint p = (uint)get_global_id(0);
     uint n, m, orb, last, left = budget;
-    double dzr, dzi, dcr, dci, zr, zi, d0r, d0i;
+    double dzr, dzi, dcr, dci, zr, zi, d0r, d0i, err = 0.0;
     global const double2 *Z;
     global const double *B;
     global const uint *mt;
@@ -123,6 +136,7 @@ kernel void deep_f64(int julia, uint max_iter, double r2max, double s, double ha
         if (julia) {
             dzr = d0r;
             dzi = d0i;
+            err = fabs(d0r) + fabs(d0i);
         } else {
             dzr = 0.0;
             dzi = 0.0;
@@ -138,6 +152,7 @@ kernel void deep_f64(int julia, uint max_iter, double r2max, double s, double ha
         d = st_dz[p];
         dzr = d.x;
         dzi = d.y;
+        err = st_e[p];
     }
     Z = orb ? Z1 : Z0;
     B = orb ? B1 : B0;
@@ -157,6 +172,7 @@ kernel void deep_f64(int julia, uint max_iter, double r2max, double s, double ha
             st_n[p] = n;
             st_m[p] = m | (orb ? ORBIT_BIT : 0u);
             st_dz[p] = (double2)(dzr, dzi);
+            st_e[p] = err;
             return;
         }
         left--;
@@ -170,6 +186,7 @@ kernel void deep_f64(int julia, uint max_iter, double r2max, double s, double ha
                 B = B1;
                 mt = meta + META_SIZE;
                 last = mt[META_LEN] - 1;
+                err += fabs(zr) + fabs(zi);
             }
         }
         if (m >= 1 && mt[META_LEVELS] > 0) {
@@ -182,6 +199,8 @@ kernel void deep_f64(int julia, uint max_iter, double r2max, double s, double ha
                 double ni = (c[0] * dzi + c[1] * dzr) + (c[2] * dci + c[3] * dcr);
                 dzr = nr;
                 dzi = ni;
+                if (julia)
+                    err = modulus(c[0], c[1]) * err + (double)l * (fabs(nr) + fabs(ni));
                 m += l;
                 n += l;
                 continue;
@@ -194,12 +213,15 @@ kernel void deep_f64(int julia, uint max_iter, double r2max, double s, double ha
             double nr = (tr * dzr - ti * dzi) + dcr, ni = (tr * dzi + ti * dzr) + dci;
             dzr = nr;
             dzi = ni;
+            if (julia)
+                err = 2.0 * sqrt(x2 + y2) * err + (fabs(nr) + fabs(ni));
             m++;
             n++;
         }
     }
     counts[p] = n;
     zout[p] = (double2)(zr, zi);
+    st_e[p] = err;
     st_m[p] = DONE;
     atomic_inc(&ctl[0]);
 }

@@ -45,6 +45,7 @@ struct deep_stats {
     uint64_t perturbed;          /* iterations computed step by step on deltas */
     uint64_t skipped;            /* iterations skipped by BLA */
     uint64_t rebases;            /* rebasing events */
+    uint64_t exact;              /* samples recomputed in MPFR (Julia: deltas lost the count) */
     uint32_t tiles;
 };
 

@@ -17,6 +17,14 @@ _Static_assert(offsetof(struct deep_bla_f64, ar) == 0 && offsetof(struct deep_bl
                "struct deep_bla_f64 is not ar, ai, br, bi, r");
 _Static_assert(DEEP_BLA_LEVELS_MAX <= ENGINE_CL_DEEP_LEVELS_MAX, "more BLA levels than a job holds");
 
+/* The job's exact hook: deep_exact_sample with the kernel's bound (units of 2^-53). */
+static int device_exact(const void *ref, const void *view, uint32_t i, uint32_t j, double err,
+                        const atomic_int *cancel, uint32_t *out_n, double *out_zr,
+                        double *out_zi)
+{
+    return deep_exact_sample(ref, view, i, j, deep_err_log2(err), cancel, out_n, out_zr, out_zi);
+}
+
 static void orbit_job(struct engine_cl_deep_orbit *out, const struct deep_orbit *o)
 {
     const struct deep_bla *b = &o->bla;
@@ -84,5 +92,10 @@ int deep_ref_device_job(struct engine_cl_deep_job *out, const deep_ref *ref,
     out->escape_radius = ref->escape_radius;
     out->max_iter = ref->max_iter;
     out->rect = *rect;
+    /* deep_render's threshold: a relative error above 2^DEEP_EXACT_LOG2, in units of 2^-53. */
+    out->exact_above = ldexp(1.0, 53 + DEEP_EXACT_LOG2);
+    out->exact = ref->fractal == SPEC_JULIA ? device_exact : NULL;
+    out->exact_ref = ref;
+    out->exact_view = view;
     return 0;
 }

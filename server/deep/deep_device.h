@@ -12,7 +12,9 @@
  * Fills *out with rect of view rendered against ref, as deep_render would compute it in fp64
  * mode: the reference's orbits and BLA tables (borrowed: the arrays stay valid while the caller
  * holds its reference to ref), the spacing s = width / grid_w in double exactly as deep_render.c
- * rounds it, half the grid, the centre and c, max_iter and the escape radius.
+ * rounds it, half the grid, the centre and c, max_iter and the escape radius, and (Julia) the
+ * hook that recomputes in MPFR the samples whose deltas lost the count, as deep_render does: the
+ * job borrows ref and view (its strings too) until its render returns.
  * Returns 0; ERR_INVALID when deep_ref_fits(ref, view) is false or rect is empty or outside the
  * grid; ERR_PRECONDITION when the reference is in extended mode (no device path: its deltas
  * leave double's range). msg (may be NULL) gets one line on error.

@@ -82,19 +82,53 @@ struct deep_ref {
 };
 
 /* Switches of deep_render_opts, for tests and the benchmark: what the renderer may use. The
- * server always renders with both on (deep_render). */
+ * server always renders with all on (deep_render). */
 struct deep_render_opts {
     unsigned version;
     int rebase;     /* Zhuoran's rebasing when |Z_m + dz| < |dz| (the end-of-orbit rebase stays) */
     int bla;        /* BLA steps */
+    int exact;      /* Julia: samples whose error bound says the deltas lost the count are
+                     * recomputed by deep_exact_sample */
 };
-#define DEEP_RENDER_OPTS_INIT {1, 1, 1}
+#define DEEP_RENDER_OPTS_INIT {1, 1, 1, 1}
 
 /* deep_render with options (NULL: DEEP_RENDER_OPTS_INIT). Same contract as deep_render. */
 int deep_render_opts(const deep_ref *ref, const struct deep_view *view,
                      const struct spec_rect *rect, uint32_t *counts, float *smooth,
                      const atomic_int *cancel, unsigned nthreads, struct deep_stats *stats,
                      const struct deep_render_opts *opts);
+
+/*
+ * The Julia loop's error bound (deep_render.c): each sample carries a bound on the absolute error
+ * of its z_n, in units of 2^-53. A sample that finishes with a bound above 2^DEEP_EXACT_LOG2 (its
+ * final z known to worse than about 2^-16) is recomputed by deep_exact_sample. Measured on the
+ * default-c Julia views of tests/deep at 48x48 and 64x64 (docs/MATH.md): every wrong count had
+ * a bound of 2^5 to 2^46, every sample below 2^-16 a right one, and 1-4 % of the samples lie
+ * above the threshold (none of the dendrite views').
+ */
+#define DEEP_EXACT_LOG2 (-16)
+
+/*
+ * Sample (i, j) of view's grid computed directly in MPFR, as tests/deep/mpfr_brute.c does: its
+ * coordinate from the view's text exactly (centre + ((i + 0.5) - grid/2) * width / grid_w), its
+ * orbit iterated at a precision of log2(M / s) + 118 + log2_err bits, where log2_err (clamped
+ * to [DEEP_EXACT_LOG2, 1024]; NaN and +inf take the top) is the double loop's bound on the
+ * relative error of its final z: that bound measures how much the orbit amplifies a start
+ * error, so the same amplification leaves the exact orbit 2^-64 of its final z. The escape
+ * check is escape.h's on z rounded to double, as in the loops. Writes the count and the final z
+ * (rounded to double); polls *cancel (may be NULL) every 256 iterations. Returns 0,
+ * ERR_CANCELLED, or ERR_INVALID for a view deep_view_check refuses.
+ */
+int deep_exact_sample(const deep_ref *ref, const struct deep_view *view, uint32_t i, uint32_t j,
+                      double log2_err, const atomic_int *cancel, uint32_t *out_n, double *out_zr,
+                      double *out_zi);
+
+/* The fp64 loop's bound (units of 2^-53) as deep_exact_sample's log2_err: log2 of the relative
+ * error; -inf for 0, +inf for inf and NaN (a bound past double's range). */
+static inline double deep_err_log2(double e)
+{
+    return e > 0.0 ? log2(e) - 53.0 : e == 0.0 ? -INFINITY : INFINITY;
+}
 
 /* Parses decimal text into out (already initialised, at its own precision), rounding once.
  * Accepts what mpfr_strtofr takes in base 10 with nothing left over, finite only. Returns 0 or

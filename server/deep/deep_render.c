@@ -22,13 +22,14 @@
 
 /* What one thread did. */
 struct tally {
-    uint64_t iterations, perturbed, skipped, rebases;
+    uint64_t iterations, perturbed, skipped, rebases, exact;
 };
 
 /* One deep_render call: read-only but for the tile counter, the abort flag and the totals. */
 struct job {
     const struct deep_ref *ref;
-    int julia, rebase, bla;
+    const struct deep_view *view;  /* borrowed for the call: deep_exact_sample's text */
+    int julia, rebase, bla, exact;
     uint32_t max_iter;
     double r2max;
     struct smooth_f64 sm;
@@ -124,20 +125,50 @@ static inline const struct deep_bla_xf *find_xf(const struct deep_bla *b, uint32
  * the offset and dc = 0, both at m = 0 on orbit 0.
  */
 
+/* |a + bi| without overflow: a long BLA step's A reaches 1e200 and more, whose square does not
+ * fit a double. Division and root are correctly rounded, so deep.cl's copy gets the same bits. */
+static inline double modulus(double a, double b)
+{
+    double s = fmax(fabs(a), fabs(b));
+
+    return s > 0.0 ? s * sqrt((a / s) * (a / s) + (b / s) * (b / s)) : 0.0;
+}
+
+/*
+ * Julia only, the error bound E (deep_internal.h, DEEP_EXACT_LOG2): a bound on the absolute
+ * error of z_n = Z_m + dz in units of u = 2^-53, carried along the loop as first-order error
+ * analysis has it: a perturbed step maps an error by the derivative 2 z_n and adds its own
+ * roundings, about u |dz_{n+1}| (E := 2 |z_n| E + |dz_{n+1}|_1); a BLA step of length l maps it
+ * by |A| and adds l of them; a rebase adds the rounding of Z_m + dz (|z|_1). The start is the
+ * offset's rounding, |dz_0|_1. The 1-norms overestimate the additive terms by at most sqrt(2);
+ * the factors use the true moduli, so the bound does not drift by sqrt(2) a step.
+ * Why: c = -0.8 + 0.156i (the default) lies outside the Mandelbrot set by the period-2 bulb. Its
+ * critical orbit escapes after 252 iterations and samples near the Julia set crawl for
+ * hundreds of iterations more through the slow channel, where dz is a tenth of z and the map
+ * multiplies errors by ~1e14 before they escape. No double delta holds that: the count depends
+ * on bits of the start that no double computation keeps, and only a recomputation in MPFR
+ * (deep_exact_sample) gets it right. Mandelbrot views keep the loop without the bound (their
+ * counts match the brute force on every test view; the hot loop keeps its speed).
+ */
+
 /* fp64 mode: one sample at offset (d0r, d0i) from the centre. Returns its count and leaves the
- * final z in (*ozr, *ozi); sets *aborted when it stopped for the cancel flag. */
-static uint32_t sample_f64(const struct job *jb, double d0r, double d0i, double *ozr,
-                           double *ozi, struct tally *t, int *aborted)
+ * final z in (*ozr, *ozi) and, Julia only, the error bound in units of 2^-53 in *oerr; sets
+ * *aborted when it stopped for the cancel flag. Inlined into one copy per fractal, so that
+ * Mandelbrot's loop carries no bound. */
+static inline __attribute__((always_inline)) uint32_t
+sample_f64(const struct job *jb, const int julia, double d0r, double d0i, double *ozr,
+           double *ozi, double *oerr, struct tally *t, int *aborted)
 {
     const struct deep_orbit *o = &jb->ref->orbit[0];
     const double *Z = o->z;
     uint32_t last = o->len - 1, n = 0, m = 0, turns = 0;
     const uint32_t max_iter = jb->max_iter;
     const double r2max = jb->r2max;
-    double dzr, dzi, dcr, dci, zr, zi;
+    double dzr, dzi, dcr, dci, zr, zi, err = 0.0;
 
-    if (jb->julia) {
+    if (julia) {
         dzr = d0r, dzi = d0i, dcr = 0.0, dci = 0.0;
+        err = fabs(d0r) + fabs(d0i);
     } else {
         dzr = 0.0, dzi = 0.0, dcr = d0r, dci = d0i;
     }
@@ -153,10 +184,11 @@ static uint32_t sample_f64(const struct job *jb, double d0r, double d0i, double 
             dzr = zr;
             dzi = zi;
             m = 0;
-            if (jb->julia) {
+            if (julia) {
                 o = &jb->ref->orbit[1];
                 Z = o->z;
                 last = o->len - 1;
+                err += fabs(zr) + fabs(zi);
             }
             t->rebases++;
         }
@@ -170,6 +202,8 @@ static uint32_t sample_f64(const struct job *jb, double d0r, double d0i, double 
                 double ni = (e->ar * dzi + e->ai * dzr) + (e->br * dci + e->bi * dcr);
                 dzr = nr;
                 dzi = ni;
+                if (julia)
+                    err = modulus(e->ar, e->ai) * err + (double)l * (fabs(nr) + fabs(ni));
                 m += l;
                 n += l;
                 t->skipped += l;
@@ -181,6 +215,8 @@ static uint32_t sample_f64(const struct job *jb, double d0r, double d0i, double 
             double nr = (tr * dzr - ti * dzi) + dcr, ni = (tr * dzi + ti * dzr) + dci;
             dzr = nr;
             dzi = ni;
+            if (julia)
+                err = 2.0 * sqrt(x2 + y2) * err + (fabs(nr) + fabs(ni));
             m++;
             n++;
             t->perturbed++;
@@ -193,11 +229,26 @@ static uint32_t sample_f64(const struct job *jb, double d0r, double d0i, double 
     }
     *ozr = zr;
     *ozi = zi;
+    *oerr = err;
     return n;
 }
 
-/* Extended mode: the same loop on extended floats. */
-static uint32_t sample_xf(const struct job *jb, xfc d0, double *ozr, double *ozi,
+static uint32_t sample_f64_julia(const struct job *jb, double d0r, double d0i, double *ozr,
+                                 double *ozi, double *oerr, struct tally *t, int *aborted)
+{
+    return sample_f64(jb, 1, d0r, d0i, ozr, ozi, oerr, t, aborted);
+}
+
+static uint32_t sample_f64_mandel(const struct job *jb, double d0r, double d0i, double *ozr,
+                                  double *ozi, double *oerr, struct tally *t, int *aborted)
+{
+    return sample_f64(jb, 0, d0r, d0i, ozr, ozi, oerr, t, aborted);
+}
+
+/* Extended mode: the same loop on extended floats, the bound an extended float too (its first
+ * terms are far below double's range, and the orbit multiplies them back up). *oerr gets
+ * log2 of the bound in units of 2^-53 (Julia; -inf for Mandelbrot). */
+static uint32_t sample_xf(const struct job *jb, xfc d0, double *ozr, double *ozi, double *oerr,
                           struct tally *t, int *aborted)
 {
     const struct deep_orbit *o = &jb->ref->orbit[0];
@@ -207,6 +258,7 @@ static uint32_t sample_xf(const struct job *jb, xfc d0, double *ozr, double *ozi
     const double r2max = jb->r2max;
     const xfc zero = xfc_norm(0.0, 0.0, 0);
     xfc dz = jb->julia ? d0 : zero, dc = jb->julia ? zero : d0;
+    xf err = xf_norm(fabs(d0.re) + fabs(d0.im), d0.e);
     double zr, zi;
 
     for (;;) {
@@ -221,6 +273,7 @@ static uint32_t sample_xf(const struct job *jb, xfc d0, double *ozr, double *ozi
                 o = &jb->ref->orbit[1];
                 Z = o->zx;
                 last = o->len - 1;
+                err = xf_add(err, xf_norm(fabs(z.re) + fabs(z.im), z.e));
             }
             t->rebases++;
         }
@@ -229,6 +282,9 @@ static uint32_t sample_xf(const struct job *jb, xfc d0, double *ozr, double *ozi
             const struct deep_bla_xf *e = find_xf(&o->bla, m, xfc_inf(dz), max_iter - n, &l);
             if (e) {
                 dz = xfc_add(xfc_mul(e->a, dz), xfc_mul(e->b, dc));
+                if (jb->julia)
+                    err = xf_add(xf_mul(xfc_abs(e->a), err),
+                                 xf_norm((double)l * (fabs(dz.re) + fabs(dz.im)), dz.e));
                 m += l;
                 n += l;
                 t->skipped += l;
@@ -236,6 +292,9 @@ static uint32_t sample_xf(const struct job *jb, xfc d0, double *ozr, double *ozi
             }
         }
         dz = xfc_add(xfc_mul(xfc_add(xfc_twice(Z[m]), dz), dz), dc);
+        if (jb->julia)
+            err = xf_add(xf_mul(xfc_abs(xfc_twice(z)), err),
+                         xf_norm(fabs(dz.re) + fabs(dz.im), dz.e));
         m++;
         n++;
         t->perturbed++;
@@ -247,6 +306,7 @@ static uint32_t sample_xf(const struct job *jb, xfc d0, double *ozr, double *ozi
     }
     *ozr = zr;
     *ozi = zi;
+    *oerr = !jb->julia ? -INFINITY : err.m > 0.0 ? (double)err.e + log2(err.m) - 53.0 : -INFINITY;
     return n;
 }
 
@@ -266,19 +326,33 @@ static int render_rows(struct job *jb, uint32_t y0, uint32_t y1, struct tally *t
         for (uint32_t x = 0; x < r->width; x++) {
             uint32_t i = r->x + x, n;
             size_t k = (size_t)y * r->width + x;
-            double ox = ((double)i + 0.5) - jb->half_w, zr, zi, cr, ci;
+            double ox = ((double)i + 0.5) - jb->half_w, zr, zi, cr, ci, log2_err;
 
             if (jb->ref->mode == DEEP_EXTENDED) {
                 xfc d0 = xfc_from_xf(xf_mul_d(jb->sx, ox), xf_mul_d(jb->sx, oy));
-                n = sample_xf(jb, d0, &zr, &zi, t, &aborted);
+                n = sample_xf(jb, d0, &zr, &zi, &log2_err, t, &aborted);
                 xfc_to_d(d0, &cr, &ci);
             } else {
+                double e;
                 cr = ox * jb->s;
                 ci = oy * jb->s;
-                n = sample_f64(jb, cr, ci, &zr, &zi, t, &aborted);
+                if (jb->julia) {
+                    n = sample_f64_julia(jb, cr, ci, &zr, &zi, &e, t, &aborted);
+                    log2_err = deep_err_log2(e);
+                } else {
+                    n = sample_f64_mandel(jb, cr, ci, &zr, &zi, &e, t, &aborted);
+                    log2_err = -INFINITY;
+                }
             }
             if (aborted)
                 return 1;
+            if (jb->julia && jb->exact && !(log2_err <= DEEP_EXACT_LOG2)) {
+                /* The double deltas lost this sample's z: its count and z come from MPFR. */
+                if (deep_exact_sample(jb->ref, jb->view, i, j, log2_err, jb->cancel, &n, &zr,
+                                      &zi) < 0)
+                    return 1;
+                t->exact++;
+            }
             t->iterations += n;
             if (jb->counts)
                 jb->counts[k] = n;
@@ -304,7 +378,7 @@ static int render_rows(struct job *jb, uint32_t y0, uint32_t y1, struct tally *t
 static void *worker(void *arg)
 {
     struct job *jb = arg;
-    struct tally t = {0, 0, 0, 0};
+    struct tally t = {0, 0, 0, 0, 0};
 
     for (;;) {
         uint32_t tile, y0, y1;
@@ -327,7 +401,11 @@ static void *worker(void *arg)
     jb->total.perturbed += t.perturbed;
     jb->total.skipped += t.skipped;
     jb->total.rebases += t.rebases;
+    jb->total.exact += t.exact;
     pthread_mutex_unlock(&jb->lock);
+    /* MPFR's per-thread caches of deep_exact_sample: the worker threads end with the call. */
+    if (t.exact)
+        mpfr_free_cache2(MPFR_FREE_LOCAL_CACHE);
     return NULL;
 }
 
@@ -369,9 +447,11 @@ int deep_render_opts(const deep_ref *ref, const struct deep_view *view,
         goto done;
     have_lock = 1;
     jb->ref = ref;
+    jb->view = view;
     jb->julia = ref->fractal == SPEC_JULIA;
     jb->rebase = opts->rebase;
     jb->bla = opts->bla;
+    jb->exact = opts->exact;
     jb->max_iter = ref->max_iter;
     jb->r2max = ref->escape_radius * ref->escape_radius;
     if ((err = deep_view_spacing(view, &jb->sx, &log2_reach, msg, sizeof(msg))) < 0)
@@ -412,6 +492,7 @@ int deep_render_opts(const deep_ref *ref, const struct deep_view *view,
         stats->perturbed = jb->total.perturbed;
         stats->skipped = jb->total.skipped;
         stats->rebases = jb->total.rebases;
+        stats->exact = jb->total.exact;
         stats->tiles = jb->ntiles;
     }
 

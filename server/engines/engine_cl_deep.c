@@ -18,8 +18,8 @@
 
 #include "engine_cl_internal.h"
 
-/* Samples of one band: about 44 bytes each on the device (state, count, final z), so 2^20 keeps
- * a band under 50 MB whatever the rectangle. */
+/* Samples of one band: about 52 bytes each on the device (state, error bound, count, final z),
+ * so 2^20 keeps a band under 60 MB whatever the rectangle. */
 #define DEEP_BAND_SAMPLES (1u << 20)
 
 /* Work-items per group: a fixed size, so PoCL compiles the kernel once (at the warm-up) rather
@@ -37,7 +37,8 @@
 enum {
     DARG_JULIA, DARG_MAX_ITER, DARG_R2MAX, DARG_S, DARG_HALF_W, DARG_HALF_H, DARG_RECT_X,
     DARG_RECT_Y, DARG_RECT_W, DARG_NSAMPLES, DARG_BUDGET, DARG_INIT, DARG_META, DARG_Z0, DARG_B0,
-    DARG_Z1, DARG_B1, DARG_ST_N, DARG_ST_M, DARG_ST_DZ, DARG_CTL, DARG_COUNTS, DARG_ZOUT
+    DARG_Z1, DARG_B1, DARG_ST_N, DARG_ST_M, DARG_ST_DZ, DARG_CTL, DARG_COUNTS, DARG_ZOUT,
+    DARG_ST_E
 };
 
 /*
@@ -58,7 +59,7 @@ struct deep_state {
     size_t local;
     int broken;                        /* the build or an OpenCL call failed: failure says */
     char failure[512];
-    cl_mem meta, ctl, z[2], bla[2], st_n, st_m, st_dz, counts, zout;
+    cl_mem meta, ctl, z[2], bla[2], st_n, st_m, st_dz, counts, zout, st_e;
     size_t cap_z[2], cap_bla[2], cap_samples;
     double rate;                       /* turns x live samples per ms, once measured */
 };
@@ -89,6 +90,7 @@ static void release_mem(cl_mem *m)
 /* Releases everything st holds, in reverse creation order, and frees it. */
 static void state_free(struct deep_state *st)
 {
+    release_mem(&st->st_e);
     release_mem(&st->zout);
     release_mem(&st->counts);
     release_mem(&st->st_dz);
@@ -201,6 +203,7 @@ static int ensure_samples(struct deep_state *st, size_t samples, char *msg, size
                   rc));
     if (samples <= st->cap_samples)
         return 0;
+    release_mem(&st->st_e);
     release_mem(&st->zout);
     release_mem(&st->counts);
     release_mem(&st->st_dz);
@@ -221,6 +224,9 @@ static int ensure_samples(struct deep_state *st, size_t samples, char *msg, size
               rc));
     CL_CHECK((st->zout = clCreateBuffer(st->context, CL_MEM_WRITE_ONLY,
                                         samples * 2 * sizeof(cl_double), NULL, &rc),
+              rc));
+    CL_CHECK((st->st_e = clCreateBuffer(st->context, CL_MEM_READ_WRITE, samples * sizeof(cl_double),
+                                        NULL, &rc),
               rc));
     st->cap_samples = samples;
 
@@ -261,6 +267,7 @@ static int set_args(struct deep_state *st, int julia, cl_uint max_iter, double r
     CL_CHECK(clSetKernelArg(k, DARG_CTL, sizeof(cl_mem), &st->ctl));
     CL_CHECK(clSetKernelArg(k, DARG_COUNTS, sizeof(cl_mem), &st->counts));
     CL_CHECK(clSetKernelArg(k, DARG_ZOUT, sizeof(cl_mem), &st->zout));
+    CL_CHECK(clSetKernelArg(k, DARG_ST_E, sizeof(cl_mem), &st->st_e));
 
 done:
     return err;
@@ -404,6 +411,10 @@ static int job_check(const struct engine_cl_deep_job *job, char *msg, size_t msg
                  job->max_iter, job->escape_radius);
         return ERR_INVALID;
     }
+    if (job->exact && !(job->exact_above > 0)) {
+        snprintf(msg, msglen, "deep job: exact_above %g is not positive", job->exact_above);
+        return ERR_INVALID;
+    }
     if (job->grid_w == 0 || job->grid_h == 0 || r->width == 0 || r->height == 0 ||
         r->x > job->grid_w || r->width > job->grid_w - r->x || r->y > job->grid_h ||
         r->height > job->grid_h - r->y) {
@@ -452,15 +463,15 @@ done:
 
 /*
  * Computes one band (at most DEEP_BAND_SAMPLES samples) into counts (required) and, when zhost
- * is not NULL, its final z there (2 doubles a sample): launches until every sample is done,
- * polling cancel between launches and sizing each launch's turn budget from the time the
- * previous one took, so each lasts about the engine's max_launch_ms. Returns 0, ERR_CANCELLED
- * or ERR_DEVICE.
+ * is not NULL, its final z there (2 doubles a sample), and when ehost is not NULL, its error
+ * bounds there (Julia, deep.cl's st_e): launches until every sample is done, polling cancel
+ * between launches and sizing each launch's turn budget from the time the previous one took, so
+ * each lasts about the engine's max_launch_ms. Returns 0, ERR_CANCELLED or ERR_DEVICE.
  */
 static int render_band(struct engine_cl *e, struct deep_state *st,
                        const struct engine_cl_deep_job *job, const struct spec_rect *band,
-                       uint32_t *counts, double *zhost, const atomic_int *cancel,
-                       uint32_t *launches, char *msg, size_t msglen)
+                       uint32_t *counts, double *zhost, double *ehost,
+                       const atomic_int *cancel, uint32_t *launches, char *msg, size_t msglen)
 {
     const size_t nsamples = (size_t)band->width * band->height;
     const double target = e->max_launch_ms ? e->max_launch_ms : 50;
@@ -510,6 +521,9 @@ static int render_band(struct engine_cl *e, struct deep_state *st,
     if (zhost)
         CL_CHECK(clEnqueueReadBuffer(st->queue, st->zout, CL_FALSE, 0,
                                      nsamples * 2 * sizeof(double), zhost, 0, NULL, NULL));
+    if (ehost)
+        CL_CHECK(clEnqueueReadBuffer(st->queue, st->st_e, CL_FALSE, 0, nsamples * sizeof(double),
+                                     ehost, 0, NULL, NULL));
     CL_CHECK(clFinish(st->queue));
 
 done:
@@ -527,8 +541,9 @@ int engine_cl_deep_render(engine_cl *engine, const struct engine_cl_deep_job *jo
     struct deep_state *st;
     struct smooth_f64 sm;
     uint32_t *cbuf = NULL, launches = 0, band_rows, cap;
-    double *zhost = NULL, t0;
-    uint64_t sum = 0;
+    double *zhost = NULL, *ehost = NULL, t0;
+    const int exact = job->fractal == SPEC_JULIA && job->exact != NULL;
+    uint64_t sum = 0, nexact = 0;
     int err = 0, locked = 0;
 
     if (stats)
@@ -581,6 +596,8 @@ int engine_cl_deep_render(engine_cl *engine, const struct engine_cl_deep_job *jo
     if (smooth && (zhost = malloc((size_t)band_rows * job->rect.width * 2 * sizeof(double))) ==
                       NULL)
         goto done;
+    if (exact && (ehost = malloc((size_t)band_rows * job->rect.width * sizeof(double))) == NULL)
+        goto done;
     if ((err = upload(st, job, msg, msglen)) < 0)
         goto done;
     if (smooth) {
@@ -600,9 +617,31 @@ int engine_cl_deep_render(engine_cl *engine, const struct engine_cl_deep_job *jo
         size_t off = (size_t)row * job->rect.width, n = (size_t)band.width * band.height;
         uint32_t *c = counts ? counts + off : cbuf;
 
-        if ((err = render_band(engine, st, job, &band, c, zhost, cancel, &launches, msg,
+        if ((err = render_band(engine, st, job, &band, c, zhost, ehost, cancel, &launches, msg,
                                msglen)) < 0)
             goto done;
+        /* The samples whose deltas lost the count: their count and z from the host's exact
+         * recomputation, as deep_render does it (!(e <= bound) also takes NaN). */
+        for (size_t k = 0; exact && k < n; k++) {
+            uint32_t cn;
+            double zr, zi;
+            if (ehost[k] <= job->exact_above)
+                continue;
+            if ((err = job->exact(job->exact_ref, job->exact_view,
+                                  band.x + (uint32_t)(k % band.width),
+                                  band.y + (uint32_t)(k / band.width), ehost[k], cancel, &cn, &zr,
+                                  &zi)) < 0) {
+                if (err != ERR_CANCELLED)
+                    snprintf(msg, msglen, "deep job: the exact recomputation failed (%d)", err);
+                goto done;
+            }
+            c[k] = cn;
+            if (zhost) {
+                zhost[2 * k] = zr;
+                zhost[2 * k + 1] = zi;
+            }
+            nexact++;
+        }
         for (size_t k = 0; k < n; k++)
             sum += c[k];
         if (smooth == NULL)
@@ -626,8 +665,10 @@ int engine_cl_deep_render(engine_cl *engine, const struct engine_cl_deep_job *jo
             }
         }
     }
-    if (stats)
+    if (stats) {
         stats->iterations = sum;
+        stats->exact = nexact;
+    }
     err = 0;
 
 done:
@@ -645,5 +686,6 @@ done:
         pthread_mutex_unlock(&st->busy);
     free(cbuf);
     free(zhost);
+    free(ehost);
     return err;
 }

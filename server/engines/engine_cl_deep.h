@@ -37,6 +37,16 @@ struct engine_cl_deep_orbit {
 };
 
 /*
+ * Recomputes sample (i, j) of the job's grid exactly (server/deep fills it in: MPFR), given the
+ * kernel's error bound `err` for it (units of 2^-53, deep.cl): writes its count and final z.
+ * ref and view are the job's exact_ref and exact_view. Polls *cancel (may be NULL). Returns 0,
+ * ERR_CANCELLED or another negative error code.
+ */
+typedef int (*engine_cl_deep_exact_fn)(const void *ref, const void *view, uint32_t i, uint32_t j,
+                                       double err, const atomic_int *cancel, uint32_t *out_n,
+                                       double *out_zr, double *out_zi);
+
+/*
  * A deep render of one rectangle, plain data (deep_ref_device_job fills it from a reference).
  * Sample (i, j) of the grid sits at the reference point plus the offset
  *     d = (((i + 0.5) - half_w) * spacing, -((j + 0.5) - half_h) * spacing)
@@ -45,8 +55,11 @@ struct engine_cl_deep_orbit {
  * against orbit[0] (the centre's orbit), rebasing onto orbit[1] (the critical point 0's).
  * center_re/_im (the centre rounded to double) and c_re/_im (Julia's constant) serve only the
  * smooth value's c, as in deep_render.c.
+ * Julia: a sample whose error bound exceeds exact_above (the kernel's deltas lost its count) is
+ * recomputed on the host by exact(exact_ref, exact_view, ...), which replaces its count and
+ * final z; exact NULL: never. exact_ref and exact_view are borrowed until the render returns.
  */
-#define ENGINE_CL_DEEP_JOB_VERSION 1
+#define ENGINE_CL_DEEP_JOB_VERSION 2
 struct engine_cl_deep_job {
     unsigned version;                  /* ENGINE_CL_DEEP_JOB_VERSION */
     enum spec_fractal fractal;
@@ -60,12 +73,16 @@ struct engine_cl_deep_job {
     double escape_radius;              /* r2max = escape_radius * escape_radius */
     uint32_t max_iter;                 /* 1 .. 2^31 - 2 */
     struct spec_rect rect;             /* inside the grid, row-major output */
+    double exact_above;                /* > 0; units of 2^-53 */
+    engine_cl_deep_exact_fn exact;     /* may be NULL */
+    const void *exact_ref, *exact_view;
 };
 
 /* What one engine_cl_deep_render call did. */
 struct engine_cl_deep_stats {
     uint64_t iterations;               /* sum of escape counts over the rectangle */
     uint32_t launches;                 /* kernel launches */
+    uint64_t exact;                    /* samples recomputed by job->exact */
     double build_ms;                   /* the deep program's build, when this call built it */
 };
 
@@ -81,7 +98,8 @@ int engine_cl_deep_usable(const engine_cl *engine);
  * The first call on an engine builds the deep program (seconds on PoCL; kept, with its own
  * command queue and buffers, until engine_cl_deep_release). Launches are bounded to about the
  * engine's max_launch_ms and *cancel (may be NULL) is polled between them, so a raised flag
- * returns within about a launch. Thread-safe: deep calls on one engine are serialised (a
+ * returns within about a launch (and within milliseconds during the host's exact recomputations
+ * of Julia samples, job->exact). Thread-safe: deep calls on one engine are serialised (a
  * waiting call still answers *cancel), and they may run beside engine_cl_render on the same
  * engine (separate queue, kernel and buffers; the engine's struct is only read).
  * Returns 0, ERR_CANCELLED, ERR_INVALID (a job outside the limits above, msg says which),

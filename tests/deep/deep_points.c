@@ -1,6 +1,7 @@
 /* deep_points.c: finds the deep test points of test_deep.c in MPFR and prints them, so that every
  * digit there can be reproduced: a Misiurewicz point (spirals at every depth) and minibrots near
- * it by Newton's method for the Mandelbrot set, and a point of a Julia set by inverse iteration.
+ * it by Newton's method for the Mandelbrot set, and points of two Julia sets (the spiral's c and
+ * the default c) by inverse iteration.
  *
  *   deep_points            prints every point with 460 significant digits
  *
@@ -365,6 +366,15 @@ found:
         julia_point(&j, jre, jim, 4000);
         print_point("julia", &j);
     }
+
+    /* The default Julia constant c = -0.8 + 0.156i (docs/MATH.md): a point of its Julia set the
+     * same way. c lies just outside the period-2 bulb (|c + 1| = 0.2536 > 1/4), so the set is a
+     * Cantor dust whose samples crawl through the bulb's slow channel for hundreds of iterations
+     * after they leave both references: the views where double deltas lose counts and the
+     * engine's exact recomputation (server/deep/deep_exact.c) must take over. */
+    printf("julia default c = -0.8 + 0.156i, 4000 inverse steps\n");
+    julia_point(&j, -0.8, 0.156, 4000);
+    print_point("julia_default", &j);
     c_clear(&m), c_clear(&nb), c_clear(&j);
     return 0;
 }

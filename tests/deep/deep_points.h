@@ -1,5 +1,5 @@
-/* deep_points.h: the deep test and benchmark points (Misiurewicz spiral, minibrot nuclei, a Julia
- * set point), as decimal text with 460 significant digits, and how each was found. */
+/* deep_points.h: the deep test and benchmark points (Misiurewicz spiral, minibrot nuclei, points
+ * of two Julia sets), as decimal text with 460 significant digits, and how each was found. */
 #ifndef FRACTALD_DEEP_POINTS_H
 #define FRACTALD_DEEP_POINTS_H
 
@@ -20,10 +20,15 @@
  *   0.70062002023500491i: within 1e-17 of the boundary, a dendrite Julia set with spirals) by 4000
  *   steps of inverse iteration z -> +-sqrt(z - c) from 1 at 1800 bits, the signs from a fixed
  *   LCG: backwards the dynamics contract, so the point lies on the set to far below 1e-400 and
- *   every deep view round it holds detail. Why not the default c = -0.8 + 0.156i: it lies just
- *   outside the period-2 bulb, whose slow channel keeps samples hundreds of iterations in chaos
- *   after they leave the reference; there double deltas (like any fp64 iteration) lose the
- *   count on ~0.1-0.5 % of deep samples that a 170-bit brute force still resolves.
+ *   every deep view round it holds detail.
+ * JULIA_DEFAULT: a point of the Julia set of the server's default c = -0.8 + 0.156i, the same
+ *   way (4000 inverse steps from 1, the same signs). c lies just outside the period-2 bulb
+ *   (|c + 1| = 0.2536): the set is a Cantor dust, the critical orbit escapes after 252
+ *   iterations, and samples crawl through the bulb's slow channel for hundreds of iterations
+ *   after they leave both references, where the map multiplies errors by ~1e14. Double deltas
+ *   lose the count of 0.04-0.4 % of deep samples there (the brute force gives the same counts
+ *   at 2x and 4x its precision); these views test the engine's exact recomputation of them
+ *   (server/deep/deep_exact.c, docs/MATH.md).
  */
 #define SPIRAL_RE \
     "3.43906995972568088395522445096463927120251433317484673579374732790323392466594327762792" \
@@ -148,5 +153,24 @@
 /* The Julia constant of JULIA: SPIRAL rounded to double. */
 #define JULIA_C_RE 0.34390699597256807
 #define JULIA_C_IM 0.70062002023500491
+
+#define JULIA_DEFAULT_RE \
+    "-1.2282921387024384686986228985019815986674341789385581134366574126789114809994093394102" \
+    "3708975442599005725359200894296503743741625653052482724353872745316423158051981931578048" \
+    "0874111211680206697109479899054866805026346191454031136400347355780644030525080206733299" \
+    "8332585698185217499195673347520240881285484755026599257922258996914369038670211809016915" \
+    "8891695778753112815601261108089437268315262467828671295145024846111465385791240333819240" \
+    "6997112594356402908569e-2"
+#define JULIA_DEFAULT_IM \
+    "-7.6851750249053712657592923844880331175724151342593726184172497851385009001067440582466" \
+    "6129716629623698271066151790967732336793286617168906100312121539346358606144909331419974" \
+    "4493529470269492513568026141083070932847445124794729662838992374344172775883753644874558" \
+    "7529779697927897630724243128919480414491685344977981941707798819612901055361988670329069" \
+    "9951867749623136584670661223637704367058598874797775129319220477530186549441943598527708" \
+    "6479898104550215554063e-1"
+
+/* The constant of JULIA_DEFAULT: the server's default Julia c. */
+#define JULIA_DEFAULT_C_RE (-0.8)
+#define JULIA_DEFAULT_C_IM 0.156
 
 #endif

@@ -1,10 +1,13 @@
 /* test_deep.c: the deep-zoom engine (server/deep) against a brute-force MPFR renderer
- * (mpfr_brute.c) on deep views of both fractals, fp64 against extended deltas, rebasing on and off,
- * shallow views against the fp64 CPU engine, and cancellation.
+ * (mpfr_brute.c) on deep views of both fractals (Julia: the dendrite c and the default c, where
+ * the engine's exact recomputation must take over), fp64 against extended deltas, rebasing on
+ * and off, shallow views against the fp64 CPU engine, and cancellation.
  *   deep_tests            every case
  *   deep_tests FILTER     the cases whose name matches FILTER (a cmocka glob: "*julia*")
  * DEEP_TEST_PGM=DIR writes every compared image there as a PGM, to look at the views. The whole
- * runner takes ~14 s on two loaded cores, ~19 s under ASan + UBSan (the brute force dominates). */
+ * runner takes ~17 s of CPU (~29 s of wall time on two cores shared with other work), ~45 s
+ * under ASan + UBSan on the same busy box; the brute force dominates, and the default-c views add
+ * ~3.5 s of CPU, most of it julia_default_1e400's. */
 #include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -43,8 +46,10 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static struct deep_view make_view(enum spec_fractal fractal, const char *re, const char *im,
-                                  const char *width, uint32_t side, uint32_t max_iter)
+/* A side x side view; Julia's c is (c_re, c_im). */
+static struct deep_view make_view_c(enum spec_fractal fractal, const char *re, const char *im,
+                                    double c_re, double c_im, const char *width, uint32_t side,
+                                    uint32_t max_iter)
 {
     struct deep_view v;
     double l2s, l2m;
@@ -55,8 +60,8 @@ static struct deep_view make_view(enum spec_fractal fractal, const char *re, con
     v.center_re = re;
     v.center_im = im;
     v.width = width;
-    v.c_re = JULIA_C_RE;
-    v.c_im = JULIA_C_IM;
+    v.c_re = c_re;
+    v.c_im = c_im;
     v.grid_w = side;
     v.grid_h = side;
     v.max_iter = max_iter;
@@ -64,6 +69,13 @@ static struct deep_view make_view(enum spec_fractal fractal, const char *re, con
     if (deep_view_check(&v, &l2s, &l2m, msg, sizeof(msg)) == 0)
         v.mode = deep_mode_for(l2s);
     return v;
+}
+
+/* A view with JULIA's c. */
+static struct deep_view make_view(enum spec_fractal fractal, const char *re, const char *im,
+                                  const char *width, uint32_t side, uint32_t max_iter)
+{
+    return make_view_c(fractal, re, im, JULIA_C_RE, JULIA_C_IM, width, side, max_iter);
 }
 
 /* Writes counts as a PGM under $DEEP_TEST_PGM (nothing without it): grey from the smallest to
@@ -155,18 +167,23 @@ static size_t distinct_counts(const uint32_t *c, size_t n)
     return d;
 }
 
-/* The engine against the brute force on one view; prints and asserts the matching fraction. */
-static void check_brute(const char *name, enum spec_fractal fractal, const char *re,
-                        const char *im, const char *width, uint32_t max_iter,
-                        enum deep_mode want_mode)
+/*
+ * The engine against the brute force on one view of Julia's c = (c_re, c_im); prints and asserts
+ * the matching fraction. exact_needed: the view is one where double deltas lose counts, so the
+ * engine without its exact recomputation must fall below MATCH_MIN (else the recomputation is
+ * not what this view tests).
+ */
+static void check_brute_c(const char *name, enum spec_fractal fractal, const char *re,
+                          const char *im, double c_re, double c_im, const char *width,
+                          uint32_t max_iter, enum deep_mode want_mode, int exact_needed)
 {
     uint32_t side = brute_side();
-    struct deep_view v = make_view(fractal, re, im, width, side, max_iter);
+    struct deep_view v = make_view_c(fractal, re, im, c_re, c_im, width, side, max_iter);
     struct spec_rect r = {0, 0, side, side};
     size_t n = (size_t)side * side;
     uint32_t *brute = malloc(n * sizeof(uint32_t)), *eng;
     struct deep_stats st;
-    double t0, t_brute, t_eng, f, f_norebase;
+    double t0, t_brute, t_eng, f, f_norebase, f_noexact = 1.0;
     size_t interior = 0;
 
     assert_non_null(brute);
@@ -188,15 +205,25 @@ static void check_brute(const char *name, enum spec_fractal fractal, const char 
         f_norebase = fraction_equal(nr, brute, n);
         free(nr);
     }
+    if (fractal == SPEC_JULIA) {
+        /* And without the exact recomputation: what the double deltas alone get right. */
+        struct deep_render_opts no_exact = DEEP_RENDER_OPTS_INIT;
+        uint32_t *ne;
+        no_exact.exact = 0;
+        ne = engine_counts(&v, &no_exact, NULL);
+        f_noexact = fraction_equal(ne, brute, n);
+        free(ne);
+    }
     for (size_t k = 0; k < n; k++)
         interior += brute[k] >= max_iter;
     print_message("%-22s %ux%u width %-6s %s: %.4f of counts equal (%zu of %zu differ), "
-                  "%zu distinct, %zu interior; BLA skipped %.1f%%, %llu rebases; "
-                  "rebasing off: %.4f; engine %.2f s, brute %.2f s\n",
+                  "%zu distinct, %zu interior; BLA skipped %.1f%%, %llu rebases, %llu exact; "
+                  "rebasing off: %.4f, exact off: %.4f; engine %.2f s, brute %.2f s\n",
                   name, side, side, width, v.mode == DEEP_EXTENDED ? "extended" : "fp64", f,
                   (size_t)((1.0 - f) * (double)n + 0.5), n, distinct_counts(brute, n), interior,
                   100.0 * (double)st.skipped / (double)(st.skipped + st.perturbed + 1),
-                  (unsigned long long)st.rebases, f_norebase, t_eng, t_brute);
+                  (unsigned long long)st.rebases, (unsigned long long)st.exact, f_norebase,
+                  f_noexact, t_eng, t_brute);
     {
         char pgm[96];
         snprintf(pgm, sizeof(pgm), "%s-brute", name);
@@ -207,8 +234,17 @@ static void check_brute(const char *name, enum spec_fractal fractal, const char 
     /* A view that is one flat colour would prove little. */
     assert_true(distinct_counts(brute, n) >= 20);
     assert_true(f >= MATCH_MIN);
+    if (exact_needed)
+        assert_true(f_noexact < MATCH_MIN);
     free(brute);
     free(eng);
+}
+
+static void check_brute(const char *name, enum spec_fractal fractal, const char *re,
+                        const char *im, const char *width, uint32_t max_iter,
+                        enum deep_mode want_mode)
+{
+    check_brute_c(name, fractal, re, im, JULIA_C_RE, JULIA_C_IM, width, max_iter, want_mode, 0);
 }
 
 /* ---- the brute-force cases ---- */
@@ -286,6 +322,36 @@ static void test_julia_1e400(void **state)
 {
     (void)state;
     check_brute("julia_1e400", SPEC_JULIA, JULIA_RE, JULIA_IM, "1e-400", 4000, DEEP_EXTENDED);
+}
+
+/* The default c = -0.8 + 0.156i (deep_points.h, JULIA_DEFAULT): double deltas lose 0.04-0.4 %
+ * of these counts; the engine recomputes those samples in MPFR. */
+static void test_julia_default_1e20(void **state)
+{
+    (void)state;
+    check_brute_c("julia_default_1e20", SPEC_JULIA, JULIA_DEFAULT_RE, JULIA_DEFAULT_IM,
+                  JULIA_DEFAULT_C_RE, JULIA_DEFAULT_C_IM, "1e-20", 3000, DEEP_FP64, 1);
+}
+
+static void test_julia_default_1e60(void **state)
+{
+    (void)state;
+    check_brute_c("julia_default_1e60", SPEC_JULIA, JULIA_DEFAULT_RE, JULIA_DEFAULT_IM,
+                  JULIA_DEFAULT_C_RE, JULIA_DEFAULT_C_IM, "1e-60", 3000, DEEP_FP64, 1);
+}
+
+static void test_julia_default_1e200(void **state)
+{
+    (void)state;
+    check_brute_c("julia_default_1e200", SPEC_JULIA, JULIA_DEFAULT_RE, JULIA_DEFAULT_IM,
+                  JULIA_DEFAULT_C_RE, JULIA_DEFAULT_C_IM, "1e-200", 4000, DEEP_FP64, 1);
+}
+
+static void test_julia_default_1e400(void **state)
+{
+    (void)state;
+    check_brute_c("julia_default_1e400", SPEC_JULIA, JULIA_DEFAULT_RE, JULIA_DEFAULT_IM,
+                  JULIA_DEFAULT_C_RE, JULIA_DEFAULT_C_IM, "1e-400", 4000, DEEP_EXTENDED, 0);
 }
 
 /* ---- rebasing ---- */
@@ -671,6 +737,10 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_julia_1e60),
         cmocka_unit_test(test_julia_1e200),
         cmocka_unit_test(test_julia_1e400),
+        cmocka_unit_test(test_julia_default_1e20),
+        cmocka_unit_test(test_julia_default_1e60),
+        cmocka_unit_test(test_julia_default_1e200),
+        cmocka_unit_test(test_julia_default_1e400),
         cmocka_unit_test(test_rebase_needed),
         cmocka_unit_test(test_modes_agree_mandel),
         cmocka_unit_test(test_modes_agree_julia),

@@ -98,6 +98,9 @@ static int group_teardown(void **state)
         }                                                                                      \
     } while (0)
 
+/* Samples the last device_render recomputed exactly (engine_cl_deep_stats.exact). */
+static uint64_t last_exact;
+
 static struct deep_view make_view(enum spec_fractal fractal, const char *re, const char *im,
                                   const char *width, uint32_t w, uint32_t h, uint32_t max_iter)
 {
@@ -149,6 +152,7 @@ static uint32_t device_render(engine_cl *e, const deep_ref *ref, const struct de
 
     assert_int_equal(deep_ref_device_job(&job, ref, v, rect, msg, sizeof(msg)), 0);
     err = engine_cl_deep_render(e, &job, counts, smooth, cancel, &st, msg, sizeof(msg));
+    last_exact = st.exact;
     if (out_err) {
         *out_err = err;
         return st.launches;
@@ -167,10 +171,11 @@ static uint32_t device_render(engine_cl *e, const deep_ref *ref, const struct de
  * samples (printed), smooth values bit-identical wherever the counts are (the host computes
  * them with the CPU engine's function from the device's final z, which the same operations
  * make the CPU's), then a tile off the grid's origin against the same samples of the full CPU
- * image (the mapping of rect offsets).
+ * image (the mapping of rect offsets). Julia's c is (c_re, c_im).
  */
-static void check_view(const char *name, enum spec_fractal fractal, const char *re,
-                       const char *im, const char *width, uint32_t max_iter)
+static void check_view_c(const char *name, enum spec_fractal fractal, const char *re,
+                         const char *im, double c_re, double c_im, const char *width,
+                         uint32_t max_iter)
 {
     struct deep_view v = make_view(fractal, re, im, width, SIDE, SIDE, max_iter);
     struct spec_rect all = {0, 0, SIDE, SIDE}, tile = {13, 29, 37, 21};
@@ -180,8 +185,11 @@ static void check_view(const char *name, enum spec_fractal fractal, const char *
     deep_ref *ref = NULL;
     char msg[160] = "";
     double t0, t_cpu;
+    struct deep_stats cst;
 
     NEED_DEVICE();
+    v.c_re = c_re;
+    v.c_im = c_im;
     cpu = malloc(n * sizeof(uint32_t));
     dev = malloc(n * sizeof(uint32_t));
     cpu_s = malloc(n * sizeof(float));
@@ -194,19 +202,21 @@ static void check_view(const char *name, enum spec_fractal fractal, const char *
     if (deep_ref_new(&ref, &v, NULL, msg, sizeof(msg)) != 0)
         fail_msg("deep_ref_new: %s", msg);
     t0 = now_s();
-    assert_int_equal(deep_render(ref, &v, &all, cpu, cpu_s, NULL, 2, NULL), 0);
+    assert_int_equal(deep_render(ref, &v, &all, cpu, cpu_s, NULL, 2, &cst), 0);
     t_cpu = now_s() - t0;
     /* A view of one flat colour would prove little. */
     assert_true(distinct_counts(cpu, n) >= 20);
 
     for (size_t d = 0; d < nfp64; d++) {
         size_t equal = 0, smooth_equal = 0, smooth_differ = 0, tile_differ = 0;
+        uint64_t dev_exact;
         uint32_t launches;
         double f, t_dev;
 
         t0 = now_s();
         launches = device_render(fp64[d], ref, &v, &all, dev, dev_s, NULL, NULL);
         t_dev = now_s() - t0;
+        dev_exact = last_exact;
         for (size_t k = 0; k < n; k++) {
             if (dev[k] != cpu[k])
                 continue;
@@ -229,12 +239,16 @@ static void check_view(const char *name, enum spec_fractal fractal, const char *
             }
         print_message("%-22s %ux%u width %-6s on %s: %.4f of counts equal (%zu of %zu differ), "
                       "smooth bit-identical on %zu of %zu equal counts; tile %ux%u at %u,%u: "
-                      "%zu samples differ; %u launches; device %.3f s, CPU %.3f s\n",
+                      "%zu samples differ; %u launches; exact recomputations device %llu, "
+                      "CPU %llu; device %.3f s, CPU %.3f s\n",
                       name, SIDE, SIDE, width, engine_cl_get_info(fp64[d])->name, f, n - equal,
                       n, smooth_equal, equal, tile.width, tile.height, tile.x, tile.y,
-                      tile_differ, launches, t_dev, t_cpu);
+                      tile_differ, launches, (unsigned long long)dev_exact,
+                      (unsigned long long)cst.exact, t_dev, t_cpu);
         assert_true(f >= MATCH_MIN);
         assert_int_equal(smooth_differ, 0);
+        /* The device flags the samples the CPU recomputes (the same bound, bit for bit). */
+        assert_true(dev_exact == cst.exact);
         assert_true((double)tile_differ <= (1.0 - MATCH_MIN) * (double)(tile.width * tile.height));
     }
     deep_ref_unref(ref);
@@ -242,6 +256,12 @@ static void check_view(const char *name, enum spec_fractal fractal, const char *
     free(dev);
     free(cpu_s);
     free(dev_s);
+}
+
+static void check_view(const char *name, enum spec_fractal fractal, const char *re,
+                       const char *im, const char *width, uint32_t max_iter)
+{
+    check_view_c(name, fractal, re, im, JULIA_C_RE, JULIA_C_IM, width, max_iter);
 }
 
 static void test_mandel_spiral_1e20(void **state)
@@ -296,6 +316,29 @@ static void test_julia_1e200(void **state)
 {
     (void)state;
     check_view("julia_1e200", SPEC_JULIA, JULIA_RE, JULIA_IM, "1e-200", 3000);
+}
+
+/* The default c = -0.8 + 0.156i: the device's kernel flags the samples whose deltas lost the
+ * count (test_deep.c: 0.04-0.4 % of them), and the host recomputes them as deep_render does. */
+static void test_julia_default_1e20(void **state)
+{
+    (void)state;
+    check_view_c("julia_default_1e20", SPEC_JULIA, JULIA_DEFAULT_RE, JULIA_DEFAULT_IM,
+                 JULIA_DEFAULT_C_RE, JULIA_DEFAULT_C_IM, "1e-20", 3000);
+}
+
+static void test_julia_default_1e60(void **state)
+{
+    (void)state;
+    check_view_c("julia_default_1e60", SPEC_JULIA, JULIA_DEFAULT_RE, JULIA_DEFAULT_IM,
+                 JULIA_DEFAULT_C_RE, JULIA_DEFAULT_C_IM, "1e-60", 3000);
+}
+
+static void test_julia_default_1e200(void **state)
+{
+    (void)state;
+    check_view_c("julia_default_1e200", SPEC_JULIA, JULIA_DEFAULT_RE, JULIA_DEFAULT_IM,
+                 JULIA_DEFAULT_C_RE, JULIA_DEFAULT_C_IM, "1e-200", 4000);
 }
 
 /* A grid of more samples than one device band (2^20) renders in several bands whose rows join
@@ -461,6 +504,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_julia_1e20),
         cmocka_unit_test(test_julia_1e60),
         cmocka_unit_test(test_julia_1e200),
+        cmocka_unit_test(test_julia_default_1e20),
+        cmocka_unit_test(test_julia_default_1e60),
+        cmocka_unit_test(test_julia_default_1e200),
         cmocka_unit_test(test_bands),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_refusals),
