@@ -48,6 +48,8 @@ void config_defaults(struct config *out)
     out->job_retention_ms = 3600 * 1000;
     out->job_disk_budget = (uint64_t)1 << 30;
     out->max_jobs = 10000;
+    out->job_lease_ms = 10000;
+    out->job_runners = CONFIG_JOB_RUNNERS_AUTO;
     out->io_workers = 2;
     out->stream_write_timeout_ms = 30000;
     out->max_watchers = 1024;
@@ -100,6 +102,12 @@ static void print_usage(const struct config *d)
            "  --job-retention-ms N     how long finished jobs and results are kept (default %llu)\n"
            "  --job-disk-budget N      bytes of job results kept at most (default %llu)\n"
            "  --max-jobs N             jobs held in any state (default %u)\n"
+           "  --job-store URI          share jobs with a fleet in PostgreSQL (postgresql://... or\n"
+           "                           libpq key=value); replaces --spool-dir (README: Fleet)\n"
+           "  --job-lease-ms N         with --job-store: a job whose server stops renewing its lease\n"
+           "                           this long is taken over by another server (default 10000)\n"
+           "  --job-runners N          render workers that may run jobs at once (default: workers - 1;\n"
+           "                           0: accept and answer jobs but run none)\n"
            "  --io-workers N           threads for job submission and result streaming (default %u)\n"
            "  --stream-write-timeout-ms N  cancel a stream whose reader takes nothing for this long (default %u)\n"
            "  --max-watchers N         Health.Watch streams open at once (default %u)\n"
@@ -183,6 +191,9 @@ static const struct setting settings[] = {
     {"job-retention-ms", SET_UINT, FIELD(job_retention_ms), 0, (uint64_t)365 * 24 * 3600 * 1000},
     {"job-disk-budget", SET_SIZE, FIELD(job_disk_budget), 1, UINT64_MAX / 2},
     {"max-jobs", SET_UINT, FIELD(max_jobs), 1, 10000000},
+    {"job-store", SET_PATH, FIELD(job_store), 0, 0},
+    {"job-lease-ms", SET_UINT, FIELD(job_lease_ms), 100, 3600000},
+    {"job-runners", SET_UINT, FIELD(job_runners), 0, 1023},
     {"io-workers", SET_UINT, FIELD(io_workers), 1, 64},
     {"stream-write-timeout-ms", SET_UINT, FIELD(stream_write_timeout_ms), 100, 3600000},
     {"max-watchers", SET_UINT, FIELD(max_watchers), 0, 1000000},
@@ -605,7 +616,12 @@ int config_parse_args(struct config *cfg, int argc, char **argv, char *msg, size
         }
     }
     /* Jobs run on all render workers but one, which stays free for interactive renders. */
-    if (cfg->spool_dir[0] && cfg->render_workers < 2) {
+    if (cfg->job_runners != CONFIG_JOB_RUNNERS_AUTO && cfg->job_runners >= cfg->render_workers) {
+        snprintf(msg, msglen, "--job-runners must be below --workers (one worker stays free for interactive "
+                 "renders), got %u with %u workers", cfg->job_runners, cfg->render_workers);
+        return ERR_INVALID;
+    }
+    if ((cfg->spool_dir[0] || cfg->job_store[0]) && cfg->render_workers < 2) {
         snprintf(msg, msglen, "--workers must be at least 2 when jobs are enabled (one stays free for "
                  "interactive renders), got %u; or disable jobs with --spool-dir \"\"", cfg->render_workers);
         return ERR_INVALID;

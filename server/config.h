@@ -37,6 +37,11 @@ struct config {
     uint64_t job_retention_ms;  /* how long finished jobs and results are kept */
     uint64_t job_disk_budget;   /* bytes of job results the spool may hold */
     uint32_t max_jobs;          /* jobs held in any state */
+    /* A fleet's shared job store: a libpq connection string of PostgreSQL; "" = spool_dir. */
+    char job_store[1024];
+    uint32_t job_lease_ms;      /* --job-store: a silent server's running job is taken over after this */
+    uint32_t job_runners;       /* render workers that may run jobs; CONFIG_JOB_RUNNERS_AUTO = workers - 1 */
+#define CONFIG_JOB_RUNNERS_AUTO UINT32_MAX
     unsigned io_workers;        /* threads for job submission, cancellation and result streaming */
     unsigned stream_write_timeout_ms; /* a stream whose reader takes no message for this long is
                                        * cancelled, so stalled readers cannot hold workers */

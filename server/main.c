@@ -81,13 +81,21 @@ int main(int argc, char **argv)
             goto done;
         }
     }
-    if (cfg.spool_dir[0]) {
+    if (cfg.spool_dir[0] || cfg.job_store[0]) {
         struct jobs_options jo = JOBS_OPTIONS_INIT;
         jo.spool_dir = cfg.spool_dir;
         jo.retention_ms = (int64_t)cfg.job_retention_ms;
         jo.disk_budget = cfg.job_disk_budget;
         jo.max_jobs = cfg.max_jobs;
-        if ((err = jobs_open(&jobs, &jo, msg, sizeof(msg))) < 0) {
+        jo.job_store = cfg.job_store;
+        jo.lease_ms = cfg.job_lease_ms;
+        if ((err = jobs_open(&jobs, &jo, msg, sizeof(msg))) < 0 && cfg.job_store[0]) {
+            /* A bad or unreachable --job-store is a configuration error: one line, exit status 2. */
+            fprintf(stderr, "fractald: --job-store: %s\n", msg);
+            status = 2;
+            goto done;
+        }
+        if (err < 0) {
             fprintf(stderr, "fractald: job spool %s: %s (--spool-dir DIR chooses another, \"\" disables jobs)\n",
                     cfg.spool_dir, msg);
             goto done;
@@ -127,7 +135,7 @@ int main(int argc, char **argv)
     }
     log_at(LOG_INFO, "fractald serving on %s (port %d), %u engine threads, %u render workers, jobs %s%s",
            cfg.listen, port, engine_cpu_threads(engine), cfg.render_workers, jobs ? "in " : "disabled",
-           jobs ? cfg.spool_dir : "");
+           !jobs ? "" : cfg.job_store[0] ? "PostgreSQL (--job-store)" : cfg.spool_dir);
 
     /* Wake once a second for upkeep (expired job results) while waiting for a stop signal. */
     for (;;) {

@@ -287,8 +287,13 @@ static void job_result(http_server *h, const char *id, struct http_reply *out)
     char msg[256] = "";
     int err;
 
-    if ((err = jobs_get(&info, h->jobs, id)) < 0) {
+    if ((err = jobs_get(&info, h->jobs, id)) == ERR_NOT_FOUND) {
         http_error(out, err, "no job \"%s\" (unknown, or expired)", id);
+        return;
+    }
+    if (err < 0) {
+        /* A shared store (--job-store) can be unreachable; it says so as UNAVAILABLE (503). */
+        http_error(out, err, "cannot read job %s: %s", id, err_name(err));
         return;
     }
     if (info.state != JOBS_SUCCEEDED) {
@@ -384,7 +389,7 @@ static void jobs_route(http_server *h, struct http_req *req, const char *rest, s
 
     if (!h->jobs) {
         req->route = R_JOB_GET;
-        http_error(out, ERR_UNAVAILABLE, "jobs are disabled on this server (start fractald with --spool-dir)");
+        http_error(out, ERR_UNAVAILABLE, "jobs are disabled on this server (start fractald with --spool-dir or --job-store)");
         return;
     }
     if (*rest == '\0') {

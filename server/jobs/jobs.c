@@ -20,6 +20,7 @@
 #include "jobs_index.h"
 #include "jobs_internal.h"
 #include "jobs_journal.h"
+#include "jobs_pg.h"
 #include "jobs_results.h"
 #include "log.h"
 
@@ -73,8 +74,45 @@ void jobs_log_fields(char *buf, size_t cap, const char *id, const char *state)
     log_kv(buf, cap, "state", state);
 }
 
-/* Writes the event=job line of a change that carries one more field, key=value. */
-static void log_job(int level, const char *id, const char *state, const char *key, const char *value)
+void jobs_deadline(struct timespec *out, int64_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, out);
+    out->tv_sec += ms / 1000;
+    out->tv_nsec += (long)(ms % 1000) * 1000000;
+    if (out->tv_nsec >= 1000000000) {
+        out->tv_sec++;
+        out->tv_nsec -= 1000000000;
+    }
+}
+
+void jobs_log_running(const char *id, uint32_t attempt, int64_t queued_ms, const char *extra)
+{
+    char fields[512];
+
+    if (LOG_INFO < log_min_level)
+        return;
+    jobs_log_fields(fields, sizeof(fields), id, "RUNNING");
+    log_kvf(fields, sizeof(fields), "attempt", "%u", attempt);
+    log_kvf(fields, sizeof(fields), "queued_ms", "%lld", (long long)queued_ms);
+    if (extra && strlen(fields) + strlen(extra) < sizeof(fields))
+        strcat(fields, extra);
+    log_event(LOG_INFO, "job", fields);
+}
+
+void jobs_log_succeeded(const char *id, uint64_t bytes, const char *content_type, uint32_t width, uint32_t height)
+{
+    char fields[256];
+
+    if (LOG_INFO < log_min_level)
+        return;
+    jobs_log_fields(fields, sizeof(fields), id, "SUCCEEDED");
+    log_kvf(fields, sizeof(fields), "bytes", "%llu", (unsigned long long)bytes);
+    log_kv(fields, sizeof(fields), "content_type", content_type ? content_type : "");
+    log_kvf(fields, sizeof(fields), "size", "%ux%u", width, height);
+    log_event(LOG_INFO, "job", fields);
+}
+
+void jobs_log_job(int level, const char *id, const char *state, const char *key, const char *value)
 {
     char fields[256];
 
@@ -85,12 +123,8 @@ static void log_job(int level, const char *id, const char *state, const char *ke
     log_event(level, "job", fields);
 }
 
-/* Writes the event=job line of a job that finished without a result: its state, code=<the gRPC
- * status name> (every code the store records is a google.rpc.Code, JOBS_CODE_CANCELLED being
- * CANCELLED; any other is written as its number, not as UNKNOWN), error=<its message>, then
- * extra, ready-made " key=value" pairs (or NULL). */
-static void log_finish(int level, const char *id, enum jobs_state state, int32_t code, const char *error,
-                       const char *extra)
+void jobs_log_finish(int level, const char *id, enum jobs_state state, int32_t code, const char *error,
+                     const char *extra)
 {
     char fields[1536];
 
@@ -212,7 +246,7 @@ static int recover_job(jobs_store *s, struct job *j, int64_t now, char *msg, siz
     }
     if ((err = jobs_journal_finish(s->journal, j->seq, &r, msg, msglen)) < 0)
         return err;
-    log_finish(r.state == JOBS_CANCELLED ? LOG_INFO : LOG_WARN, j->id, r.state, r.error_code, r.error_message,
+    jobs_log_finish(r.state == JOBS_CANCELLED ? LOG_INFO : LOG_WARN, j->id, r.state, r.error_code, r.error_message,
                " at=start");
     j->state = r.state;
     j->error_code = r.error_code;
@@ -302,6 +336,25 @@ done:
     return err;
 }
 
+/* jobs_open for opts->job_store: a store that only carries the PostgreSQL backend. */
+static int open_pg(jobs_store **out, const struct jobs_options *opts, char *msg, size_t msglen)
+{
+    jobs_store *s = calloc(1, sizeof(*s));
+    int err;
+
+    if (!s) {
+        jobs_set_msg(msg, msglen, "out of memory opening the job store");
+        return ERR_NOMEM;
+    }
+    if ((err = jobs_pg_open(&s->pg, opts, msg, msglen)) < 0) {
+        free(s);
+        return err;
+    }
+    s->opts = *opts;
+    *out = s;
+    return 0;
+}
+
 int jobs_open(jobs_store **out, const struct jobs_options *opts, char *msg, size_t msglen)
 {
     jobs_store *s = NULL;
@@ -314,10 +367,6 @@ int jobs_open(jobs_store **out, const struct jobs_options *opts, char *msg, size
         jobs_set_msg(msg, msglen, "jobs_options.version must be %d", JOBS_OPTIONS_VERSION);
         return ERR_INVALID;
     }
-    if (!opts->spool_dir || !opts->spool_dir[0] || strlen(opts->spool_dir) > PATH_MAX - 64) {
-        jobs_set_msg(msg, msglen, "spool directory must be a path of 1..%d bytes", PATH_MAX - 64);
-        return ERR_INVALID;
-    }
     if (opts->retention_ms < 0 || opts->disk_budget == 0 || opts->max_jobs == 0 ||
         opts->max_jobs > JOBS_MAX_JOBS_LIMIT) {
         jobs_set_msg(msg, msglen, "job store limits: retention must be >= 0 ms (got %lld), disk budget > 0 bytes "
@@ -326,6 +375,12 @@ int jobs_open(jobs_store **out, const struct jobs_options *opts, char *msg, size
         return ERR_INVALID;
     }
     jobs_results_init();
+    if (opts->job_store && opts->job_store[0])
+        return open_pg(out, opts, msg, msglen);
+    if (!opts->spool_dir || !opts->spool_dir[0] || strlen(opts->spool_dir) > PATH_MAX - 64) {
+        jobs_set_msg(msg, msglen, "spool directory must be a path of 1..%d bytes", PATH_MAX - 64);
+        return ERR_INVALID;
+    }
 
     if (!(s = calloc(1, sizeof(*s)))) {
         err = ERR_NOMEM;
@@ -391,10 +446,22 @@ done:
     return err;
 }
 
+void jobs_set_wake(jobs_store *s, void (*wake)(void *ctx), void *ctx)
+{
+    /* The SQLite store's jobs are all submitted here, and its submit signals its own workers. */
+    if (s->pg)
+        jobs_pg_set_wake(s->pg, wake, ctx);
+}
+
 void jobs_close(jobs_store *s)
 {
     if (!s)
         return;
+    if (s->pg) {
+        jobs_pg_close(s->pg);
+        free(s);
+        return;
+    }
     jobs_journal_close(s->journal);
     jobs_index_dispose(s);
     if (s->results_fd >= 0)
@@ -414,6 +481,9 @@ void jobs_close(jobs_store *s)
 int jobs_submit(jobs_store *s, const void *request, size_t len, char id_out[JOBS_ID_SIZE], char *msg,
                 size_t msglen)
 {
+    if (s->pg)
+        return jobs_pg_submit(s->pg, request, len, id_out, msg, msglen);
+
     struct job *j = NULL;
     char id[JOBS_ID_SIZE];
     bool locked = false;
@@ -526,6 +596,9 @@ static int fill_info(struct jobs_info *out, const struct job *j)
 
 int jobs_get(struct jobs_info *out, jobs_store *s, const char *id)
 {
+    if (s->pg)
+        return jobs_pg_get(out, s->pg, id);
+
     struct job *j;
     int err = ERR_NOT_FOUND;
 
@@ -558,6 +631,9 @@ void jobs_info_free_array(struct jobs_info *infos, size_t count)
 
 int jobs_list(struct jobs_info **out, size_t *count, jobs_store *s, enum jobs_state state, size_t limit)
 {
+    if (s->pg)
+        return jobs_pg_list(out, count, s->pg, state, limit);
+
     struct jobs_info *infos = NULL;
     size_t n = 0, cap;
     uint32_t pos = 1;
@@ -600,6 +676,9 @@ done:
 
 int jobs_queue_position(jobs_store *s, const char *id)
 {
+    if (s->pg)
+        return jobs_pg_queue_position(s->pg, id);
+
     struct job *j;
     int pos = ERR_NOT_FOUND;
 
@@ -612,6 +691,10 @@ int jobs_queue_position(jobs_store *s, const char *id)
 
 void jobs_get_stats(struct jobs_stats *out, jobs_store *s)
 {
+    if (s->pg) {
+        jobs_pg_get_stats(out, s->pg);
+        return;
+    }
     memset(out, 0, sizeof(*out));
     pthread_mutex_lock(&s->lock);
     out->held = s->held;
@@ -628,6 +711,9 @@ void jobs_get_stats(struct jobs_stats *out, jobs_store *s)
 
 int jobs_cancel(jobs_store *s, const char *id, char *msg, size_t msglen)
 {
+    if (s->pg)
+        return jobs_pg_cancel(s->pg, id, msg, msglen);
+
     struct job *j;
     enum jobs_state state = JOBS_ANY;
     bool already = false;
@@ -664,7 +750,7 @@ int jobs_cancel(jobs_store *s, const char *id, char *msg, size_t msglen)
         pthread_mutex_lock(&s->lock);
         jobs_index_apply_finish(s, j, &r, NULL, text);
         pthread_mutex_unlock(&s->lock);
-        log_finish(LOG_INFO, id, r.state, r.error_code, r.error_message, NULL);
+        jobs_log_finish(LOG_INFO, id, r.state, r.error_code, r.error_message, NULL);
     } else if (state == JOBS_RUNNING && !already) {
         if ((err = jobs_journal_cancel(s->journal, seq, msg, msglen)) < 0)
             goto done;
@@ -672,7 +758,7 @@ int jobs_cancel(jobs_store *s, const char *id, char *msg, size_t msglen)
         j->cancel_requested = true;
         atomic_store(&j->cancel, 1);
         pthread_mutex_unlock(&s->lock);
-        log_job(LOG_INFO, id, "RUNNING", "cancel", "requested");
+        jobs_log_job(LOG_INFO, id, "RUNNING", "cancel", "requested");
     }
 done:
     pthread_mutex_unlock(&s->db_lock);
@@ -683,6 +769,9 @@ done:
 
 int jobs_next_queued(struct jobs_work *out, jobs_store *s, int timeout_ms, char *msg, size_t msglen)
 {
+    if (s->pg)
+        return jobs_pg_next_queued(out, s->pg, timeout_ms, msg, msglen);
+
     struct timespec deadline;
     struct job *j = NULL;
     void *request = NULL;
@@ -691,15 +780,8 @@ int jobs_next_queued(struct jobs_work *out, jobs_store *s, int timeout_ms, char 
     int err = 0;
 
     memset(out, 0, sizeof(*out));
-    if (timeout_ms > 0) {
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
-        deadline.tv_sec += timeout_ms / 1000;
-        deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-        if (deadline.tv_nsec >= 1000000000) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000;
-        }
-    }
+    if (timeout_ms > 0)
+        jobs_deadline(&deadline, timeout_ms);
     for (;;) {
         /* Wait without db_lock, so a waiting worker holds up nobody. */
         pthread_mutex_lock(&s->lock);
@@ -756,13 +838,7 @@ int jobs_next_queued(struct jobs_work *out, jobs_store *s, int timeout_ms, char 
     out->attempts = attempts;
     pthread_mutex_unlock(&s->lock);
     request = NULL;
-    if (LOG_INFO >= log_min_level) {
-        char fields[256];
-        jobs_log_fields(fields, sizeof(fields), out->id, "RUNNING");
-        log_kvf(fields, sizeof(fields), "attempt", "%u", attempts);
-        log_kvf(fields, sizeof(fields), "queued_ms", "%lld", (long long)(started - out->created_ms));
-        log_event(LOG_INFO, "job", fields);
-    }
+    jobs_log_running(out->id, attempts, started - out->created_ms, NULL);
 done:
     pthread_mutex_unlock(&s->db_lock);
     free(request);
@@ -779,6 +855,10 @@ void jobs_work_dispose(struct jobs_work *work)
 
 void jobs_stop(jobs_store *s)
 {
+    if (s->pg) {
+        jobs_pg_stop(s->pg);
+        return;
+    }
     pthread_mutex_lock(&s->lock);
     s->stopping = true;
     pthread_cond_broadcast(&s->queued);
@@ -787,6 +867,9 @@ void jobs_stop(jobs_store *s)
 
 int jobs_progress(jobs_store *s, const char *id, uint32_t rows_done, uint32_t rows_total, uint64_t samples_done)
 {
+    if (s->pg)
+        return jobs_pg_progress(s->pg, id, rows_done, rows_total, samples_done);
+
     struct job *j;
     int err = ERR_NOT_FOUND;
 
@@ -829,6 +912,9 @@ static int lookup_for_change(jobs_store *s, const char *id, enum jobs_state want
 
 int jobs_finish_error(jobs_store *s, const char *id, int32_t code, const char *message, char *msg, size_t msglen)
 {
+    if (s->pg)
+        return jobs_pg_finish_error(s->pg, id, code, message, msg, msglen);
+
     struct finish_row r = {0};
     struct job *j;
     char *text = strdup(message ? message : "");
@@ -854,7 +940,7 @@ int jobs_finish_error(jobs_store *s, const char *id, int32_t code, const char *m
     pthread_mutex_lock(&s->lock);
     jobs_index_apply_finish(s, j, &r, NULL, text);
     pthread_mutex_unlock(&s->lock);
-    log_finish(jerr < 0 ? LOG_WARN : LOG_INFO, id, r.state, code, text,
+    jobs_log_finish(jerr < 0 ? LOG_WARN : LOG_INFO, id, r.state, code, text,
                jerr < 0 ? " journaled=false note=\"it runs again after a restart\"" : NULL);
     err = jerr;
 done:
@@ -864,6 +950,9 @@ done:
 
 int jobs_requeue(jobs_store *s, const char *id, char *msg, size_t msglen)
 {
+    if (s->pg)
+        return jobs_pg_requeue(s->pg, id, msg, msglen);
+
     struct job *j;
     bool cancelled;
     uint32_t attempts;
@@ -889,7 +978,7 @@ int jobs_requeue(jobs_store *s, const char *id, char *msg, size_t msglen)
     j->samples_done = 0;
     jobs_index_set_state(s, j, JOBS_QUEUED);
     pthread_mutex_unlock(&s->lock);
-    log_job(LOG_INFO, id, "QUEUED", "reason", "requeued by its worker");
+    jobs_log_job(LOG_INFO, id, "QUEUED", "reason", "requeued by its worker");
 done:
     pthread_mutex_unlock(&s->db_lock);
     return err;
@@ -897,6 +986,9 @@ done:
 
 int jobs_expire(jobs_store *s, int64_t now)
 {
+    if (s->pg)
+        return jobs_pg_expire(s->pg, now);
+
     struct job **due = NULL;
     size_t n = 0, cap = 0;
     int err = 0;
@@ -928,7 +1020,7 @@ done:
     /* The rows are gone, so the jobs are unreachable; their files go after the commit (a crash
      * in between leaves files that the next open's sweep deletes). */
     for (size_t i = 0; err == 0 && i < n; i++) {
-        log_job(LOG_INFO, due[i]->id, "DELETED", "reason", "expired");
+        jobs_log_job(LOG_INFO, due[i]->id, "DELETED", "reason", "expired");
         if (due[i]->state == JOBS_SUCCEEDED)
             jobs_results_delete(s, due[i]->id);
         jobs_job_free(due[i]);
@@ -983,7 +1075,7 @@ void jobs_mark_data_loss(jobs_store *s, const char *id, const char *why)
         pthread_mutex_unlock(&s->lock);
         text = NULL;
         lost = true;
-        log_finish(LOG_WARN, id, r.state, r.error_code, why, NULL);
+        jobs_log_finish(LOG_WARN, id, r.state, r.error_code, why, NULL);
     }
     pthread_mutex_unlock(&s->db_lock);
     if (lost)

@@ -1,5 +1,6 @@
 /* jobs.h: the job store: submitted renders, their states, progress and results, journaled in a
- * spool directory (SQLite for the records, one file per result) so no accepted job is lost. */
+ * spool directory (SQLite for the records, one file per result) so no accepted job is lost, or
+ * shared by a fleet of servers in a PostgreSQL database (jobs_pg.h says how that differs). */
 #ifndef FRACTALD_JOBS_H
 #define FRACTALD_JOBS_H
 
@@ -18,7 +19,9 @@
  * and jobs_progress take only the first, never touch the disk and never wait for a commit, so
  * the RPC completion-queue thread may call them. Functions that change a job's state commit to
  * disk before they return; with sync_full that is an fsync (about a millisecond on an SSD,
- * more on a busy disk). jobs_next_queued may block (see its timeout).
+ * more on a busy disk). jobs_next_queued may block (see its timeout). The PostgreSQL store
+ * (opts->job_store) keeps this API but not these costs: every call is a round trip to the
+ * database, bounded by its statement timeout (jobs_pg.h).
  *
  * Lifecycle of a job:
  *     jobs_submit -> QUEUED -> jobs_next_queued -> RUNNING -> jobs_finish_ok    -> SUCCEEDED
@@ -67,9 +70,16 @@ struct jobs_options {
                                  * survives a power loss; false: synchronous=NORMAL, commits
                                  * survive a crash or kill -9 of the process but the last ones
                                  * may be lost in a power loss */
+    const char *job_store;      /* NULL or "": the SQLite spool above; else a libpq connection
+                                 * string (postgresql:// URI or key=value) of a PostgreSQL database
+                                 * the servers of a fleet share; spool_dir and sync_full are then
+                                 * unused and disk_budget bounds the results held there */
+    int64_t lease_ms;           /* PostgreSQL: a RUNNING job whose server renews nothing for this
+                                 * long is taken over by another; 0 = JOBS_DEFAULT_LEASE_MS */
 };
 
-#define JOBS_OPTIONS_INIT {JOBS_OPTIONS_VERSION, NULL, 3600 * 1000, UINT64_C(1) << 30, 10000, 3, true}
+#define JOBS_DEFAULT_LEASE_MS 10000
+#define JOBS_OPTIONS_INIT {JOBS_OPTIONS_VERSION, NULL, 3600 * 1000, UINT64_C(1) << 30, 10000, 3, true, NULL, 0}
 
 /* A snapshot of one job, copied out under the lock. Everything it points to belongs to the
  * caller: release it with jobs_info_dispose (or jobs_info_free_array for jobs_list). */
@@ -129,8 +139,19 @@ struct jobs_stats {
  * process) gets ERR_UNAVAILABLE. Returns 0 and the store in *out (free with jobs_close),
  * ERR_INVALID (bad options), ERR_UNAVAILABLE, ERR_PRECONDITION (a spool from a newer fractald),
  * ERR_IO (the directory or database cannot be used; a corrupt database is left untouched for
- * a person to look at) or ERR_NOMEM; msg (may be NULL) gets one line on failure. */
+ * a person to look at) or ERR_NOMEM; msg (may be NULL) gets one line on failure.
+ * With opts->job_store it opens the PostgreSQL store instead: it creates the tables if missing
+ * and starts its listener and heartbeat threads; nothing is recovered, since other servers may be
+ * running those jobs (a dead server's are taken over when their lease runs out). Then
+ * ERR_INVALID means the connection string does not parse, ERR_UNAVAILABLE that the database
+ * cannot be reached, ERR_PRECONDITION that its schema is from a newer fractald. */
 int jobs_open(jobs_store **out, const struct jobs_options *opts, char *msg, size_t msglen);
+
+/* Sets the function the store calls, from a thread of its own, when jobs this process did not
+ * submit may be ready to run: queued through another server of the fleet, or left by a server
+ * whose lease ran out. The SQLite store, whose jobs all come through this process, never calls it.
+ * NULL clears it; once that returns, the callback is not running and will not run. */
+void jobs_set_wake(jobs_store *store, void (*wake)(void *ctx), void *ctx);
 
 /* Closes the database and frees the store. Accepts NULL. No other call may be in flight and
  * every jobs_result and jobs_reader must be freed. Jobs still RUNNING (their workers must have

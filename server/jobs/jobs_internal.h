@@ -1,10 +1,11 @@
 /* jobs_internal.h: what the job store's files share: the job record, the store itself and the few
- * helpers more than one of them calls. Only jobs.c, jobs_index.c, jobs_journal.c and
- * jobs_results.c include it; every other folder sees the store through jobs.h alone. */
+ * helpers more than one of them calls. Only the files of server/jobs/ include it; every other
+ * folder sees the store through jobs.h alone. */
 #ifndef FRACTALD_JOBS_INTERNAL_H
 #define FRACTALD_JOBS_INTERNAL_H
 
 #include <pthread.h>
+#include <time.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -58,6 +59,9 @@ struct finish_row {
 };
 
 struct jobs_store {
+    /* Set when the store is the PostgreSQL one (opts.job_store): then every public function
+     * forwards to jobs_pg.h and nothing below is used. */
+    struct jobs_pg *pg;
     struct jobs_options opts;
     char *spool_dir;
     char *results_dir;
@@ -110,6 +114,24 @@ void jobs_job_free(struct job *j);
  * log_kv and writes the line with log_event(level, "job", buf), having checked log_min_level
  * first. */
 void jobs_log_fields(char *buf, size_t cap, const char *id, const char *state);
+
+/* Writes the event=job line of a change that carries one more field, key=value. */
+void jobs_log_job(int level, const char *id, const char *state, const char *key, const char *value);
+
+/* Writes the event=job line of a job that finished without a result: its state, code=<the gRPC
+ * status name> (every code the store records is a google.rpc.Code, JOBS_CODE_CANCELLED being
+ * CANCELLED; any other is written as its number, not as UNKNOWN), error=<its message>, then
+ * extra, ready-made " key=value" pairs (or NULL). */
+void jobs_log_finish(int level, const char *id, enum jobs_state state, int32_t code, const char *error,
+                     const char *extra);
+
+/* The event=job lines (at info) of a job a worker took, with extra " key=value" pairs (or NULL),
+ * and of a job that SUCCEEDED. */
+void jobs_log_running(const char *id, uint32_t attempt, int64_t queued_ms, const char *extra);
+void jobs_log_succeeded(const char *id, uint64_t bytes, const char *content_type, uint32_t width, uint32_t height);
+
+/* *out = CLOCK_MONOTONIC now + ms, for pthread_cond_timedwait on the store's conditions. */
+void jobs_deadline(struct timespec *out, int64_t ms);
 
 /* Finishes RUNNING job `id` as SUCCEEDED with row r (whose result file is already in place) and
  * commits it: the r->result_bytes an open writer had reserved in spool_bytes become the job's.

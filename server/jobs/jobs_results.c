@@ -15,12 +15,14 @@
 #include "err.h"
 #include "jobs_index.h"
 #include "jobs_internal.h"
+#include "jobs_pg.h"
 #include "log.h"
 
 /* A result being written, by one thread at a time. The temporary file is the writer's until
  * jobs_finish_ok renames it to final_path and the job owns it (published). */
 struct jobs_result {
     jobs_store *store;
+    struct jobs_pg_writer *pg;      /* the PostgreSQL store's writer; then nothing below is used */
     char id[JOBS_ID_SIZE];
     int fd;
     char *tmp_path, *final_path;
@@ -33,6 +35,7 @@ struct jobs_result {
 /* A result being read. It holds the file open, so it reads on even if the job expires. */
 struct jobs_reader {
     jobs_store *store;
+    struct jobs_pg_reader *pg;      /* the PostgreSQL store's reader; then nothing below is used */
     char id[JOBS_ID_SIZE];
     int fd;
     uint64_t size, offset;
@@ -103,6 +106,11 @@ int jobs_results_check(const jobs_store *s, const char *id, uint64_t size, char 
     return 1;
 }
 
+uint32_t jobs_results_crc(uint32_t crc, const void *data, size_t len)
+{
+    return crc_update(crc, data, len);
+}
+
 void jobs_results_delete(const jobs_store *s, const char *id)
 {
     char *path = result_path(s, id);
@@ -140,6 +148,26 @@ int jobs_results_sweep(jobs_store *s, char *msg, size_t msglen)
 
 /* ---- the writer ---- */
 
+/* jobs_result_open for the PostgreSQL store: a jobs_result around its writer. */
+static int wrap_pg_writer(jobs_result **out, jobs_store *s, const char *id, char *msg, size_t msglen)
+{
+    jobs_result *w = calloc(1, sizeof(*w));
+    int err;
+
+    if (!w) {
+        jobs_set_msg(msg, msglen, "out of memory starting a result");
+        return ERR_NOMEM;
+    }
+    w->store = s;
+    w->fd = -1;
+    if ((err = jobs_pg_writer_open(&w->pg, s->pg, id, msg, msglen)) < 0) {
+        free(w);
+        return err;
+    }
+    *out = w;
+    return 0;
+}
+
 int jobs_result_open(jobs_result **out, jobs_store *s, const char *id, char *msg, size_t msglen)
 {
     jobs_result *w = NULL;
@@ -149,6 +177,8 @@ int jobs_result_open(jobs_result **out, jobs_store *s, const char *id, char *msg
     int err = 0;
 
     *out = NULL;
+    if (s->pg)
+        return wrap_pg_writer(out, s, id, msg, msglen);
     pthread_mutex_lock(&s->lock);
     j = jobs_find(s, id);
     if (!j) {
@@ -199,6 +229,8 @@ int jobs_result_write(jobs_result *w, const void *data, size_t len)
     size_t done = 0;
     int err = 0;
 
+    if (w->pg)
+        return jobs_pg_writer_write(w->pg, data, len);
     if (w->fd < 0) {
         snprintf(w->message, sizeof(w->message), "result of job %s is already closed", w->id);
         return ERR_PRECONDITION;
@@ -243,6 +275,8 @@ int jobs_result_sink(void *w, const void *data, size_t len)
 
 const char *jobs_result_message(const jobs_result *w)
 {
+    if (w->pg)
+        return jobs_pg_writer_message(w->pg);
     return w->message;
 }
 
@@ -255,14 +289,16 @@ int jobs_finish_ok(jobs_result *w, const void *stats, size_t stats_len, const ch
     bool renamed = false;
     int err = 0;
 
-    if (w->fd < 0 || w->published) {
-        jobs_set_msg(msg, msglen, "result of job %s is already closed", w->id);
-        return ERR_PRECONDITION;
-    }
     if (content_type && strlen(content_type) >= JOBS_CONTENT_TYPE_SIZE) {
         jobs_set_msg(msg, msglen, "content type of job %s is longer than %d bytes", w->id,
                      JOBS_CONTENT_TYPE_SIZE - 1);
         return ERR_INVALID;
+    }
+    if (w->pg)
+        return jobs_pg_writer_finish(w->pg, stats, stats_len, content_type, width, height, msg, msglen);
+    if (w->fd < 0 || w->published) {
+        jobs_set_msg(msg, msglen, "result of job %s is already closed", w->id);
+        return ERR_PRECONDITION;
     }
     if (stats && !(stats_copy = jobs_memdup(stats, stats_len))) {
         jobs_set_msg(msg, msglen, "out of memory finishing job %s", w->id);
@@ -308,14 +344,7 @@ int jobs_finish_ok(jobs_result *w, const void *stats, size_t stats_len, const ch
         goto done;
     stats_copy = NULL;
     w->published = true;
-    if (LOG_INFO >= log_min_level) {
-        char fields[256];
-        jobs_log_fields(fields, sizeof(fields), w->id, "SUCCEEDED");
-        log_kvf(fields, sizeof(fields), "bytes", "%llu", (unsigned long long)w->bytes);
-        log_kv(fields, sizeof(fields), "content_type", content_type ? content_type : "");
-        log_kvf(fields, sizeof(fields), "size", "%ux%u", width, height);
-        log_event(LOG_INFO, "job", fields);
-    }
+    jobs_log_succeeded(w->id, w->bytes, content_type, width, height);
 done:
     if (err < 0 && renamed)
         unlink(w->final_path);
@@ -327,6 +356,11 @@ void jobs_result_free(jobs_result *w)
 {
     if (!w)
         return;
+    if (w->pg) {
+        jobs_pg_writer_free(w->pg);
+        free(w);
+        return;
+    }
     if (w->fd >= 0)
         close(w->fd);
     if (!w->published) {
@@ -397,6 +431,20 @@ int jobs_reader_open(jobs_reader **out, jobs_store *s, const char *id, char *msg
     int err = 0;
 
     *out = NULL;
+    if (s->pg) {
+        if (!(r = calloc(1, sizeof(*r)))) {
+            jobs_set_msg(msg, msglen, "out of memory opening a result");
+            return ERR_NOMEM;
+        }
+        r->store = s;
+        r->fd = -1;
+        if ((err = jobs_pg_reader_open(&r->pg, s->pg, id, msg, msglen)) < 0) {
+            free(r);
+            return err;
+        }
+        *out = r;
+        return 0;
+    }
     pthread_mutex_lock(&s->lock);
     j = jobs_find(s, id);
     if (!j) {
@@ -460,6 +508,8 @@ done:
 
 uint64_t jobs_reader_size(const jobs_reader *r)
 {
+    if (r->pg)
+        return jobs_pg_reader_size(r->pg);
     return r->size;
 }
 
@@ -469,6 +519,8 @@ int jobs_reader_read(jobs_reader *r, void *buf, size_t len, size_t *nread, char 
     size_t got = 0;
     char why[512];
 
+    if (r->pg)
+        return jobs_pg_reader_read(r->pg, buf, len, nread, msg, msglen);
     *nread = 0;
     if (len > r->size - r->offset)
         len = (size_t)(r->size - r->offset);
@@ -504,6 +556,7 @@ void jobs_reader_free(jobs_reader *r)
 {
     if (!r)
         return;
+    jobs_pg_reader_free(r->pg);
     if (r->fd >= 0)
         close(r->fd);
     free(r);

@@ -28,6 +28,10 @@ void jobs_results_init(void);
  * message), or ERR_NOMEM. */
 int jobs_results_check(const jobs_store *s, const char *id, uint64_t size, char *why, size_t whylen);
 
+/* Continues CRC-32 crc (0 to start) over len bytes; the checksum of every result, whichever
+ * backend stores it. */
+uint32_t jobs_results_crc(uint32_t crc, const void *data, size_t len);
+
 /* Deletes the result file of job `id`, if there is one. Call it only after the commit that
  * removed the job or its result from the journal, so a crash in between leaves a stray file for
  * the next open's sweep, never a job without its result. Failures are ignored for that reason. */

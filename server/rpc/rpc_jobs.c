@@ -68,6 +68,20 @@ static void job_msg_dispose(struct job_msg *m)
 }
 
 /* Answers c with job `id` as it is now (or NOT_FOUND), logging `what`. */
+/* The message for a store read (jobs_get, jobs_list) that failed with err, which carries none:
+ * a shared store (--job-store) can be unreachable as well as out of memory. */
+static void store_read_failure(char *msg, size_t len, int err, const char *id)
+{
+    if (err == ERR_NOT_FOUND)
+        snprintf(msg, len, "no job \"%.64s\" (unknown, or expired)", id ? id : "");
+    else if (err == ERR_UNAVAILABLE)
+        snprintf(msg, len, "the job store is unavailable; retry later");
+    else if (err == ERR_NOMEM)
+        snprintf(msg, len, "out of memory");
+    else
+        snprintf(msg, len, "the job store failed (%s)", err_name(err));
+}
+
 static void reply_job(struct call *c, const char *id, const char *what)
 {
     struct jobs_info info;
@@ -76,7 +90,7 @@ static void reply_job(struct call *c, const char *id, const char *what)
     int err = jobs_get(&info, c->srv->jobs, id);
 
     if (err < 0) {
-        snprintf(msg, sizeof(msg), "no job \"%.64s\" (unknown, or expired)", id);
+        store_read_failure(msg, sizeof(msg), err, id);
         rpc_log_call(c, err, msg, NULL);
         rpc_finish(c, err, msg, NULL, 0);
         return;
@@ -94,7 +108,7 @@ static void reply_job(struct call *c, const char *id, const char *what)
 /* Refuses a job call when the server keeps no jobs; true if it did. */
 static bool refuse_without_jobs(struct call *c)
 {
-    static const char msg[] = "jobs are disabled on this server (start fractald with --spool-dir)";
+    static const char msg[] = "jobs are disabled on this server (start fractald with --spool-dir or --job-store)";
 
     if (c->srv->jobs)
         return false;
@@ -259,8 +273,14 @@ static void do_list(struct call *c)
         rpc_finish(c, ERR_INVALID, msg, NULL, 0);
         return;
     }
-    if ((err = jobs_list(&infos, &count, c->srv->jobs, (enum jobs_state)state, limit)) < 0 ||
-        (count && (!(msgs = calloc(count, sizeof(*msgs))) || !(ptrs = calloc(count, sizeof(*ptrs)))))) {
+    if ((err = jobs_list(&infos, &count, c->srv->jobs, (enum jobs_state)state, limit)) < 0) {
+        char msg[96];
+        store_read_failure(msg, sizeof(msg), err, NULL);
+        rpc_log_call(c, err, msg, NULL);
+        rpc_finish(c, err, msg, NULL, 0);
+        goto done;
+    }
+    if (count && (!(msgs = calloc(count, sizeof(*msgs))) || !(ptrs = calloc(count, sizeof(*ptrs))))) {
         rpc_log_call(c, ERR_NOMEM, "out of memory", NULL);
         rpc_finish(c, ERR_NOMEM, "out of memory", NULL, 0);
         goto done;

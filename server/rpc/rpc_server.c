@@ -114,6 +114,12 @@ static void run_one_job(rpc_server *srv, unsigned slot, unsigned hint_seq)
     jobs_work_dispose(&work);
 }
 
+/* jobs_set_wake's callback: the shared store says other servers queued work (rpc_jobs_wake). */
+static void wake_job_runners(void *srv)
+{
+    rpc_jobs_wake(srv);
+}
+
 /* A render worker: interactive calls first, then jobs on at most max_job_runners workers. */
 static void *render_worker(void *arg)
 {
@@ -496,9 +502,11 @@ int rpc_server_start(rpc_server **out, int *port, const struct rpc_deps *deps, c
     srv->nworkers = cfg->render_workers;
     srv->nio_workers = cfg->io_workers;
     srv->max_job_runners = srv->nworkers > 1 ? srv->nworkers - 1 : 1;
+    if (cfg->job_runners != CONFIG_JOB_RUNNERS_AUTO && cfg->job_runners < srv->max_job_runners)
+        srv->max_job_runners = cfg->job_runners; /* 0: this server accepts jobs but runs none */
     srv->jobs_hint = 1; /* jobs recovered from the journal start at once */
     srv->workers = calloc(srv->nworkers + srv->nio_workers, sizeof(*srv->workers));
-    srv->job_cancel = calloc(srv->max_job_runners, sizeof(*srv->job_cancel));
+    srv->job_cancel = calloc(srv->max_job_runners ? srv->max_job_runners : 1, sizeof(*srv->job_cancel));
     if (!srv->workers || !srv->job_cancel) {
         srv->nworkers = srv->nio_workers = 0;
         err = ERR_NOMEM;
@@ -530,6 +538,9 @@ int rpc_server_start(rpc_server **out, int *port, const struct rpc_deps *deps, c
         goto fail_started;
     }
     srv->cq_thread_started = 1;
+    /* A shared store (--job-store) announces jobs queued through other servers of the fleet. */
+    if (srv->jobs)
+        jobs_set_wake(srv->jobs, wake_job_runners, srv);
     *out = srv;
     return 0;
 
@@ -630,8 +641,10 @@ void rpc_server_stop(rpc_server *srv, unsigned grace_ms)
         srv->cq_thread_started = pthread_create(&srv->cq_thread, NULL, cq_loop, srv) == 0;
     }
     /* No new jobs start; queued ones stay journaled for the next start. */
-    if (srv->jobs)
+    if (srv->jobs) {
         jobs_stop(srv->jobs);
+        jobs_set_wake(srv->jobs, NULL, NULL);
+    }
     /* Watchers hear NOT_SERVING now and stay open until the listener closes. */
     rpc_health_draining(srv);
     deadline = render_now_ms() + grace_ms;

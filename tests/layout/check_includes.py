@@ -1,5 +1,5 @@
 """check_includes: the layout's rules about third-party headers, checked on the sources: each of
-grpc, OpenCL, libpng, SQLite, inih, MPFR and libmicrohttpd is included by the one module that
+grpc, OpenCL, libpng, SQLite, libpq, inih, MPFR and libmicrohttpd is included by the one module that
 owns it, so the folders keep meaning what docs/ARCHITECTURE.md says. (Which of our own headers a
 stage may include is enforced by the build: each library sees only the folders of the libraries
 it links.)"""
@@ -17,7 +17,8 @@ OWNERS = {
     "microhttpd.h": ("server/http/http_mhd.c",),
     # MPFR: the deep-zoom engine, and the tests' independent brute-force renderer beside it.
     "mpfr.h": ("server/deep/deep_internal.h", "tests/deep/"),
-    "microhttpd.h": ("server/http/http_mhd.c",),
+    # PostgreSQL (--job-store): the shared job store's backend.
+    "libpq-fe.h": ("server/jobs/jobs_pg_internal.h",),
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', re.M)
 

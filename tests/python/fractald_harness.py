@@ -48,8 +48,9 @@ class Server:
         line = self.proc.stdout.readline() if ready else ""
         m = re.match(r"fractald listening on (\S+):(\d+)", line)
         if not m:
+            # stop() closes the pipes (and shows stderr when the exit code says it failed).
             self.stop()
-            raise RuntimeError("fractald did not start: %r %s" % (line, self.proc.stderr.read()))
+            raise RuntimeError("fractald did not start: %r" % line)
         self.port = int(m.group(2))
         self.target = "127.0.0.1:%d" % self.port
 
