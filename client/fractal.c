@@ -43,6 +43,14 @@ static const char *const method_paths[FR_M_COUNT] = {
     [FR_M_HEALTH_CHECK] = "/grpc.health.v1.Health/Check",
 };
 
+/* The service config of a channel over several servers: round_robin spreads the calls over every
+ * server that is up, and client-side health checking (a Health/Watch stream per server, which
+ * grpc core opens by itself when the config asks for it and the policy is not pick_first) takes
+ * a server out of the rotation while it answers NOT_SERVING, as fractald does while it drains. A
+ * server without Watch answers UNIMPLEMENTED, which grpc takes as "healthy". */
+#define BALANCED_SERVICE_CONFIG \
+    "{\"loadBalancingConfig\":[{\"round_robin\":{}}],\"healthCheckConfig\":{\"serviceName\":\"\"}}"
+
 /* Trailing metadata key of the server's retry hint, in milliseconds. */
 #define RETRY_AFTER_KEY "retry-after-ms"
 
@@ -139,9 +147,10 @@ char *fr_client_errbuf(fractal_client *c)
 
 /* ---- client ---------------------------------------------------------------------------------- */
 
-/* Fields of version 1 and 2 fractal_client_options; later fields must not be touched in one. */
+/* Fields of version 1, 2 and 3 fractal_client_options; later fields must not be touched in one. */
 #define CLIENT_OPTIONS_V1_SIZE (offsetof(fractal_client_options, max_receive_bytes) + sizeof(size_t))
 #define CLIENT_OPTIONS_V2_SIZE (offsetof(fractal_client_options, retry_max_ms) + sizeof(uint32_t))
+#define CLIENT_OPTIONS_V3_SIZE (offsetof(fractal_client_options, token) + sizeof(const char *))
 
 int fractal_client_options_init(fractal_client_options *opts, unsigned version)
 {
@@ -150,7 +159,9 @@ int fractal_client_options_init(fractal_client_options *opts, unsigned version)
     if (opts == NULL || version < 1 || version > FRACTAL_CLIENT_OPTIONS_VERSION)
         return FRACTAL_EINVAL;
     if (version < FRACTAL_CLIENT_OPTIONS_VERSION) {
-        memcpy(opts, &defaults, version == 1 ? CLIENT_OPTIONS_V1_SIZE : CLIENT_OPTIONS_V2_SIZE);
+        memcpy(opts, &defaults, version == 1   ? CLIENT_OPTIONS_V1_SIZE
+                                : version == 2 ? CLIENT_OPTIONS_V2_SIZE
+                                               : CLIENT_OPTIONS_V3_SIZE);
         opts->version = version;
     } else {
         *opts = defaults;
@@ -256,14 +267,20 @@ done:
 
 int fractal_client_new(fractal_client **out, const char *target, const fractal_client_options *opts)
 {
+    return fr_client_new(out, target, NULL, opts);
+}
+
+int fr_client_new(fractal_client **out, const char *target, const char *authority, const fractal_client_options *opts)
+{
     const fractal_client_options defaults = FRACTAL_CLIENT_OPTIONS_INIT;
     fractal_client *c = NULL;
     grpc_channel_credentials *creds;
     pthread_condattr_t cond_attr;
-    grpc_arg args[4];
+    grpc_arg args[6];
     grpc_channel_args channel_args;
     struct timespec now;
-    int err = 0, i;
+    char *channel_target = NULL, *list_authority = NULL;
+    int err = 0, i, balanced = 0;
 
     if (out == NULL)
         return FRACTAL_EINVAL;
@@ -272,14 +289,27 @@ int fractal_client_new(fractal_client **out, const char *target, const fractal_c
         opts = &defaults;
     if (target == NULL || target[0] == '\0' || opts->version < 1 || opts->version > FRACTAL_CLIENT_OPTIONS_VERSION ||
         opts->max_receive_bytes == 0 || opts->max_receive_bytes > INT_MAX ||
-        (opts->version >= 3 && set(opts->token) && !token_ok(opts->token)))
+        (opts->version >= 3 && set(opts->token) && !token_ok(opts->token)) ||
+        (opts->version >= 4 && (opts->balance < FRACTAL_BALANCE_AUTO || opts->balance > FRACTAL_BALANCE_ROUND_ROBIN)))
         return FRACTAL_EINVAL;
-    if ((c = calloc(1, sizeof *c)) == NULL)
+    /* No handle exists yet to hold a message: the code alone says why. */
+    if ((err = fr_target_for_channel(&channel_target, &balanced, &list_authority, target, NULL, 0)) < 0)
+        return err;
+    if (authority == NULL)
+        authority = list_authority;
+    if (opts->version >= 4 && opts->balance != FRACTAL_BALANCE_AUTO)
+        balanced = opts->balance == FRACTAL_BALANCE_ROUND_ROBIN;
+    if ((c = calloc(1, sizeof *c)) == NULL) {
+        free(channel_target);
+        free(list_authority);
         return FRACTAL_ENOMEM;
+    }
     if (opts->version >= 3 && set(opts->token)) {
         size_t len = strlen(opts->token);
         if ((c->auth_value = malloc(len + 8)) == NULL) {
             free(c);
+            free(channel_target);
+            free(list_authority);
             return FRACTAL_ENOMEM;
         }
         memcpy(c->auth_value, "Bearer ", 7);
@@ -306,6 +336,8 @@ int fractal_client_new(fractal_client **out, const char *target, const fractal_c
     if (pthread_condattr_init(&cond_attr) != 0) {
         free_secret(c->auth_value);
         free(c);
+        free(channel_target);
+        free(list_authority);
         return FRACTAL_ENOMEM;
     }
     pthread_condattr_setclock(&cond_attr, CLOCK_MONOTONIC);
@@ -313,6 +345,8 @@ int fractal_client_new(fractal_client **out, const char *target, const fractal_c
         pthread_condattr_destroy(&cond_attr);
         free_secret(c->auth_value);
         free(c);
+        free(channel_target);
+        free(list_authority);
         return FRACTAL_ENOMEM;
     }
     if (pthread_cond_init(&c->wake, &cond_attr) != 0) {
@@ -320,6 +354,8 @@ int fractal_client_new(fractal_client **out, const char *target, const fractal_c
         pthread_mutex_destroy(&c->lock);
         free_secret(c->auth_value);
         free(c);
+        free(channel_target);
+        free(list_authority);
         return FRACTAL_ENOMEM;
     }
     pthread_condattr_destroy(&cond_attr);
@@ -341,10 +377,24 @@ int fractal_client_new(fractal_client **out, const char *target, const fractal_c
     args[3].key = (char *)GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
     args[3].value.integer = (int)(c->retry_max_ms > INT_MAX ? INT_MAX : c->retry_max_ms);
     channel_args.num_args = 4;
+    if (balanced) {
+        args[channel_args.num_args].type = GRPC_ARG_STRING;
+        args[channel_args.num_args].key = (char *)GRPC_ARG_SERVICE_CONFIG;
+        args[channel_args.num_args].value.string = (char *)BALANCED_SERVICE_CONFIG;
+        channel_args.num_args++;
+    }
+    if (authority) {
+        /* A list of names resolved to addresses: TLS checks the certificate against this name
+         * (and calls carry it as :authority), not against an IP address. */
+        args[channel_args.num_args].type = GRPC_ARG_STRING;
+        args[channel_args.num_args].key = (char *)GRPC_ARG_DEFAULT_AUTHORITY;
+        args[channel_args.num_args].value.string = (char *)authority;
+        channel_args.num_args++;
+    }
     channel_args.args = args;
     if ((err = channel_credentials(&creds, opts)) < 0)
         goto done;
-    c->channel = grpc_channel_create(target, creds, &channel_args);
+    c->channel = grpc_channel_create(channel_target, creds, &channel_args);
     grpc_channel_credentials_release(creds);
     c->cq = grpc_completion_queue_create_for_pluck(NULL);
     if (c->channel == NULL || c->cq == NULL) {
@@ -361,6 +411,8 @@ int fractal_client_new(fractal_client **out, const char *target, const fractal_c
     *out = c;
     c = NULL;
 done:
+    free(channel_target);
+    free(list_authority);
     fractal_client_free(c);
     return err;
 }
@@ -430,18 +482,23 @@ static int is_cancelled(fractal_client *c)
     return cancelled;
 }
 
+void fr_monotonic_after(struct timespec *out, uint32_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, out);
+    out->tv_sec += (time_t)(ms / 1000u);
+    out->tv_nsec += (long)(ms % 1000u) * 1000000L;
+    if (out->tv_nsec >= 1000000000L) {
+        out->tv_sec++;
+        out->tv_nsec -= 1000000000L;
+    }
+}
+
 int fr_sleep(fractal_client *c, uint32_t ms)
 {
     struct timespec until;
     int cancelled;
 
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += (time_t)(ms / 1000u);
-    until.tv_nsec += (long)(ms % 1000u) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    fr_monotonic_after(&until, ms);
     pthread_mutex_lock(&c->lock);
     while (!c->cancelled && pthread_cond_timedwait(&c->wake, &c->lock, &until) != ETIMEDOUT)
         ;

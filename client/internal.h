@@ -83,6 +83,11 @@ int fr_call_stream(fractal_client *c, enum fr_method method, const ProtobufCMess
 void fr_op_begin(fractal_client *c);
 void fr_op_end(fractal_client *c);
 
+/* The CLOCK_MONOTONIC time ms milliseconds from now, for pthread_cond_timedwait on a condition
+ * variable set to that clock. */
+struct timespec;
+void fr_monotonic_after(struct timespec *out, uint32_t ms);
+
 /* Sleeps up to ms milliseconds inside an op; returns 0, or FRACTAL_ECANCELLED (message set) when
  * fractal_client_cancel woke it. */
 int fr_sleep(fractal_client *c, uint32_t ms);
@@ -101,6 +106,68 @@ void fr_tmpfile_abort(int fd, char *tmp);
 
 /* Writes all of buf to fd, going on after short writes and EINTR. Returns 0 or -1 (errno set). */
 int fr_write_all(int fd, const unsigned char *buf, size_t len);
+
+/* ---- target.c: which servers a target names. ---- */
+
+/* Addresses of servers, each "a.b.c.d:port" or "[v6]:port", all of one family. authority[i] is
+ * the "host:port" the address was resolved from when that was a name (the name TLS checks the
+ * server's certificate against, and the :authority calls carry), NULL for a numeric entry. */
+typedef struct fr_addrs {
+    char **addr;
+    char **authority;
+    size_t count;
+    int v6;
+} fr_addrs;
+
+/* The gRPC target of a client's channel: a comma-separated host:port list becomes an ipv4: (or
+ * ipv6:) address list, names resolved now; anything else is kept as it is. *authority gets the
+ * first entry of such a list when it is a name (caller frees; NULL otherwise), for
+ * GRPC_ARG_DEFAULT_AUTHORITY: without it TLS would check every server's certificate against an
+ * IP address. The servers of a fleet share the name their certificates carry. *balanced says whether
+ * the target names several servers (such a list, an address list with a comma, or a dns: target),
+ * which fractal_client_new then balances round-robin. *out is the caller's to free. Returns 0,
+ * FRACTAL_EINVAL (a malformed entry), FRACTAL_EUNAVAILABLE (a name that does not resolve) or
+ * FRACTAL_ENOMEM, with a message in err. */
+int fr_target_for_channel(char **out, int *balanced, char **authority, const char *target, char *err,
+                          size_t errlen);
+
+/* Every server a target names, one address each: a host:port list or a dns: target resolved now,
+ * an ipv4:/ipv6: list split. Other schemes are refused (FRACTAL_EINVAL). Free with fr_addrs_free.
+ * Returns as fr_target_for_channel. */
+int fr_target_addrs(fr_addrs *out, const char *target, char *err, size_t errlen);
+
+/* fractal_client_new with the channel's authority given (NULL: as fractal_client_new chooses):
+ * the fan-out connects to each address of a name, each under that name. */
+int fr_client_new(fractal_client **out, const char *target, const char *authority, const fractal_client_options *opts);
+void fr_addrs_free(fr_addrs *a);
+
+/* ---- fanout_png.c: PNG bands in, one PNG out (zlib only). ---- */
+
+/* A decoded band: height rows of stride bytes (RGB8, or big-endian grey16), packed. */
+typedef struct fr_png_band {
+    unsigned char *rows;
+    size_t stride;
+    uint32_t width, height;
+    int grey16;
+    char *text;                  /* the request text chunk, when asked for and present; else NULL */
+} fr_png_band;
+
+/* Decodes a PNG as fractald writes it (8-bit RGB or 16-bit grey, not interlaced; any filters),
+ * checking every CRC, and its request text chunk when want_text. Returns 0, FRACTAL_EPROTOCOL
+ * (not such a PNG, or damaged) or FRACTAL_ENOMEM; out is empty on failure. */
+int fr_png_decode(fr_png_band *out, const unsigned char *data, size_t size, int want_text);
+void fr_png_band_dispose(fr_png_band *b);
+
+/* A PNG encoder streaming to emit (which returns 0 or a FRACTAL_E* code that stops it): begin
+ * writes the signature, IHDR and the request text chunk (text may be NULL), rows adds rows in
+ * order, end the rest. fractald's filters and levels. Each returns 0, FRACTAL_ENOMEM or emit's
+ * code. Free the writer whatever happened. */
+typedef struct fr_png_writer fr_png_writer;
+int fr_png_begin(fr_png_writer **out, uint32_t width, uint32_t height, int grey16, const char *text,
+                 int (*emit)(void *ctx, const unsigned char *data, size_t len), void *ctx);
+int fr_png_rows(fr_png_writer *w, const unsigned char *rows, uint32_t n);
+int fr_png_end(fr_png_writer *w);
+void fr_png_writer_free(fr_png_writer *w);
 
 /* ---- options.c: fractal_render_options <-> fractal.v1.RenderRequest, in one place. ---- */
 

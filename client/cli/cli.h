@@ -46,7 +46,8 @@ enum opt_id {
     OPT_OFFSET, OPT_INTERIOR, OPT_REVERSE, OPT_NO_REVERSE, OPT_SUPERSAMPLE, OPT_FORMAT, OPT_OUTPUT,
     OPT_FROM, OPT_STATS, OPT_STREAM, OPT_UNARY, OPT_TIMEOUT, OPT_STATE, OPT_LIMIT, OPT_VERSION,
     OPT_NO_RECT_FILL, OPT_RECT_FILL, OPT_START_WIDTH, OPT_FRAMES_PER_HALVING,
-    OPT_TLS, OPT_CA, OPT_CERT, OPT_KEY, OPT_TOKEN_FILE
+    OPT_TLS, OPT_CA, OPT_CERT, OPT_KEY, OPT_TOKEN_FILE,
+    OPT_NO_FANOUT, OPT_BAND_ROWS, OPT_PER_SERVER
 };
 
 /* One row of an option table; a table ends with a row whose name is NULL. */
@@ -123,7 +124,10 @@ int parse_simple(int argc, char **argv, const char *name, const char *help, cons
                  parsed_opt *parsed, size_t *n_parsed, const char **pos, size_t want_pos,
                  int pos_optional, size_t *n_pos_out, conn_opts *conn, int *done);
 void watch_signals(void);
+int client_options(fractal_client_options *out, char *token, size_t token_cap, const conn_opts *c);
 int connect_client(fractal_client **out, const conn_opts *c);
+void arm_interrupt(int on);
+int server_is_list(const char *server);
 void close_client(fractal_client *client);
 int exit_code_for(int err);
 int call_failed(const fractal_client *client, int err);
@@ -142,6 +146,17 @@ int draw_progress(const fractal_progress *p, void *payload);
 void end_progress(progress_bar *bar);
 int stream_out(fractal_stream_result **out, fractal_client *client, const fractal_render_options *opts,
                const char *id, const char *output, progress_bar *bar);
+
+/* ---- fan-out render over several servers (cli_fanout.c) --------------------------------------- */
+
+typedef struct fanout_flags {
+    uint32_t band_rows;     /* --band-rows; 0 = the library's choice */
+    unsigned per_server;    /* --per-server; 0 = the library's default */
+    int quiet, stats;
+} fanout_flags;
+
+int render_fanout(const fractal_render_options *opts, const conn_opts *conn, const char *output,
+                  const fanout_flags *flags);
 const char *format_name(fractal_format f);
 void print_stats(uint32_t width, uint32_t height, const char *format, const char *content_type,
                  uint64_t size, const fractal_render_stats *st);

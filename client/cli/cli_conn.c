@@ -111,6 +111,7 @@ static int read_token_file(char *buf, size_t cap, const char *path)
  * temporary file. With no client open, or on a second signal, it exits at once. */
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static fractal_client *live_client;
+static int armed; /* a command without one client (fan-out) polls `interrupted` itself */
 atomic_int interrupted; /* the signal number, once one came */
 
 static void *signal_watcher(void *arg)
@@ -122,9 +123,10 @@ static void *signal_watcher(void *arg)
         if (sigwait(set, &sig) != 0)
             continue;
         pthread_mutex_lock(&live_lock);
-        if (atomic_exchange(&interrupted, sig) != 0 || live_client == NULL)
+        if (atomic_exchange(&interrupted, sig) != 0 || (live_client == NULL && !armed))
             _exit(128 + sig);
-        fractal_client_cancel(live_client);
+        if (live_client)
+            fractal_client_cancel(live_client);
         pthread_mutex_unlock(&live_lock);
     }
     return NULL;
@@ -151,26 +153,46 @@ void watch_signals(void)
 /* The server of the command's connection, for messages (a command opens one). */
 static const char *server_target = "";
 
-int connect_client(fractal_client **out, const conn_opts *c)
+/* Whether --server names several servers (a comma-separated list, or a gRPC address list). */
+int server_is_list(const char *server)
 {
-    fractal_client_options copts = FRACTAL_CLIENT_OPTIONS_INIT;
-    const char *env_token = getenv("FRACTAL_TOKEN");
-    char token[1024] = "";
-    int err, rc;
+    return strchr(server, ',') != NULL;
+}
 
-    *out = NULL;
+/* Fills the client options from the connection flags; `token` (token_cap bytes) holds a
+ * --token-file's token, which *out points to: the caller wipes it after use. Returns 0 or an exit
+ * code (message printed). */
+int client_options(fractal_client_options *out, char *token, size_t token_cap, const conn_opts *c)
+{
+    const char *env_token = getenv("FRACTAL_TOKEN");
+    int rc;
+
+    fractal_client_options_init(out, FRACTAL_CLIENT_OPTIONS_VERSION);
+    token[0] = '\0';
     if (!c->cert != !c->key)
         return usage_error("--cert and --key go together");
     if (c->cert && !c->tls)
         return usage_error("--cert needs TLS: give --ca FILE or --tls too");
-    if (c->token_file && (rc = read_token_file(token, sizeof token, c->token_file)) != 0)
+    if (c->token_file && (rc = read_token_file(token, token_cap, c->token_file)) != 0)
         return rc;
-    copts.deadline_ms = c->deadline_ms;
-    copts.tls = c->tls;
-    copts.ca_file = c->ca;
-    copts.cert_file = c->cert;
-    copts.key_file = c->key;
-    copts.token = token[0] ? token : env_token && env_token[0] ? env_token : NULL;
+    out->deadline_ms = c->deadline_ms;
+    out->tls = c->tls;
+    out->ca_file = c->ca;
+    out->cert_file = c->cert;
+    out->key_file = c->key;
+    out->token = token[0] ? token : env_token && env_token[0] ? env_token : NULL;
+    return 0;
+}
+
+int connect_client(fractal_client **out, const conn_opts *c)
+{
+    fractal_client_options copts;
+    char token[1024];
+    int err, rc;
+
+    *out = NULL;
+    if ((rc = client_options(&copts, token, sizeof token, c)) != 0)
+        return rc;
     err = fractal_client_new(out, c->server, &copts);
     memset(token, 0, sizeof token);
     if (err == FRACTAL_EIO) {
@@ -184,15 +206,28 @@ int connect_client(fractal_client **out, const conn_opts *c)
                 "(then '=')\n", c->token_file ? "--token-file" : "FRACTAL_TOKEN");
         return EXIT_USAGE;
     }
+    if (err == FRACTAL_EINVAL && server_is_list(c->server)) {
+        fprintf(stderr, "fractal: --server %s: not a list of HOST:PORT ([ADDRESS]:PORT for IPv6)\n", c->server);
+        return EXIT_USAGE;
+    }
     if (err < 0) {
         fprintf(stderr, "fractal: %s: %s\n", c->server, fractal_strerror(err));
-        return EXIT_OTHER;
+        return err == FRACTAL_EUNAVAILABLE ? EXIT_UNAVAILABLE : EXIT_OTHER;
     }
     server_target = c->server;
     pthread_mutex_lock(&live_lock);
     live_client = *out;
     pthread_mutex_unlock(&live_lock);
     return 0;
+}
+
+/* While armed, a first signal only sets `interrupted`, which the command polls, to stop and
+ * clean up; the second still exits at once. */
+void arm_interrupt(int on)
+{
+    pthread_mutex_lock(&live_lock);
+    armed = on;
+    pthread_mutex_unlock(&live_lock);
 }
 
 void close_client(fractal_client *client)

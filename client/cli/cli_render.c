@@ -67,7 +67,19 @@ static const char render_help[] =
     "\n"
     "Connection:\n"
     "  --server HOST:PORT     server address (default $FRACTAL_SERVER, else " DEFAULT_SERVER ")\n"
-    "  --deadline MS          give up after MS milliseconds; 0 = none (default 60000)\n"
+    "  --deadline MS          give up after MS milliseconds; 0 = none (default 60000); with\n"
+    "                         several servers, the limit of each band\n"
+    "\n"
+    "Several servers (--server H1:P,H2:P,...): the image is cut into bands of rows, each\n"
+    "rendered by whichever server is free (two bands in flight per server), a band whose\n"
+    "server fails or times out is sent to another, and the bands are written in order:\n"
+    "the same bytes (raw) or pixels and request text (PNG) as one server's render.\n"
+    "Not for deep views or --rect-fill (refused).\n"
+    "  --band-rows N          rows per band (default: about 2 MiB of pixels, and at least 4\n"
+    "                         bands per connection)\n"
+    "  --per-server N         bands in flight per server, 1..16 (default 2)\n"
+    "  --no-fanout            one render call instead, balanced round-robin over the servers\n"
+    "                         (as --stream and --unary do)\n"
     "\n";
 
 static const char submit_help[] =
@@ -85,6 +97,9 @@ static const opt_def render_opts[] = {
     { "quiet", 'q', 0, OPT_QUIET },
     { "stream", 0, 0, OPT_STREAM },
     { "unary", 0, 0, OPT_UNARY },
+    { "no-fanout", 0, 0, OPT_NO_FANOUT },
+    { "band-rows", 0, 1, OPT_BAND_ROWS },
+    { "per-server", 0, 1, OPT_PER_SERVER },
     { NULL, 0, 0, 0 },
 };
 
@@ -387,7 +402,7 @@ int stream_out(fractal_stream_result **out, fractal_client *client, const fracta
 static int is_render_output_opt(enum opt_id id)
 {
     return id == OPT_OUTPUT || id == OPT_QUIET || id == OPT_STATS || id == OPT_STREAM || id == OPT_UNARY ||
-           id == OPT_FROM || id == OPT_HELP;
+           id == OPT_FROM || id == OPT_HELP || id == OPT_NO_FANOUT || id == OPT_BAND_ROWS || id == OPT_PER_SERVER;
 }
 
 /* Builds render options from the command line: defaults, then --from wherever it stands (so that
@@ -470,11 +485,12 @@ int cmd_render(int argc, char **argv, parsed_opt *parsed, const char **pos)
     fractal_stream_result *result = NULL;
     progress_bar bar = { 0, 0 };
     conn_opts conn;
+    fanout_flags fan = { 0, 0, 0, 0 };
     const char *output = NULL;
     char err_buf[512];
     size_t n_parsed, i;
     uint64_t pixels;
-    int rc, err, quiet = 0, stats = 0, use_stream, show_bar;
+    int rc, err, quiet = 0, stats = 0, use_stream, show_bar, fanout = 1;
 
     command_name = "render";
     conn_defaults(&conn);
@@ -487,6 +503,19 @@ int cmd_render(int argc, char **argv, parsed_opt *parsed, const char **pos)
         case OPT_STATS: stats = 1; break;
         case OPT_STREAM: mode = MODE_STREAM; break;
         case OPT_UNARY: mode = MODE_UNARY; break;
+        case OPT_NO_FANOUT: fanout = 0; break;
+        case OPT_BAND_ROWS:
+            if (parse_u32(parsed[i].value, &fan.band_rows) < 0 || fan.band_rows == 0) {
+                rc = usage_error("--band-rows: '%s' is not a whole number >= 1", parsed[i].value);
+                goto done;
+            }
+            break;
+        case OPT_PER_SERVER:
+            if (parse_u32(parsed[i].value, &fan.per_server) < 0 || fan.per_server < 1 || fan.per_server > 16) {
+                rc = usage_error("--per-server: '%s' is not a whole number 1..16", parsed[i].value);
+                goto done;
+            }
+            break;
         default: break;
         }
     }
@@ -500,6 +529,13 @@ int cmd_render(int argc, char **argv, parsed_opt *parsed, const char **pos)
                               : (uint64_t)opts->width * opts->height;
     show_bar = !quiet && isatty(STDERR_FILENO);
     use_stream = mode == MODE_STREAM || (mode == MODE_AUTO && (pixels > STREAM_PIXELS || show_bar));
+    /* A list of servers splits the image over them, unless one call is asked for. */
+    if (fanout && server_is_list(conn.server) && mode == MODE_AUTO) {
+        fan.quiet = quiet;
+        fan.stats = stats;
+        rc = render_fanout(opts, &conn, output, &fan);
+        goto done;
+    }
 
     if ((rc = connect_client(&client, &conn)) != 0)
         goto done;

@@ -35,19 +35,21 @@ def openssl(*args, cwd):
 
 
 def make_pki(d):
-    """A CA, a server certificate for localhost/127.0.0.1, an expired one, a client certificate
-    (CN alice) and a second, unrelated CA."""
+    """A CA, a server certificate for localhost/127.0.0.1, an expired one, one for the name
+    localhost only, a client certificate (CN alice) and a second, unrelated CA."""
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     with open(os.path.join(d, "server.ext"), "w") as f:
         f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    with open(os.path.join(d, "name-only.ext"), "w") as f:
+        f.write("subjectAltName=DNS:localhost\n")
     for ca in ["ca", "other-ca"]:
         openssl("req", "-x509", *ec, "-keyout", ca + ".key", "-out", ca + ".pem", "-days", "2",
                 "-subj", "/CN=fractald test " + ca, cwd=d)
-    for name, cn in [("server", "localhost"), ("expired", "localhost"), ("client", "alice")]:
+    for name, cn in [("server", "localhost"), ("expired", "localhost"), ("name-only", "localhost"), ("client", "alice")]:
         openssl("req", *ec, "-keyout", name + ".key", "-out", name + ".csr", "-subj", "/CN=" + cn, cwd=d)
     # -days -1: notAfter a day before notBefore (now), so the certificate has expired.
     for name, days, ext in [("server", "2", ["-extfile", "server.ext"]), ("expired", "-1", ["-extfile", "server.ext"]),
-                            ("client", "2", [])]:
+                            ("name-only", "2", ["-extfile", "name-only.ext"]), ("client", "2", [])]:
         openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
                 "-out", name + ".pem", "-days", days, *ext, cwd=d)
 
@@ -143,6 +145,24 @@ class TlsTests(SecurityTest):
         self.assertEqual(h.png_info(read(self.d, "tls.png"))[:2], (32, 24))
         # Plaintext against a TLS listener gets nowhere.
         self.refused(lambda: self.health(self.channel(s.target)), grpc.StatusCode.UNAVAILABLE)
+
+    def test_a_list_of_names_checks_each_certificate_against_the_name(self):
+        # The CLI resolves a host:port list into addresses for one balanced channel (and the
+        # fan-out connects to each address): TLS must still check the certificates against the
+        # name, as these carry no IP address.
+        a, b = self.tls_server(cert="name-only"), self.tls_server(cert="name-only")
+        servers = "localhost:%d,localhost:%d" % (a.port, b.port)
+        ca = self.p("ca.pem")
+        proc = self.fractal("health", "--server", servers, "--ca", ca)
+        self.assertEqual((proc.returncode, proc.stdout), (0, b"SERVING\n"), proc.stderr.decode())
+        for mode in (["--no-fanout"], []):
+            out = self.p("names%d.png" % len(mode))
+            proc = self.fractal("render", "--server", servers, "--ca", ca, "--size", "64x48", *mode, "-o", out)
+            self.assertEqual(proc.returncode, 0, proc.stderr.decode())
+            self.assertEqual(h.png_info(read(self.d, os.path.basename(out)))[:2], (64, 48))
+        # The same list by address gets nowhere: the certificates do not name 127.0.0.1.
+        proc = self.fractal("health", "--server", "127.0.0.1:%d,127.0.0.1:%d" % (a.port, b.port), "--ca", ca)
+        self.assertEqual(proc.returncode, 5, proc.stderr.decode())
 
     def test_a_client_trusting_another_ca_is_not_served(self):
         s = self.tls_server()

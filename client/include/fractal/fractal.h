@@ -34,6 +34,8 @@
  * flight. Different handles, even to the same server, are independent. Results (images, device
  * lists, jobs, stats) are plain data owned by the caller and may be passed between threads.
  * fractal_strerror, fractal_job_state_name and the option initialisers are thread-safe.
+ * fractal_render_fanout takes no handle: it makes its own, one per connection, each used by one
+ * thread it starts and joins before it returns; its callbacks run on the caller's thread.
  *
  * Retries: calls that are safe to repeat (Render, RenderStream and FetchJobResult until the first
  * image byte has been handed over, GetJob, CancelJob, ListJobs, ListDevices, GetStats, Health) are
@@ -134,13 +136,26 @@ FRACTAL_API const char *fractal_version(void);
 /* Client                                                                                         */
 /* ---------------------------------------------------------------------------------------------- */
 
-/* A connection to one fractald (or to a load-balanced set of them: the target is a gRPC target). */
+/* A connection to one fractald, or to a fleet of them balanced call by call (see
+ * fractal_client_new: the target is a gRPC target or a list of servers). */
 typedef struct fractal_client fractal_client;
 
-/* Version 2 appended the retry fields, version 3 the security fields. Version 1 structs (the
- * first three fields only) and version 2 structs are still accepted, and get the default retry
- * policy and a plaintext channel without a token. */
-#define FRACTAL_CLIENT_OPTIONS_VERSION 3
+/* How a client spreads its calls over the servers its target names. */
+typedef enum fractal_balance {
+    /* Round-robin with health checking when the target names several servers (a host:port list,
+     * an ipv4:/ipv6: list with a comma, or a dns: target), else pick_first, gRPC's default. */
+    FRACTAL_BALANCE_AUTO = 0,
+    /* gRPC's pick_first: every call goes to the first address that connects. */
+    FRACTAL_BALANCE_PICK_FIRST = 1,
+    /* round_robin over every address whose connection is up and whose health service
+     * (grpc.health.v1 Watch) says SERVING, even for a single address. */
+    FRACTAL_BALANCE_ROUND_ROBIN = 2
+} fractal_balance;
+
+/* Version 2 appended the retry fields, version 3 the security fields, version 4 balance.
+ * Structs of versions 1 to 3 are still accepted, and get the default retry policy, a plaintext
+ * channel without a token and FRACTAL_BALANCE_AUTO for what they lack. */
+#define FRACTAL_CLIENT_OPTIONS_VERSION 4
 
 /* Options of fractal_client_new. */
 typedef struct fractal_client_options {
@@ -165,17 +180,20 @@ typedef struct fractal_client_options {
     const char *token;           /* bearer token, sent as "authorization: Bearer TOKEN" with every
                                     call: 1..512 characters of A-Z a-z 0-9 - . _ ~ + / (then '=').
                                     Without TLS it crosses the network in the clear */
+    /* Since version 4. */
+    int balance;                 /* a fractal_balance; default FRACTAL_BALANCE_AUTO */
 } fractal_client_options;
 
 #define FRACTAL_CLIENT_OPTIONS_INIT                                                                 \
-    { FRACTAL_CLIENT_OPTIONS_VERSION, 60000u, (size_t)256 << 20, 4u, 100u, 30000u, 0, NULL, NULL, NULL, NULL }
+    { FRACTAL_CLIENT_OPTIONS_VERSION, 60000u, (size_t)256 << 20, 4u, 100u, 30000u, 0, NULL, NULL, NULL, \
+      NULL, 0 }
 
 /**
  * Fills `opts` with the defaults of FRACTAL_CLIENT_OPTIONS_INIT.
  *
  * @param opts     the struct to fill
- * @param version  FRACTAL_CLIENT_OPTIONS_VERSION, or 1 or 2 to fill a struct of that version (only
- *                 its fields are written)
+ * @param version  FRACTAL_CLIENT_OPTIONS_VERSION, or 1, 2 or 3 to fill a struct of that version
+ *                 (only its fields are written)
  * @return 0, or FRACTAL_EINVAL if opts is NULL or the version is not supported.
  */
 FRACTAL_API int fractal_client_options_init(fractal_client_options *opts, unsigned version);
@@ -186,13 +204,25 @@ FRACTAL_API int fractal_client_options_init(fractal_client_options *opts, unsign
  * the server cannot be reached: they do not wait for it to come up beyond the few retries described
  * under "Retries" at the top of this header.
  *
+ * A fleet: a target that names several servers ("h1:p,h2:p", "ipv4:10.0.0.1:p,10.0.0.2:p",
+ * "dns:///fleet.example:p") gets one channel that balances round-robin (opts->balance) with
+ * client-side health checking: each call goes to the next server that is connected and SERVING,
+ * a server that dies or drains (answers NOT_SERVING) leaves the rotation until it is back, and a
+ * retried call (see "Retries") is a new pick, so it lands on another server. A call already on a
+ * server that dies fails UNAVAILABLE, and is retried when it is one of the retryable calls.
+ * Names in a host:port list are resolved here, once (every address of each, IPv4 when any name
+ * has one, else IPv6); a dns: target is resolved by gRPC, again whenever connections fail.
+ *
  * @param out     receives the new client; free it with fractal_client_free. NULL on failure.
  * @param target  a gRPC target: "host:port", "ipv4:127.0.0.1:50051", "dns:///name:port",
- *                "unix:/path". Copied; the caller keeps ownership.
+ *                "unix:/path", or a comma-separated list of host:port ("[v6]:port" for IPv6
+ *                addresses). Copied; the caller keeps ownership.
  * @param opts    options, or NULL for FRACTAL_CLIENT_OPTIONS_INIT. Copied.
- * @return 0; FRACTAL_EINVAL if out or target is NULL, target is empty, or an option is out of
+ * @return 0; FRACTAL_EINVAL if out or target is NULL, target is empty or a list entry is not
+ *         host:port, or an option is out of
  *         range or of an unsupported version (a token with characters outside its set, cert_file
- *         without key_file or the other way round); FRACTAL_EIO if ca_file, cert_file or key_file
+ *         without key_file or the other way round); FRACTAL_EUNAVAILABLE if a name of a host:port
+ *         list does not resolve; FRACTAL_EIO if ca_file, cert_file or key_file
  *         cannot be read or holds no PEM; FRACTAL_ENOMEM. No handle exists on failure, so use
  *         fractal_strerror for the message. A certificate the server refuses, or a server
  *         certificate that does not verify (wrong CA, expired, another name), shows up on the
@@ -558,6 +588,128 @@ FRACTAL_API int fractal_render_stream_to_file(fractal_stream_result **out, fract
  * Frees a stream result. Accepts NULL.
  */
 FRACTAL_API void fractal_stream_result_free(fractal_stream_result *result);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Fan-out: one big render over several servers                                                   */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* fractal_render_fanout cuts the image (or opts->region) into bands of whole rows, renders each
+ * band on one of the servers (the proto's Render with a Region) and hands the image over in order,
+ * as one stream: the same bytes as a single server's raw image, and for PNG the same pixels and
+ * request text chunk as a single server's PNG (the encoding, and so the file's bytes, may differ:
+ * the bands come as PNG and the image is encoded again here).
+ *
+ * Scheduling: one thread and one fractal_client per connection, `per_server` connections per
+ * server; each takes the next band as soon as it is free (work stealing: a fast server does more
+ * bands). Bands are written in order through a reorder window of `window` bands: a connection
+ * that runs ahead of the first unfinished band waits rather than buffer more, so memory stays
+ * near window x band size whatever the image's size.
+ * Failures: a band whose server fails (UNAVAILABLE, a timeout, RESOURCE_EXHAUSTED, a cut
+ * connection) is sent again, to another server while one is left; a server that fails three
+ * bands in a row, or lets one time out, is dropped. The render fails when a band failed `max_resends` times more, when
+ * every server is dropped, or at once on a refusal that another server would repeat
+ * (INVALID_ARGUMENT and the like). */
+
+#define FRACTAL_FANOUT_OPTIONS_VERSION 1
+
+typedef struct fractal_fanout_options {
+    unsigned version;               /* FRACTAL_FANOUT_OPTIONS_VERSION */
+    uint32_t band_rows;             /* rows per band; 0 = about 2 MiB of pixels per band, and at
+                                       least 4 bands per connection. Default 0 */
+    unsigned per_server;            /* bands in flight per server (one connection each), 1..16.
+                                       Default 2: one computes while the other's reply travels */
+    unsigned window;                /* bands rendered ahead of the one being written, 0 = 2 x the
+                                       connections. Default 0 */
+    uint32_t band_timeout_ms;       /* a band not back after this long is sent to another server;
+                                       0 = the client options' deadline_ms. Default 0 */
+    unsigned max_resends;           /* sends of one band after its first. Default 4 */
+} fractal_fanout_options;
+
+#define FRACTAL_FANOUT_OPTIONS_INIT { FRACTAL_FANOUT_OPTIONS_VERSION, 0u, 2u, 0u, 0u, 4u }
+
+/* What one server did in a fan-out render. */
+typedef struct fractal_fanout_server {
+    const char *address;            /* "a.b.c.d:port" or "[v6]:port"; never NULL */
+    uint32_t bands;                 /* bands it rendered */
+    uint32_t failures;              /* bands it failed (each sent again elsewhere) */
+    int dropped;                    /* nonzero: given up after repeated failures */
+} fractal_fanout_server;
+
+/* What a finished fan-out render delivered. Everything belongs to the result and is freed by
+ * fractal_fanout_result_free; read-only. */
+typedef struct fractal_fanout_result {
+    uint64_t size;                  /* bytes handed to the write callback (the file's size) */
+    const char *content_type;       /* "image/png" or "application/octet-stream"; never NULL */
+    uint32_t width;                 /* size of the image (the region's, if one was asked) */
+    uint32_t height;
+    uint32_t bands;                 /* bands the image was cut into */
+    uint32_t resent;                /* bands sent again after a failure */
+    uint64_t iterations;            /* sums over the bands of the servers' statistics */
+    uint64_t samples;
+    double compute_ms;              /* sum over the bands: server time, not wall time */
+    size_t n_servers;
+    const fractal_fanout_server *servers; /* n_servers entries, in the order of the target */
+} fractal_fanout_result;
+
+/**
+ * Renders one image over every server `servers` names (see above), handing it to cbs->write in
+ * order, in pieces of one band (offset counts the bytes before each); cbs->progress, when set,
+ * gets rows_done / rows_total (bands written so far) after each band and about 5 times a second,
+ * and cancels the render by returning nonzero, as does a nonzero return of cbs->write.
+ *
+ * What fan-out cannot split is refused with FRACTAL_EINVAL: deep views (precision perturb or
+ * perturb-extended, or any *_text field: each band would choose its own reference orbit) and
+ * rect_fill (boxes would follow the band edges). A band the server renders with perturbation
+ * under precision auto fails the render with FRACTAL_EFAILED_PRECONDITION for the same reason.
+ *
+ * @param out      receives the result (may be NULL when not wanted); free it with
+ *                 fractal_fanout_result_free. NULL on failure.
+ * @param servers  a target naming the servers: a comma-separated host:port list, an ipv4:/ipv6:
+ *                 address list, or "dns:///name:port" or "host:port" (every address the name has,
+ *                 resolved now). One server works too (its bands go over per_server connections).
+ * @param copts    connection options of every server (TLS, token, deadline_ms: the default band
+ *                 timeout), or NULL for FRACTAL_CLIENT_OPTIONS_INIT. Retries and balance are the
+ *                 fan-out's own: each connection tries a band once.
+ * @param opts     what to render; NULL for FRACTAL_RENDER_OPTIONS_INIT. A region is rendered by
+ *                 bands of itself.
+ * @param fopts    scheduling options, or NULL for FRACTAL_FANOUT_OPTIONS_INIT
+ * @param cbs      the callbacks; cbs->write is required
+ * @param err      buffer for a one-line message on failure (may be NULL)
+ * @param errlen   size of err
+ * @return 0; FRACTAL_EINVAL (NULL servers or cbs, no write callback, a version or option out of
+ *         range, what fan-out cannot split, a malformed target); FRACTAL_ENOMEM; FRACTAL_ECANCELLED
+ *         (a callback returned nonzero); FRACTAL_EPROTOCOL (a band that does not decode); the
+ *         error of the last failure when every server is dropped or a band ran out of resends
+ *         (FRACTAL_EUNAVAILABLE, FRACTAL_EDEADLINE, ...); or a server's refusal, as for
+ *         fractal_render. After a failure the bytes already written are not a whole image.
+ */
+FRACTAL_API int fractal_render_fanout(fractal_fanout_result **out, const char *servers,
+                                      const fractal_client_options *copts,
+                                      const fractal_render_options *opts,
+                                      const fractal_fanout_options *fopts,
+                                      const fractal_stream_callbacks *cbs, char *err, size_t errlen);
+
+/**
+ * fractal_render_fanout into a file, atomically: the image goes to a temporary file next to
+ * `path`, which is flushed and renamed over `path` once whole; on failure `path` is untouched.
+ *
+ * @param path      destination file name
+ * @param progress  progress callback (as in fractal_render_fanout), or NULL
+ * @param payload   handed to progress
+ * Other parameters and the return codes are those of fractal_render_fanout, and FRACTAL_EIO
+ * when writing fails.
+ */
+FRACTAL_API int fractal_render_fanout_to_file(fractal_fanout_result **out, const char *servers,
+                                              const fractal_client_options *copts,
+                                              const fractal_render_options *opts,
+                                              const fractal_fanout_options *fopts, const char *path,
+                                              fractal_progress_cb progress, void *payload, char *err,
+                                              size_t errlen);
+
+/**
+ * Frees a fan-out result. Accepts NULL.
+ */
+FRACTAL_API void fractal_fanout_result_free(fractal_fanout_result *result);
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Jobs: submit, poll, fetch                                                                      */
