@@ -1,6 +1,6 @@
 /* engine_cpu.c: the built-in CPU engine: a persistent pthread pool that computes rectangles of the
  * sample grid with SIMD lane machines (GCC vector extensions, one build per instruction set; the
- * AVX-512 machines live in engine_cpu_avx512.c). */
+ * intrinsics machines for AVX2 and AVX-512 live in engine_cpu_avx2.c and engine_cpu_avx512.c). */
 #ifndef ECPU_TEMPLATE
 
 #include "engine_cpu.h"
@@ -152,8 +152,9 @@ static int in_main_bulbs(double x, double y)
 /* The lane machines, one per precision and instruction set, come from the template part of this
  * file (below, after #else), included once per instantiation. GROUPS independent vectors hide the
  * ~10-cycle latency of one step; 7 (fp32) and 6 (fp64) were fastest with 16 AVX2 registers (8
- * spills), and the lane bits must fit 64. AVX-512 CPUs run the machines of engine_cpu_avx512.c
- * instead, written for mask registers. */
+ * spills), and the lane bits must fit 64. AVX2 and AVX-512 CPUs run the intrinsics machines of
+ * engine_cpu_avx2.c and engine_cpu_avx512.c instead (vector settle and refill); the 32-byte
+ * builds here serve the jobs those do not fit (ecpu_avx2_fits, ecpu_avx512_fits). */
 #define ECPU_TEMPLATE 1
 
 #define ECPU_REAL float
@@ -165,7 +166,7 @@ static int in_main_bulbs(double x, double y)
 #define ECPU_XTAB(job) ((job)->x32)
 
 #if defined(__x86_64__)
-#define ECPU_NAME machine_f32_avx2
+#define ECPU_NAME machine_f32_avx2_gv
 #define ECPU_ATTR __attribute__((target("avx2")))
 #define ECPU_VBYTES 32
 #define ECPU_GROUPS 7
@@ -193,7 +194,7 @@ static int in_main_bulbs(double x, double y)
 #define ECPU_XTAB(job) ((job)->x64)
 
 #if defined(__x86_64__)
-#define ECPU_NAME machine_f64_avx2
+#define ECPU_NAME machine_f64_avx2_gv
 #define ECPU_ATTR __attribute__((target("avx2")))
 #define ECPU_VBYTES 32
 #define ECPU_GROUPS 6
@@ -218,8 +219,8 @@ static void pick_machines(struct engine_cpu *engine)
         engine->machine_f64 = ecpu_machine_f64_avx512;
         break;
     case CPU_ISA_AVX2:
-        engine->machine_f32 = machine_f32_avx2;
-        engine->machine_f64 = machine_f64_avx2;
+        engine->machine_f32 = ecpu_machine_f32_avx2;
+        engine->machine_f64 = ecpu_machine_f64_avx2;
         break;
 #endif
     default:
@@ -390,13 +391,19 @@ static void job_setup(struct ecpu_job *job, const engine_cpu *engine, const stru
         job->bulbs = job->v64.r2max >= 4.0;
     }
 #if defined(__x86_64__)
-    /* The AVX-512 machines keep positions and counts in 32-bit lanes; a job too big for them
-     * (never one of render_run's bands) runs on the AVX2 machines of the same CPU. */
+    /* The intrinsics machines keep positions and counts in 32-bit lanes; a job too big for them
+     * (never one of render_run's bands) runs on this file's AVX2 build, which has no such limit. */
     if (!ecpu_avx512_fits((uint64_t)rect->width * rect->height, spec->max_iter)) {
         if (job->machine == ecpu_machine_f32_avx512)
-            job->machine = machine_f32_avx2;
+            job->machine = machine_f32_avx2_gv;
         else if (job->machine == ecpu_machine_f64_avx512)
-            job->machine = machine_f64_avx2;
+            job->machine = machine_f64_avx2_gv;
+    }
+    if (!ecpu_avx2_fits((uint64_t)rect->width * rect->height, spec->max_iter)) {
+        if (job->machine == ecpu_machine_f32_avx2)
+            job->machine = machine_f32_avx2_gv;
+        else if (job->machine == ecpu_machine_f64_avx2)
+            job->machine = machine_f64_avx2_gv;
     }
 #endif
     /* The orbit of 0 for c in the cardioid or the bulb stays within |z| < 2, so with R >= 2 it
@@ -433,16 +440,17 @@ int engine_cpu_render(engine_cpu *engine, const struct render_spec *spec,
         goto done;
     job_setup(&job, engine, spec, rect);
     /* The column mapping once per render rather than once per sample: refill then loads x
-     * (the same value esc_x computes). */
+     * (the same value esc_x computes). ECPU_XTAB_PAD zeros follow the row: the AVX2 machine
+     * loads a whole vector from any column and permutes the entries it needs into place. */
     if (spec->precision == SPEC_FP32) {
-        if ((job.x32 = malloc(sizeof(float) * rect->width)) == NULL) {
+        if ((job.x32 = calloc((size_t)rect->width + ECPU_XTAB_PAD, sizeof(float))) == NULL) {
             err = ERR_NOMEM;
             goto done;
         }
         for (uint32_t i = 0; i < rect->width; i++)
             job.x32[i] = esc_x_f32(&job.v32, rect->x + i);
     } else {
-        if ((job.x64 = malloc(sizeof(double) * rect->width)) == NULL) {
+        if ((job.x64 = calloc((size_t)rect->width + ECPU_XTAB_PAD, sizeof(double))) == NULL) {
             err = ERR_NOMEM;
             goto done;
         }

@@ -16,6 +16,10 @@
  * next to it is iterated (and usually caught by cycle detection) instead. */
 #define ECPU_BULB_MARGIN (1.0 / 256)
 
+/* Entries past the last column of a job's x table (x32 / x64), readable and zero: a vector of
+ * 8 floats loaded at any column stays inside the table. */
+#define ECPU_XTAB_PAD 8
+
 struct engine_cpu;
 struct ecpu_job;
 
@@ -42,8 +46,8 @@ struct ecpu_job {
     int bulbs;                      /* take the cardioid / bulb shortcut at refill */
     int cycles;                     /* detect cycles */
     uint32_t rect_x, rect_y, rect_w;
-    float *x32;                     /* x of every column of the rectangle (fp32 jobs) */
-    double *x64;                    /* the same for fp64 jobs */
+    float *x32;                     /* x of every column of the rectangle (fp32 jobs), then */
+    double *x64;                    /* ECPU_XTAB_PAD zeros; the same for fp64 jobs */
     uint64_t nsamples, tile_size;
     uint64_t ntiles;
     uint32_t *counts;
@@ -70,12 +74,21 @@ int ecpu_claim_more(struct engine_cpu *engine, struct ecpu_job *job, uint64_t *t
 #if defined(__x86_64__)
 /* The AVX-512 lane machines (engine_cpu_avx512.c): per-step escape checks in mask registers and
  * vector refill. They need positions and counts that fit 32 bits: ecpu_avx512_fits says whether
- * a job qualifies (else the engine runs the AVX2 machines). */
+ * a job qualifies (else the engine runs engine_cpu.c's AVX2 build). */
 void ecpu_machine_f32_avx512(struct engine_cpu *engine, struct ecpu_job *job, uint64_t tile,
                              struct ecpu_tally *tally, int *aborted);
 void ecpu_machine_f64_avx512(struct engine_cpu *engine, struct ecpu_job *job, uint64_t tile,
                              struct ecpu_tally *tally, int *aborted);
 int ecpu_avx512_fits(uint64_t nsamples, uint32_t max_iter);
+
+/* The AVX2 lane machines (engine_cpu_avx2.c): counts in integer vectors (per step, or from the
+ * saved z of unchecked batches), vector settle and refill through movemask bits. The same limits as the AVX-512 machines: ecpu_avx2_fits says
+ * whether a job qualifies (else the engine runs engine_cpu.c's AVX2 build). */
+void ecpu_machine_f32_avx2(struct engine_cpu *engine, struct ecpu_job *job, uint64_t tile,
+                           struct ecpu_tally *tally, int *aborted);
+void ecpu_machine_f64_avx2(struct engine_cpu *engine, struct ecpu_job *job, uint64_t tile,
+                           struct ecpu_tally *tally, int *aborted);
+int ecpu_avx2_fits(uint64_t nsamples, uint32_t max_iter);
 #endif
 
 #endif
