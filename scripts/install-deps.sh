@@ -11,6 +11,7 @@ packages=(
   libinih-dev                                            # device-selection config file (INI)
   ocl-icd-opencl-dev opencl-headers pocl-opencl-icd      # OpenCL loader, headers, PoCL CPU device
   libsqlite3-dev                                         # job store journal (server/jobs/jobs.c)
+  libpq-dev postgresql                                   # --job-store (server/jobs/jobs_pg*.c); initdb for test_jobs_pg.py
   libmpfr-dev                                            # arbitrary precision reference orbits (server/deep/)
   libcmocka-dev                                          # unit-test framework
   python3 python3-grpcio python3-protobuf                # black-box tests from Python
@@ -22,6 +23,11 @@ packages=(
   prometheus                                             # promtool: tests/python/test_http.py checks /metrics
   chromium chromium-driver python3-selenium              # the viewer's browser test (test_http_browser.py)
   wrk                                                    # bench/bench_http.py: tile throughput
+  # deploy/: nginx for tests/python/test_nginx.py, which runs its own in the foreground on an
+  # ephemeral port. On a host (not a container with policy-rc.d) the package also starts
+  # nginx.service on port 80: `systemctl disable --now nginx` if it should not run; the test never
+  # uses it. python3-yaml: tests/python/test_deploy_manifests.py reads the Kubernetes manifests.
+  nginx python3-yaml
   # make fuzz (tests/fuzz): clang with libFuzzer. On Debian 12 clang (clang-14) only recommends the
   # compiler-rt runtimes, and this script skips recommends: libclang-rt-dev (libclang-rt-14-dev)
   # brings libclang_rt.fuzzer, asan and ubsan, without which -fsanitize=fuzzer does not link.

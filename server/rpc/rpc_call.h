@@ -152,7 +152,8 @@ struct rpc_server {
     pthread_t cq_thread;
     int cq_thread_started;
     atomic_int shutting_down;           /* SIGTERM: health NOT_SERVING, new work UNAVAILABLE */
-    atomic_int listener_closed;         /* the drain is over: no more requests are posted */
+    atomic_int listener_closed;         /* the drain notice is over (or there is none): calls are
+                                         * served again, and the listener closes */
     atomic_int live_calls;
     double t_start;
 

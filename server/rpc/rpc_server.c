@@ -276,10 +276,11 @@ static void on_new_call(struct call *c, int ok)
         rpc_call_release(c);
         return;
     }
-    /* Requests stay posted through the drain, so health and the UNAVAILABLE answers go on until
-     * the listener closes. */
-    if (!atomic_load(&srv->listener_closed))
-        post_request(srv, c->method);
+    /* Requests stay posted through the drain and up to grpc_server_shutdown_and_notify (after
+     * it, a request completes at once with !ok): a call that arrived between listener_closed and
+     * the shutdown with no request posted for its method would be cancelled by the shutdown
+     * (CANCELLED, which clients do not retry) instead of hearing UNAVAILABLE. */
+    post_request(srv, c->method);
     c->t_accept = render_now_ms();
     rpc_call_arm_close(c);
     {
@@ -294,7 +295,11 @@ static void on_new_call(struct call *c, int ok)
         handle_unimplemented(c);
         return;
     }
-    if (atomic_load(&srv->shutting_down) && c->method != M_HEALTH_CHECK && c->method != M_HEALTH_WATCH) {
+    /* Refused only while the drain notice keeps the listener open. A call that got in just
+     * before the listener closed is served within the grace period like the others in flight:
+     * refused, it would fail at a proxy that cannot retry it elsewhere. */
+    if (atomic_load(&srv->shutting_down) && !atomic_load(&srv->listener_closed) && c->method != M_HEALTH_CHECK &&
+        c->method != M_HEALTH_WATCH) {
         rpc_log_call(c, ERR_UNAVAILABLE, "server is shutting down", NULL);
         rpc_finish(c, ERR_UNAVAILABLE, "server is shutting down", NULL, 0);
         return;
@@ -606,25 +611,16 @@ static void cancel_running_jobs(rpc_server *srv)
     pthread_mutex_unlock(&srv->lock);
 }
 
-/* Whether no render, stream, I/O call or job is queued or running: what the drain waits for with
- * the listener still open. */
-static bool work_drained(rpc_server *srv)
-{
-    bool done;
-
-    pthread_mutex_lock(&srv->lock);
-    done = srv->renders.queued == 0 && srv->renders.running == 0 && srv->io.queued == 0 && srv->io.running == 0 &&
-           srv->job_runners == 0;
-    pthread_mutex_unlock(&srv->lock);
-    return done;
-}
-
+/* Whether every gRPC call is over (the shutdown tag arrived) and no render, I/O call or job is
+ * queued or running: renders another front end (HTTP) queued are not gRPC calls, and the tag
+ * does not wait for them. */
 static bool drained(rpc_server *srv)
 {
     bool done;
 
     pthread_mutex_lock(&srv->lock);
-    done = srv->shutdown_done && srv->job_runners == 0;
+    done = srv->shutdown_done && srv->renders.queued == 0 && srv->renders.running == 0 && srv->io.queued == 0 &&
+           srv->io.running == 0 && srv->job_runners == 0;
     pthread_mutex_unlock(&srv->lock);
     return done;
 }
@@ -635,6 +631,10 @@ void rpc_server_stop(rpc_server *srv, unsigned grace_ms)
 
     if (!srv)
         return;
+    /* Without a notice the listener counts as closed from the start (stored first: on_new_call
+     * reads them in the other order), so no call is refused for being a moment early. */
+    if (srv->cfg->drain_notice_ms == 0 || grace_ms == 0)
+        atomic_store(&srv->listener_closed, 1);
     atomic_store(&srv->shutting_down, 1);
     if (!srv->cq_thread_started) {
         /* Nothing drains the queue yet: start the loop just for the shutdown (failed start only). */
@@ -649,10 +649,12 @@ void rpc_server_stop(rpc_server *srv, unsigned grace_ms)
     rpc_health_draining(srv);
     deadline = render_now_ms() + grace_ms;
     notice_until = render_now_ms() + (srv->cfg->drain_notice_ms < grace_ms ? srv->cfg->drain_notice_ms : grace_ms);
-    /* The listener stays open while the work in flight drains (and for at least
-     * --drain-notice-ms): health answers NOT_SERVING and new work UNAVAILABLE, so a load balancer
-     * sees the drain and moves traffic, instead of refused connections. */
-    while ((!work_drained(srv) || render_now_ms() < notice_until) && render_now_ms() < deadline) {
+    /* For --drain-notice-ms the listener stays open: health answers NOT_SERVING and new work
+     * UNAVAILABLE, for balancers that poll health. Then it closes, whatever is still in flight:
+     * connections are refused and open ones get a GOAWAY, which a proxy (nginx) retries on
+     * another server, while it could not retry an UNAVAILABLE answer it already passed on. The
+     * calls and jobs in flight go on until they finish or the grace period ends. */
+    while (render_now_ms() < notice_until && render_now_ms() < deadline) {
         wait_changed(srv, 20);
         rpc_health_draining(srv);
     }

@@ -3,6 +3,7 @@ an embedded NUL, a job submitted right after another expired. Each asserts the e
 that the server still serves the next request."""
 import os
 import signal
+import socket
 import threading
 import time
 import unittest
@@ -172,14 +173,15 @@ class EmbeddedNulTests(unittest.TestCase):
 
 
 class DrainTests(unittest.TestCase):
-    """After SIGTERM the listener stays open while work drains: health answers NOT_SERVING (a load
-    balancer sees the drain instead of refused connections), new work gets UNAVAILABLE."""
+    """After SIGTERM the listener stays open for --drain-notice-ms: health answers NOT_SERVING (a
+    load balancer that polls sees the drain), new work gets UNAVAILABLE. Then it closes (refused
+    connections, which a proxy retries elsewhere) while the work in flight goes on."""
 
     def health(self, channel):
         return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
 
-    def test_health_says_not_serving_while_work_drains(self):
-        server = h.Server("--grace-ms", "20000", "--spool-dir", "")
+    def test_health_says_not_serving_for_the_notice_then_the_listener_closes_as_work_drains(self):
+        server = h.Server("--grace-ms", "20000", "--drain-notice-ms", "1500", "--spool-dir", "")
         try:
             with grpc.insecure_channel(server.target) as ch:
                 stub = pb_grpc.RendererStub(ch)
@@ -189,6 +191,7 @@ class DrainTests(unittest.TestCase):
                 reader = threading.Thread(target=lambda: chunks.extend(1 for _ in stream), daemon=True)
                 reader.start()
                 self.assertTrue(wait_for(lambda: len(chunks) > 0), "the long stream sent nothing")
+                start = time.monotonic()
                 server.proc.send_signal(signal.SIGTERM)
                 time.sleep(0.3)
                 for _ in range(3):
@@ -198,7 +201,19 @@ class DrainTests(unittest.TestCase):
                     self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
                     self.assertEqual(cm.exception.details(), "server is shutting down")
                     time.sleep(0.2)
-                self.assertIsNone(server.proc.poll(), "fractald closed while a stream was in flight")
+                self.assertLess(time.monotonic() - start, 1.5, "the checks above outlasted the notice")
+                # After the notice the listener is closed: a new connection is refused...
+                def refused():
+                    try:
+                        socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+                        return False
+                    except OSError:
+                        return True
+                self.assertTrue(wait_for(refused), "the listener stayed open after the notice")
+                # ...while the stream in flight still flows.
+                seen = len(chunks)
+                self.assertTrue(wait_for(lambda: len(chunks) > seen), "the stream in flight stopped")
+                self.assertIsNone(server.proc.poll(), "fractald exited while a stream was in flight")
                 stream.cancel()
                 reader.join(10)
             server.proc.wait(15)
