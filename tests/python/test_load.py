@@ -136,7 +136,13 @@ class LoadTest(unittest.TestCase):
             self.assertLess(max(health_lat), 1.0, "health took %.3f s under load" % max(health_lat))
             self.assertLess(peak_rss_bytes(server.proc.pid), 1 << 30)
             # After the storm the server is idle and serves as before.
-            stats = stub.GetStats(pb.GetStatsRequest(), timeout=10)
+            # (A worker counts its render done just after the reply went out: poll briefly.)
+            deadline = time.monotonic() + 10
+            while True:
+                stats = stub.GetStats(pb.GetStatsRequest(), timeout=10)
+                if (stats.queue_depth, stats.running) == (0, 0) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
             self.assertEqual((stats.queue_depth, stats.running), (0, 0))
             self.assertEqual(stub.Render(pb.RenderRequest(width=8, height=8), timeout=10).width, 8)
             summary = {}
