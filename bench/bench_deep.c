@@ -38,6 +38,38 @@ struct frame {
  * (engine_cl_deep.h), timed against the CPU deep engine's render of the same frame. */
 static engine_cl *cl_dev;
 
+/* Rows of the bands cl_bands cuts a frame into, as the scheduler hands a device strips. */
+#define CL_BAND_ROWS 32u
+
+/* The frame on cl_dev band by band, as render_deep.c sends it, with job.orbit_id `id` (0: the
+ * orbits are uploaded for every band): its time, with the bytes uploaded added to *bytes and
+ * the bands' counts, row-major, written to counts. */
+static double cl_bands(const deep_ref *ref, const struct deep_view *v, uint64_t id,
+                       uint32_t *counts, uint64_t *bytes)
+{
+    struct engine_cl_deep_job job;
+    struct engine_cl_deep_stats st;
+    char msg[512];
+    double t0 = bench_now_s();
+
+    for (uint32_t y = 0; y < v->grid_h; y += CL_BAND_ROWS) {
+        struct spec_rect band = {0, y, v->grid_w,
+                                 v->grid_h - y < CL_BAND_ROWS ? v->grid_h - y : CL_BAND_ROWS};
+        if (deep_ref_device_job(&job, ref, v, &band, msg, sizeof(msg)) != 0)
+            goto fail;
+        job.orbit_id = id;
+        if (engine_cl_deep_render(cl_dev, &job, counts + (size_t)y * v->grid_w, NULL, NULL, &st,
+                                  msg, sizeof(msg)) != 0)
+            goto fail;
+        *bytes += st.upload_bytes;
+    }
+    return bench_now_s() - t0;
+
+fail:
+    fprintf(stderr, "bench_deep: OpenCL: %s\n", msg);
+    exit(1);
+}
+
 /* The frame on cl_dev: one warm-up tile first (the deep program's build, and PoCL's compile),
  * then the full frame timed; writes into line its time, Giter/s (counting skipped iterations,
  * as the CPU line does), the ratio to the CPU render and how many counts agree with it. */
@@ -46,13 +78,16 @@ static void cl_frame(const deep_ref *ref, const struct deep_view *v, const uint3
 {
     struct spec_rect all = {0, 0, v->grid_w, v->grid_h}, tile = {0, 0, 16, 16};
     size_t n = (size_t)v->grid_w * v->grid_h, equal = 0;
-    uint32_t *counts = malloc(n * sizeof(uint32_t));
+    uint32_t *counts = malloc(n * sizeof(uint32_t)), *bands = malloc(n * sizeof(uint32_t));
     struct engine_cl_deep_job job;
     struct engine_cl_deep_stats st;
+    uint64_t bytes_each = 0, bytes_kept = 0;
+    size_t band_equal = 0;
     char msg[512];
-    double t0, t;
+    double t0, t, t_each, t_kept;
+    int at;
 
-    if (counts == NULL)
+    if (counts == NULL || bands == NULL)
         exit(1);
     if (deep_ref_device_job(&job, ref, v, &tile, msg, sizeof(msg)) != 0 ||
         engine_cl_deep_render(cl_dev, &job, counts, NULL, NULL, &st, msg, sizeof(msg)) != 0 ||
@@ -68,11 +103,25 @@ static void cl_frame(const deep_ref *ref, const struct deep_view *v, const uint3
     t = bench_now_s() - t0;
     for (size_t k = 0; k < n; k++)
         equal += counts[k] == cpu_counts[k];
-    snprintf(line, linelen,
-             "%-26s   OpenCL %s: render %.2f s, %.2f Giter/s counting both (%.2fx the CPU "
-             "render's time), %u launches; counts equal to the CPU's on %.5f\n",
-             "", engine_cl_get_info(cl_dev)->name, t, (double)st.iterations / t * 1e-9, t / t_cpu,
-           st.launches, (double)equal / (double)n);
+    at = snprintf(line, linelen,
+                  "%-26s   OpenCL %s: render %.2f s, %.2f Giter/s counting both (%.2fx the CPU "
+                  "render's time), %u launches; counts equal to the CPU's on %.5f\n",
+                  "", engine_cl_get_info(cl_dev)->name, t, (double)st.iterations / t * 1e-9,
+                  t / t_cpu, st.launches, (double)equal / (double)n);
+    /* The bands twice: the orbits sent with every band (orbit_id 0, as before the device kept
+     * them), then kept from the first band on; both must give the full frame's counts. */
+    t_each = cl_bands(ref, v, 0, bands, &bytes_each);
+    t_kept = cl_bands(ref, v, deep_ref_serial(ref), bands, &bytes_kept);
+    for (size_t k = 0; k < n; k++)
+        band_equal += bands[k] == counts[k];
+    if (at >= 0 && (size_t)at < linelen)
+        snprintf(line + at, linelen - (size_t)at,
+                 "%-26s   OpenCL in %u-row bands: orbits sent per band %.3f s, %.2f MB uploaded; "
+                 "kept on the device %.3f s, %.2f MB (%.2fx); counts equal to the frame's on "
+                 "%.5f\n",
+                 "", CL_BAND_ROWS, t_each, (double)bytes_each * 1e-6, t_kept,
+                 (double)bytes_kept * 1e-6, t_each / t_kept, (double)band_equal / (double)n);
+    free(bands);
     free(counts);
 }
 
@@ -127,7 +176,7 @@ static void run_frame(const struct frame *f, uint32_t w, uint32_t h)
     double t0, t_ref, t_orbit, t_bla, t_all, t_on, t_off;
     size_t interior = 0;
     deep_ref *ref = NULL;
-    char msg[160], cl_line[512] = "";
+    char msg[160], cl_line[1024] = "";
 
     if (counts == NULL)
         exit(1);

@@ -81,6 +81,11 @@ int deep_ref_new(deep_ref **out, const struct deep_view *view, const atomic_int 
  * and its pixel spacing at most 2^16 finer than that view's (the orbit's guard bits). */
 int deep_ref_fits(const deep_ref *ref, const struct deep_view *view);
 
+/* The reference's serial number: nonzero, unique among the references of the process (never
+ * reused, unlike its address), so it identifies the orbits and BLA tables a device keeps a copy
+ * of (engine_cl_deep_job.orbit_id). */
+uint64_t deep_ref_serial(const deep_ref *ref);
+
 /* Bytes the reference holds. */
 size_t deep_ref_bytes(const deep_ref *ref);
 

@@ -62,6 +62,9 @@ struct deep_orbit {
 
 struct deep_ref {
     atomic_uint refs;
+    /* deep_ref_serial: unique per process (a counter, never an address), so that a device's copy
+     * of the orbits cannot be taken for those of a later reference allocated at the same place. */
+    uint64_t serial;
     /* The key (deep_ref_fits). The centre strings are copies, owned. */
     enum spec_fractal fractal;
     double c_re, c_im, escape_radius;

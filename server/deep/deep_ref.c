@@ -173,6 +173,9 @@ static long precision_for(double log2_spacing, double log2_magnitude)
     return bits < 64 ? 64 : (long)bits;
 }
 
+/* deep_ref_serial's counter; starts at 1 so that 0 stays "no identity" (engine_cl_deep_job). */
+static atomic_uint_fast64_t next_serial = 1;
+
 int deep_ref_new(deep_ref **out, const struct deep_view *view, const atomic_int *cancel,
                  char *msg, size_t msglen)
 {
@@ -196,6 +199,7 @@ int deep_ref_new(deep_ref **out, const struct deep_view *view, const atomic_int 
     if ((ref = calloc(1, sizeof(*ref))) == NULL)
         goto done;
     atomic_init(&ref->refs, 1);
+    ref->serial = atomic_fetch_add_explicit(&next_serial, 1, memory_order_relaxed);
     ref->fractal = view->fractal;
     ref->c_re = view->fractal == SPEC_JULIA ? view->c_re : 0.0;
     ref->c_im = view->fractal == SPEC_JULIA ? view->c_im : 0.0;
@@ -308,6 +312,11 @@ int deep_ref_fits(const deep_ref *ref, const struct deep_view *view)
     if (view->fractal == SPEC_MANDELBROT && log2_reach > ref->log2_reach + 1e-9)
         return 0;
     return 1;
+}
+
+uint64_t deep_ref_serial(const deep_ref *ref)
+{
+    return ref->serial;
 }
 
 size_t deep_ref_bytes(const deep_ref *ref)

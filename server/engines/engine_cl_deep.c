@@ -61,6 +61,10 @@ struct deep_state {
     char failure[512];
     cl_mem meta, ctl, z[2], bla[2], st_n, st_m, st_dz, counts, zout, st_e;
     size_t cap_z[2], cap_bla[2], cap_samples;
+    /* The job->orbit_id of what z, bla and meta hold (0: nothing known). One is enough: a
+     * frame's bands share one reference. Read and written only under `busy`; a render of
+     * another reference between two bands costs one more upload, never a wrong copy. */
+    uint64_t orbit_id;
     double rate;                       /* turns x live samples per ms, once measured */
 };
 
@@ -426,13 +430,18 @@ static int job_check(const struct engine_cl_deep_job *job, char *msg, size_t msg
 }
 
 /* Uploads the job's orbits, BLA tables and their meta to the device (blocking writes: the
- * caller's arrays are free to change once this returns). */
-static int upload(struct deep_state *st, const struct engine_cl_deep_job *job, char *msg,
-                  size_t msglen)
+ * caller's arrays are free to change once this returns), unless its nonzero orbit_id is the one
+ * already there; adds the bytes sent to *bytes. */
+static int upload(struct deep_state *st, const struct engine_cl_deep_job *job, uint64_t *bytes,
+                  char *msg, size_t msglen)
 {
     cl_uint meta[2 * META_SIZE];
     int err = 0;
 
+    if (job->orbit_id != 0 && job->orbit_id == st->orbit_id)
+        return 0;
+    /* Forgotten first: a write that fails halfway leaves buffers that match no id. */
+    st->orbit_id = 0;
     memset(meta, 0, sizeof(meta));
     for (int o = 0; o < job->norbits && o < 2; o++) {
         const struct engine_cl_deep_orbit *ob = &job->orbit[o];
@@ -447,6 +456,7 @@ static int upload(struct deep_state *st, const struct engine_cl_deep_job *job, c
         if (bb)
             CL_CHECK(clEnqueueWriteBuffer(st->queue, st->bla[o], CL_TRUE, 0, bb, ob->bla, 0, NULL,
                                           NULL));
+        *bytes += zb + bb;
         mt[0] = ob->len;
         mt[1] = ob->bla_levels;
         for (uint32_t k = 0; k < ob->bla_levels; k++) {
@@ -456,6 +466,8 @@ static int upload(struct deep_state *st, const struct engine_cl_deep_job *job, c
     }
     CL_CHECK(clEnqueueWriteBuffer(st->queue, st->meta, CL_TRUE, 0, sizeof(meta), meta, 0, NULL,
                                   NULL));
+    *bytes += sizeof(meta);
+    st->orbit_id = job->orbit_id;
 
 done:
     return err;
@@ -543,7 +555,7 @@ int engine_cl_deep_render(engine_cl *engine, const struct engine_cl_deep_job *jo
     uint32_t *cbuf = NULL, launches = 0, band_rows, cap;
     double *zhost = NULL, *ehost = NULL, t0;
     const int exact = job->fractal == SPEC_JULIA && job->exact != NULL;
-    uint64_t sum = 0, nexact = 0;
+    uint64_t sum = 0, nexact = 0, uploaded = 0;
     int err = 0, locked = 0;
 
     if (stats)
@@ -598,7 +610,7 @@ int engine_cl_deep_render(engine_cl *engine, const struct engine_cl_deep_job *jo
         goto done;
     if (exact && (ehost = malloc((size_t)band_rows * job->rect.width * sizeof(double))) == NULL)
         goto done;
-    if ((err = upload(st, job, msg, msglen)) < 0)
+    if ((err = upload(st, job, &uploaded, msg, msglen)) < 0)
         goto done;
     if (smooth) {
         /* deep_render.c's smooth constants: an fp64 view with the same r2max and max_iter; its
@@ -672,8 +684,10 @@ int engine_cl_deep_render(engine_cl *engine, const struct engine_cl_deep_job *jo
     err = 0;
 
 done:
-    if (stats)
+    if (stats) {
         stats->launches = launches;
+        stats->upload_bytes = uploaded;
+    }
     /* A failed build, or a failed OpenCL call, fails every later deep job on this engine with
      * the same message. The engine itself is left to engine_cl_render, which finds out on its
      * own whether the device still works for plain renders (and whose struct another thread

@@ -58,6 +58,10 @@ typedef int (*engine_cl_deep_exact_fn)(const void *ref, const void *view, uint32
  * Julia: a sample whose error bound exceeds exact_above (the kernel's deltas lost its count) is
  * recomputed on the host by exact(exact_ref, exact_view, ...), which replaces its count and
  * final z; exact NULL: never. exact_ref and exact_view are borrowed until the render returns.
+ * orbit_id names the contents of orbit[] (deep_ref_serial of the reference they come from):
+ * a call whose nonzero orbit_id is that of the engine's previous upload reuses the device's
+ * copy instead of sending the orbits and BLA tables again, so the caller promises that equal
+ * nonzero ids mean equal orbit[] contents. 0: no identity, uploaded on every call.
  */
 #define ENGINE_CL_DEEP_JOB_VERSION 2
 struct engine_cl_deep_job {
@@ -76,6 +80,7 @@ struct engine_cl_deep_job {
     double exact_above;                /* > 0; units of 2^-53 */
     engine_cl_deep_exact_fn exact;     /* may be NULL */
     const void *exact_ref, *exact_view;
+    uint64_t orbit_id;                 /* 0, or unique to these orbits' contents (above) */
 };
 
 /* What one engine_cl_deep_render call did. */
@@ -84,6 +89,7 @@ struct engine_cl_deep_stats {
     uint32_t launches;                 /* kernel launches */
     uint64_t exact;                    /* samples recomputed by job->exact */
     double build_ms;                   /* the deep program's build, when this call built it */
+    uint64_t upload_bytes;             /* orbit, BLA and meta bytes sent (0: the device's copy) */
 };
 
 /* Nonzero when the engine can run deep jobs: usable (not failed) and with fp64. */
@@ -96,8 +102,10 @@ int engine_cl_deep_usable(const engine_cl *engine);
  * final z, with deep_render.c's c, so its bits are the CPU deep engine's wherever the counts
  * and final z agree. Both arrays are rect.width * rect.height, row-major.
  * The first call on an engine builds the deep program (seconds on PoCL; kept, with its own
- * command queue and buffers, until engine_cl_deep_release). Launches are bounded to about the
- * engine's max_launch_ms and *cancel (may be NULL) is polled between them, so a raised flag
+ * command queue and buffers, until engine_cl_deep_release). The engine keeps the orbits of its
+ * last upload on the device: a following call with the same nonzero job->orbit_id (the bands of
+ * one frame) sends none of them. Launches are bounded to about the engine's max_launch_ms and
+ * *cancel (may be NULL) is polled between them, so a raised flag
  * returns within about a launch (and within milliseconds during the host's exact recomputations
  * of Julia samples, job->exact). Thread-safe: deep calls on one engine are serialised (a
  * waiting call still answers *cancel), and they may run beside engine_cl_render on the same

@@ -88,8 +88,13 @@ int render_compute_deep(void *ctx, const struct render_spec *spec, const struct 
         memset(&cs, 0, sizeof(cs));
         err = deep_ref_device_job(&job, deep_cache_entry_ref(deep->attached), &view, rect, rd->msg,
                                   sizeof(rd->msg));
-        if (err == 0)
-            err = engine_cl_deep_render(rd->cl, &job, counts, smooth, cancel, &cs, rd->msg, sizeof(rd->msg));
+        if (err == 0) {
+            /* The bands of one frame share the reference: the device keeps its orbits from the
+             * first band on instead of receiving them again for every band. */
+            job.orbit_id = deep_ref_serial(deep_cache_entry_ref(deep->attached));
+            err = engine_cl_deep_render(rd->cl, &job, counts, smooth, cancel, &cs, rd->msg,
+                                        sizeof(rd->msg));
+        }
         if (err == 0) {
             ds.iterations = cs.iterations;
             ds.tiles = cs.launches;

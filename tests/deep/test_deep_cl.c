@@ -385,6 +385,127 @@ static void test_bands(void **state)
     free(dev_s);
 }
 
+/* ---- the orbits kept on the device ---- */
+
+/*
+ * Renders v in four bands on e with job.orbit_id `id` into counts (the whole grid); returns
+ * the bytes uploaded per band in up[0..3] and the bytes of the reference's orbits and BLA tables
+ * (what a band that uploads sends at least).
+ */
+static uint64_t render_bands(engine_cl *e, const deep_ref *ref, const struct deep_view *v,
+                             uint64_t id, uint32_t *counts, uint64_t up[4])
+{
+    uint64_t orbits = 0;
+    const uint32_t rows = v->grid_h / 4;
+    struct engine_cl_deep_job job;
+    struct engine_cl_deep_stats st;
+    char msg[512] = "";
+
+    for (uint32_t b = 0; b < 4; b++) {
+        struct spec_rect band = {0, b * rows, v->grid_w, b == 3 ? v->grid_h - 3 * rows : rows};
+        int err;
+        assert_int_equal(deep_ref_device_job(&job, ref, v, &band, msg, sizeof(msg)), 0);
+        job.orbit_id = id;
+        err = engine_cl_deep_render(e, &job, counts + (size_t)band.y * v->grid_w, NULL, NULL, &st,
+                                    msg, sizeof(msg));
+        if (err != 0)
+            fail_msg("engine_cl_deep_render on %s: %s (%s)", engine_cl_get_info(e)->name,
+                     err_name(err), msg);
+        up[b] = st.upload_bytes;
+    }
+    for (int o = 0; o < job.norbits; o++)
+        orbits += (uint64_t)job.orbit[o].len * 2 * sizeof(double) +
+                  job.orbit[o].bla_entries * ENGINE_CL_DEEP_BLA_DOUBLES * sizeof(double);
+    return orbits;
+}
+
+/* The fraction of n counts that agree. */
+static double agree(const uint32_t *a, const uint32_t *b, size_t n)
+{
+    size_t equal = 0;
+
+    for (size_t k = 0; k < n; k++)
+        equal += a[k] == b[k];
+    return (double)equal / (double)n;
+}
+
+/*
+ * The bands of one reference upload its orbits once (orbit_id), and what the device keeps is
+ * never taken for another reference's: a second view (a Julia set: two orbits), the first again
+ * (only one is kept), orbit_id 0 (every band), and a reference built anew for the first view
+ * (a new serial, whether or not it got the freed one's address) each upload and still give the
+ * CPU's counts.
+ */
+static void test_orbit_kept(void **state)
+{
+    const size_t n = (size_t)SIDE * SIDE;
+    struct deep_view va = make_view(SPEC_MANDELBROT, SPIRAL_RE, SPIRAL_IM, "1e-60", SIDE, SIDE,
+                                    20000);
+    struct deep_view vb = make_view(SPEC_JULIA, SPIRAL_RE, SPIRAL_IM, "1e-20", SIDE, SIDE, 2000);
+    struct spec_rect all = {0, 0, SIDE, SIDE};
+    uint32_t *cpu_a = malloc(n * sizeof(uint32_t)), *cpu_b = malloc(n * sizeof(uint32_t));
+    uint32_t *dev = malloc(n * sizeof(uint32_t));
+    deep_ref *a = NULL, *b = NULL;
+    uint64_t up[4], serial_a, bytes;
+    char msg[160] = "";
+
+    (void)state;
+    NEED_DEVICE();
+    assert_true(cpu_a && cpu_b && dev);
+    if (deep_ref_new(&a, &va, NULL, msg, sizeof(msg)) != 0 ||
+        deep_ref_new(&b, &vb, NULL, msg, sizeof(msg)) != 0)
+        fail_msg("deep_ref_new: %s", msg);
+    assert_true(deep_ref_serial(a) != 0 && deep_ref_serial(b) != deep_ref_serial(a));
+    assert_int_equal(deep_render(a, &va, &all, cpu_a, NULL, NULL, 2, NULL), 0);
+    assert_int_equal(deep_render(b, &vb, &all, cpu_b, NULL, NULL, 2, NULL), 0);
+    for (size_t d = 0; d < nfp64; d++) {
+        engine_cl *e = fp64[d];
+
+        bytes = render_bands(e, a, &va, deep_ref_serial(a), dev, up);
+        print_message("orbit kept on %s: bands upload %llu, %llu, %llu, %llu bytes\n",
+                      engine_cl_get_info(e)->name, (unsigned long long)up[0],
+                      (unsigned long long)up[1], (unsigned long long)up[2],
+                      (unsigned long long)up[3]);
+        /* The first band may find the orbits of an earlier case's call (a serial of its own):
+         * it uploads; the three others find them. */
+        assert_true(up[0] >= bytes && bytes > 0);
+        assert_true(up[1] == 0 && up[2] == 0 && up[3] == 0);
+        assert_true(agree(dev, cpu_a, n) >= MATCH_MIN);
+
+        bytes = render_bands(e, b, &vb, deep_ref_serial(b), dev, up);
+        assert_true(up[0] >= bytes && bytes > 0 && up[1] == 0);
+        assert_true(agree(dev, cpu_b, n) >= MATCH_MIN);
+
+        bytes = render_bands(e, a, &va, deep_ref_serial(a), dev, up);
+        assert_true(up[0] >= bytes && up[1] == 0);
+        assert_true(agree(dev, cpu_a, n) >= MATCH_MIN);
+
+        bytes = render_bands(e, b, &vb, 0, dev, up);
+        assert_true(up[0] >= bytes && up[1] == up[0] && up[3] == up[0]);
+        assert_true(agree(dev, cpu_b, n) >= MATCH_MIN);
+    }
+    /* A reference built anew at possibly the same address: the serial tells them apart. Built
+     * for the first view while the device holds the first view's orbits under the old serial. */
+    for (size_t d = 0; d < nfp64; d++)
+        (void)render_bands(fp64[d], a, &va, deep_ref_serial(a), dev, up);
+    serial_a = deep_ref_serial(a);
+    deep_ref_unref(a);
+    a = NULL;
+    if (deep_ref_new(&a, &va, NULL, msg, sizeof(msg)) != 0)
+        fail_msg("deep_ref_new: %s", msg);
+    assert_true(deep_ref_serial(a) != serial_a);
+    for (size_t d = 0; d < nfp64; d++) {
+        bytes = render_bands(fp64[d], a, &va, deep_ref_serial(a), dev, up);
+        assert_true(up[0] >= bytes && up[1] == 0);
+        assert_true(agree(dev, cpu_a, n) >= MATCH_MIN);
+    }
+    deep_ref_unref(a);
+    deep_ref_unref(b);
+    free(cpu_a);
+    free(cpu_b);
+    free(dev);
+}
+
 /* ---- cancellation ---- */
 
 struct raiser {
@@ -508,6 +629,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_julia_default_1e60),
         cmocka_unit_test(test_julia_default_1e200),
         cmocka_unit_test(test_bands),
+        cmocka_unit_test(test_orbit_kept),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_refusals),
     };
