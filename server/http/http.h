@@ -38,7 +38,9 @@ int http_server_start(http_server **out, int *port, const struct http_deps *deps
  * may stop it next (rpc_server_stop waits for the accepted renders). Accepts NULL. */
 void http_server_drain(http_server *h, unsigned grace_ms);
 
-/* Closes the listener and every connection, joins its threads and frees it. Call after
+/* Waits, until the drain's deadline, for the replies still being sent (a render that finished in
+ * the grace period reaches its client whole), then closes the listener and every connection,
+ * joins its threads and frees it. Call after
  * rpc_server_stop (or before it when the drain never began) and before the job store closes.
  * Accepts NULL. */
 void http_server_stop(http_server *h);

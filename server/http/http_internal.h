@@ -95,6 +95,7 @@ struct http_server {
     atomic_int draining;
     atomic_llong drain_deadline_ms; /* renders still running then are cancelled */
     atomic_int rpc_users;           /* requests inside an rpc_server_* call right now */
+    atomic_int requests_open;       /* requests begun and not yet completed (reply sent or failed) */
     atomic_uint_least64_t answered[R_COUNT][HTTP_NSTATUS];
     atomic_uint_least64_t latency[R_COUNT][LATENCY_NBUCKETS];
     atomic_uint_least64_t latency_us_sum[R_COUNT];

@@ -281,6 +281,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return MHD_NO;
         r->t0 = render_now_ms();
         *req_cls = r;
+        atomic_fetch_add(&h->requests_open, 1);
         if (!cl || strtoull(cl, NULL, 10) <= body_limit(h))
             return MHD_YES;
         r->too_large = true;
@@ -319,14 +320,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls, enum MHD_RequestTerminationCode toe)
 {
+    http_server *h = cls;
     struct conn_req *r = *req_cls;
 
-    (void)cls;
     (void)conn;
     (void)toe;
     if (r) {
         free(r->body);
         free(r);
+        atomic_fetch_sub(&h->requests_open, 1);
     }
     *req_cls = NULL;
 }
@@ -471,6 +473,11 @@ void http_server_stop(http_server *h)
     atomic_store(&h->draining, 1);
     while (atomic_load(&h->rpc_users) > 0)
         usleep(1000);
+    /* MHD_stop_daemon closes every connection, a reply half sent included: a render that finished
+     * inside the grace period would reach its client truncated. Let the replies in flight go out
+     * first, until the drain deadline (none when the stop is not a drain). */
+    while (atomic_load(&h->requests_open) > 0 && render_now_ms() < (double)atomic_load(&h->drain_deadline_ms))
+        usleep(2000);
     MHD_stop_daemon(h->daemon);
     if (h->tls_key) {
         /* The private key: do not leave it in freed memory. */

@@ -570,7 +570,28 @@ class HttpDrainTests(unittest.TestCase):
             job = dict(DEEP_JULIA, width=side, height=side)
 
             def render():
-                result["reply"] = server.request("POST", "/v1/render", job, timeout=120)
+                # A slow reader with a small receive window: the reply is still on its way when
+                # the renders are done and the server moves on to stopping; it must arrive whole.
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 10)
+                sock.settimeout(120)
+                sock.connect(("127.0.0.1", server.http_port))
+                try:
+                    body = json.dumps(job).encode()
+                    sock.sendall(b"POST /v1/render HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                    resp = http.client.HTTPResponse(sock)
+                    resp.begin()
+                    chunks = []
+                    while True:
+                        chunk = resp.read(64 << 10)
+                        if not chunk:
+                            break
+                        chunks.append(chunk)
+                        time.sleep(0.005)
+                    result["reply"] = (resp.status, dict(resp.getheaders()), b"".join(chunks))
+                finally:
+                    sock.close()
             t = threading.Thread(target=render)
             t.start()
             deadline = time.monotonic() + 10
